@@ -1,0 +1,108 @@
+"""Settings for every kjs process, read once at each entry point.
+
+Every setting is an environment variable with the ``KJS_`` prefix. Each process reads only
+the sections it needs, but an unknown ``KJS_*`` variable is refused by all of them: a typo
+such as ``KJS_KAFKA_BOOTSTRAPS`` must fail loudly instead of silently using the default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "KJS_"
+
+Lane = Literal["critical", "normal", "low"]
+LANES: tuple[Lane, ...] = ("critical", "normal", "low")
+
+
+class _Section(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Section):
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    # Prefix for every topic and consumer group name: lets tests and several installations
+    # share one cluster without seeing each other's records.
+    namespace: str = ""
+    command_partitions: int = Field(default=6, ge=1, le=1024)
+    due_partitions: int = Field(default=6, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1, le=16)
+
+
+class DatabaseSettings(_Section):
+    database_url: SecretStr = SecretStr("postgresql://kjs@127.0.0.1:54329/kjs")
+    db_pool_min: int = Field(default=1, ge=0)
+    db_pool_max: int = Field(default=8, ge=1)
+
+
+class SchedulerSettings(_Section):
+    # A due event is produced this long before the occurrence's time; the worker holds it
+    # and starts on the instant, so the Kafka and poll hops do not add to lateness.
+    lead_ms: int = Field(default=250, ge=0, le=10_000)
+    # Only jobs due within this window are held in a shard's memory (invariant 4).
+    window_s: float = Field(default=30.0, gt=1.0, le=3600.0)
+    # A `once` job whose time is further in the past than this is refused.
+    past_grace_s: float = Field(default=60.0, ge=0.0)
+    scheduler_id: str = ""
+
+
+class WorkerSettings(_Section):
+    worker_concurrency: int = Field(default=64, ge=1, le=10_000)
+    worker_id: str = ""
+    http_excerpt_bytes: int = Field(default=2048, ge=0, le=1_000_000)
+
+
+class ApiSettings(_Section):
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8080, ge=0, le=65535)
+    kafka_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class InfraSettings(_Section):
+    data_dir: Path = Path(".kjs")
+    kafka_port: int = Field(default=9092, ge=1, le=65535)
+    kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
+    kafka_version: str = "4.1.1"
+    kafka_heap: str = "512m"
+    postgres_port: int = Field(default=54329, ge=1, le=65535)
+
+
+SECTIONS: tuple[type[_Section], ...] = (
+    KafkaSettings,
+    DatabaseSettings,
+    SchedulerSettings,
+    WorkerSettings,
+    ApiSettings,
+    InfraSettings,
+)
+
+
+class UnknownSettingError(ValueError):
+    pass
+
+
+def known_env_names() -> set[str]:
+    return {ENV_PREFIX + name.upper() for section in SECTIONS for name in section.model_fields}
+
+
+def check_environment(environ: dict[str, str] | None = None) -> None:
+    """Refuse any ``KJS_*`` variable that no section declares."""
+    env = os.environ if environ is None else environ
+    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known_env_names())
+    if unknown:
+        raise UnknownSettingError(
+            f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known_env_names()))}"
+        )
+
+
+S = TypeVar("S", bound=_Section)
+
+
+def load(section: type[S]) -> S:
+    check_environment()
+    return section()

@@ -1,0 +1,100 @@
+"""The Postgres boundary: pools, migrations, and driver errors turned into domain errors."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+from kjs.settings import DatabaseSettings
+
+MIGRATIONS_TABLE = "kjs_schema_migrations"
+
+
+class StoreUnavailable(RuntimeError):
+    """Postgres could not be reached or dropped the connection; the caller retries later."""
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # jsonb columns come back as Python objects, not strings.
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(settings: DatabaseSettings, dsn: str | None = None) -> asyncpg.Pool:
+    try:
+        pool = await asyncpg.create_pool(
+            dsn or settings.database_url.get_secret_value(),
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            init=_init_connection,
+        )
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise StoreUnavailable(f"cannot connect to Postgres: {exc}") from exc
+    assert pool is not None
+    return pool
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether an error means "Postgres is down or restarting" rather than "bad query"."""
+    return isinstance(
+        exc,
+        OSError
+        | asyncpg.exceptions.ConnectionDoesNotExistError
+        | asyncpg.exceptions.CannotConnectNowError
+        | asyncpg.exceptions.AdminShutdownError
+        | asyncpg.exceptions.InterfaceError
+        | StoreUnavailable,
+    )
+
+
+def migration_files() -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every numbered migration, in order."""
+    folder = resources.files("schemas") / "sql" / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text()))
+    return sorted(found)
+
+
+def schema_file() -> str:
+    return (resources.files("schemas") / "sql" / "schema.sql").read_text()
+
+
+async def migrate(conn: asyncpg.Connection) -> list[str]:
+    """Apply the migrations not yet applied; returns their names.
+
+    1. Take a transaction-level advisory lock, so that processes starting together do not
+       apply the same migration twice.
+    2. Read the applied versions, apply each missing one in order, and record it, all in
+       the same transaction: a failing migration leaves nothing half-applied.
+    """
+    applied_now: list[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('kjs-migrate'))")
+        await conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch(f"SELECT version FROM {MIGRATIONS_TABLE}")}
+        for version, name, sql in migration_files():
+            if version in done:
+                continue
+            await conn.execute(sql)
+            await conn.execute(
+                f"INSERT INTO {MIGRATIONS_TABLE} (version, name) VALUES ($1, $2)", version, name
+            )
+            applied_now.append(name)
+    return applied_now
+
+
+async def migrate_url(dsn: str) -> list[str]:
+    conn: Any = await asyncpg.connect(dsn)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()

@@ -1,0 +1,71 @@
+-- 0001: shards (fencing epochs), jobs and executions.
+-- The state machine lives in CHECK constraints, deduplication in UNIQUE constraints: a bug
+-- in the Python code cannot write a row the model forbids.
+
+CREATE TABLE kjs_shards (
+    shard       integer PRIMARY KEY CHECK (shard >= 0),
+    -- Bumped by every new owner; every scheduler write for the shard is conditional on it.
+    epoch       bigint  NOT NULL CHECK (epoch >= 1),
+    owner       text    NOT NULL,
+    assigned_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE kjs_jobs (
+    job_id          uuid PRIMARY KEY,
+    user_id         text NOT NULL CHECK (length(user_id) BETWEEN 1 AND 128),
+    shard           integer NOT NULL CHECK (shard >= 0),
+    name            text NOT NULL,
+    idempotency_key text,
+    schedule        jsonb NOT NULL CHECK (schedule->>'type' IN ('once', 'cron', 'interval')),
+    target          jsonb NOT NULL CHECK (target ? 'type'),
+    priority        text NOT NULL CHECK (priority IN ('critical', 'normal', 'low')),
+    retry           jsonb NOT NULL,
+    status          text NOT NULL
+                    CHECK (status IN ('scheduled', 'queued', 'succeeded', 'failed', 'cancelled')),
+    -- Set exactly while another occurrence is still to fire.
+    next_run_at     timestamptz,
+    run_count       integer NOT NULL DEFAULT 0 CHECK (run_count >= 0),
+    source          text NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT kjs_jobs_next_run_iff_scheduled CHECK ((status = 'scheduled') = (next_run_at IS NOT NULL)),
+    CONSTRAINT kjs_jobs_idempotency UNIQUE (user_id, idempotency_key)
+);
+
+-- The shard timer's load query: what is due soon on this shard.
+CREATE INDEX kjs_jobs_due ON kjs_jobs (shard, next_run_at) WHERE status = 'scheduled';
+-- Listing a tenant's jobs with keyset pagination.
+CREATE INDEX kjs_jobs_by_user ON kjs_jobs (user_id, created_at, job_id);
+
+CREATE TABLE kjs_executions (
+    execution_id   uuid PRIMARY KEY,
+    job_id         uuid NOT NULL REFERENCES kjs_jobs (job_id) ON DELETE CASCADE,
+    user_id        text NOT NULL,
+    shard          integer NOT NULL CHECK (shard >= 0),
+    scheduled_for  timestamptz NOT NULL,
+    attempt        integer NOT NULL CHECK (attempt >= 1),
+    lane           text NOT NULL CHECK (lane IN ('critical', 'normal', 'low')),
+    status         text NOT NULL
+                   CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+    -- Outbox: NULL until Kafka acknowledged the due event; the next owner re-sends those.
+    dispatched_at  timestamptz,
+    started_at     timestamptz,
+    finished_at    timestamptz,
+    worker         text,
+    lease_until    timestamptz,
+    http_status    integer,
+    output_excerpt text,
+    error          text,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    -- Each occurrence's attempt is recorded once (invariant 2).
+    CONSTRAINT kjs_executions_once UNIQUE (job_id, scheduled_for, attempt),
+    CONSTRAINT kjs_executions_started CHECK (status IN ('queued', 'cancelled') OR started_at IS NOT NULL),
+    CONSTRAINT kjs_executions_finished CHECK (
+        (status IN ('succeeded', 'failed', 'cancelled')) = (finished_at IS NOT NULL)
+    ),
+    CONSTRAINT kjs_executions_worker CHECK (status IN ('queued', 'cancelled') OR worker IS NOT NULL)
+);
+
+CREATE INDEX kjs_executions_undispatched ON kjs_executions (shard)
+    WHERE dispatched_at IS NULL AND status = 'queued';
+CREATE INDEX kjs_executions_by_job ON kjs_executions (job_id, created_at);

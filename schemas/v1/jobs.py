@@ -1,0 +1,43 @@
+"""A job as a user submits it (HTTP body, and the ``job`` of a create command)."""
+
+from __future__ import annotations
+
+from typing import Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.v1.schedules import Schedule
+from schemas.v1.targets import Target
+
+Priority = Literal["critical", "normal", "low"]
+UserId = str
+USER_ID_FIELD = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")
+
+
+class RetryPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    initial_delay_s: float = Field(default=1.0, ge=0, le=86400)
+    max_delay_s: float = Field(default=300.0, ge=0, le=7 * 86400)
+
+
+class JobSpec(BaseModel):
+    """The body of ``POST /v1/jobs``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user_id: UserId = USER_ID_FIELD
+    name: str = Field(min_length=1, max_length=200)
+    schedule: Schedule
+    target: Target
+    priority: Priority = "normal"
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class SubmittedJob(JobSpec):
+    """A job inside a create command: the HTTP body, plus an optional caller-chosen id."""
+
+    job_id: UUID | None = None

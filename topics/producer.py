@@ -1,0 +1,17 @@
+"""The one way kjs processes produce: durable (acks=all, idempotent) and murmur2-keyed."""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaProducer
+
+
+def durable_producer(bootstrap: str, *, linger_ms: int = 0) -> AIOKafkaProducer:
+    # aiokafka's default partitioner is Java's murmur2, so keys land where faust and
+    # the Java clients expect them.
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=linger_ms,
+        request_timeout_ms=10_000,
+    )
