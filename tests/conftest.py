@@ -1,0 +1,80 @@
+"""Shared fixtures. Tests that touch Kafka or Postgres use the real services.
+
+The services are started by the project's own ``infra`` code when they are not running, never
+skipped and never mocked. Each test session gets its own database and its own topic namespace,
+so a run never sees another run's rows or records.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from kjs.settings import DatabaseSettings, InfraSettings, KafkaSettings
+from schemas.db import create_pool, migrate_url
+from topics.admin import create_topics
+from topics.catalog import Catalog, catalog
+
+RUN_ID = uuid.uuid4().hex[:10]
+
+
+def _admin_dsn() -> str:
+    return os.environ.get("KJS_DATABASE_URL", DatabaseSettings().database_url.get_secret_value())
+
+
+@pytest.fixture(scope="session")
+async def services() -> None:
+    """Make sure the broker and Postgres run (idempotent; reuses running ones)."""
+    from infra.supervisor import up
+
+    if "KJS_DATABASE_URL" in os.environ and "KJS_KAFKA_BOOTSTRAP" in os.environ:
+        return  # pointed at existing services on purpose
+    await up(InfraSettings())
+
+
+@pytest.fixture(scope="session")
+async def database_url(services: None) -> AsyncIterator[str]:
+    admin = _admin_dsn()
+    name = f"kjs_test_{RUN_ID}"
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    dsn = admin.rsplit("/", 1)[0] + "/" + name
+    await migrate_url(dsn)
+    yield dsn
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await create_pool(DatabaseSettings(), dsn=database_url)
+    yield p
+    await p.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_settings() -> KafkaSettings:
+    return KafkaSettings(namespace=f"t{RUN_ID}.", command_partitions=3, due_partitions=3)
+
+
+@pytest.fixture(scope="session")
+async def topic_catalog(services: None, kafka_settings: KafkaSettings) -> Catalog:
+    cat = catalog(kafka_settings)
+    await create_topics(kafka_settings.kafka_bootstrap, cat)
+    return cat
+
+
+@pytest.fixture
+def user_id() -> str:
+    """A fresh tenant per test, so tests sharing the session's stack do not see each other."""
+    return f"u-{uuid.uuid4().hex[:12]}"
