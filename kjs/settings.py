@@ -96,7 +96,8 @@ def check_environment(environ: dict[str, str] | None = None) -> None:
     unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known_env_names())
     if unknown:
         raise UnknownSettingError(
-            f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known_env_names()))}"
+            f"unknown setting(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(known_env_names()))}"
         )
 
 

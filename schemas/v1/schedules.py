@@ -28,8 +28,10 @@ class CronSchedule(_Input):
     @classmethod
     def _valid_cron(cls, value: str) -> str:
         fields = value.split()
-        # croniter reads a sixth field as seconds; more than that is never what a user meant.
-        if len(fields) not in (5, 6) or not croniter.is_valid(value):
+        # A sixth field is seconds, and comes first (as in Quartz, Spring and Dkron).
+        if len(fields) not in (5, 6) or not croniter.is_valid(
+            value, second_at_beginning=len(fields) == 6
+        ):
             raise ValueError(f"not a valid 5- or 6-field cron expression: {value!r}")
         return value
 

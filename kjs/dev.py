@@ -1,0 +1,86 @@
+"""``kjs dev``: the whole system on one machine, in one command, until Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+
+from infra import supervisor
+from kjs.settings import LANES, ApiSettings, DatabaseSettings, InfraSettings, KafkaSettings, load
+from schemas.db import migrate_url
+from topics.admin import create_topics
+from topics.catalog import catalog
+
+log = logging.getLogger("kjs.dev")
+STOP_GRACE_S = 20.0
+
+
+def _processes() -> list[tuple[str, list[str]]]:
+    kjs = [sys.executable, "-m", "kjs.cli"]
+    return [
+        ("scheduler", [*kjs, "scheduler"]),
+        *((f"worker-{lane}", [*kjs, "worker", "--lane", lane]) for lane in LANES),
+        ("api", [*kjs, "api"]),
+    ]
+
+
+async def run_dev(infra: InfraSettings) -> int:
+    """Bring the stack up, run it until a signal, and take down what it started.
+
+    1. Note which services already run, then start the missing ones and wait until
+       they answer.
+    2. Apply migrations and create topics (both idempotent).
+    3. Start the scheduler, one worker per lane and the API as child processes.
+    4. On Ctrl-C or SIGTERM (or a child's death), SIGTERM every child, wait for them
+       (SIGKILL after a grace), then stop the services this command started.
+    """
+    t0 = time.monotonic()
+    before = await supervisor.status(infra)
+    already = all(line.startswith("running") for line in before.values())
+    await supervisor.up(infra)
+    kafka, db = load(KafkaSettings), load(DatabaseSettings)
+    await migrate_url(db.database_url.get_secret_value())
+    await create_topics(kafka.kafka_bootstrap, catalog(kafka))
+    children = {name: await asyncio.create_subprocess_exec(*argv) for name, argv in _processes()}
+    api = load(ApiSettings)
+    log.info(
+        "kjs is up in %.1fs: API on http://%s:%d, Ctrl-C to stop",
+        time.monotonic() - t0,
+        api.api_host,
+        api.api_port,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    waits = {asyncio.ensure_future(p.wait()): name for name, p in children.items()}
+    stopper = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait([*waits, stopper], return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    for fut in done:
+        if fut in waits:
+            log.error("%s exited with %s; stopping everything", waits[fut], fut.result())
+            code = 1
+    await _stop_children(children)
+    stopper.cancel()
+    if not already:
+        await supervisor.down(infra)
+    return code
+
+
+async def _stop_children(children: dict[str, asyncio.subprocess.Process]) -> None:
+    for proc in children.values():
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+    for name, proc in children.items():
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
+        except TimeoutError:
+            log.warning("%s did not stop in %.0fs; killing it", name, STOP_GRACE_S)
+            proc.kill()
+            await proc.wait()

@@ -1,0 +1,145 @@
+"""The scheduler as a faust app: one consumer group over commands and results.
+
+Faust has no per-partition timers, so the shard timers are started and stopped from its
+rebalance signals. Faust acknowledges a record when the agent moves past it, and commits
+acknowledged offsets; the handlers only return once a record's effect is in Postgres, so a
+crash redelivers at most the records whose effect may be missing (and applying is
+idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import faust
+
+from kjs.settings import DatabaseSettings, KafkaSettings, SchedulerSettings
+from scheduler.commands import CommandHandler
+from scheduler.firing import Dispatcher
+from scheduler.kafka_io import FaustSender
+from scheduler.records import Record
+from scheduler.results import ResultHandler
+from scheduler.shards import NotOwned, Shards
+from scheduler.store import Fenced
+from schemas.db import create_pool
+from topics.catalog import Catalog, catalog
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What the agents need once the app runs; built lazily on the first rebalance."""
+
+    pool: asyncpg.Pool
+    shards: Shards
+    commands: CommandHandler
+    results: ResultHandler
+
+
+@dataclass
+class SchedulerApp:
+    kafka: KafkaSettings
+    db: DatabaseSettings
+    settings: SchedulerSettings
+    database_url: str | None = None
+    catalog: Catalog = field(init=False)
+    app: faust.App = field(init=False)
+    outcomes: dict[str, int] = field(default_factory=dict)
+    _runtime: Runtime | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        self.catalog = catalog(self.kafka)
+        self.owner = self.settings.scheduler_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.app = faust.App(
+            self.catalog.scheduler_group,
+            broker=[f"kafka://{b.strip()}" for b in self.kafka.kafka_bootstrap.split(",")],
+            key_serializer="raw",
+            value_serializer="raw",
+            web_enabled=False,
+            topic_replication_factor=self.kafka.replication_factor,
+            topic_partitions=self.kafka.command_partitions,
+            # One process's table state dir; several schedulers on a host must not share it.
+            datadir=tempfile.mkdtemp(prefix="kjs-scheduler-"),
+            consumer_auto_offset_reset="earliest",
+            broker_commit_interval=0.5,
+            producer_acks=-1,
+        )
+        commands_topic = self.app.topic(self.catalog.commands.name)
+        results_topic = self.app.topic(self.catalog.results.name)
+        self.app.agent(commands_topic, name="kjs-commands")(self._consume_commands)
+        self.app.agent(results_topic, name="kjs-results")(self._consume_results)
+        self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
+        self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        self.app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
+
+    async def runtime(self) -> Runtime:
+        async with self._lock:
+            if self._runtime is None:
+                pool = await create_pool(self.db, dsn=self.database_url)
+                sender = FaustSender(self.app)
+                dispatcher = Dispatcher(pool, sender, self.catalog)
+                shards = Shards(pool, dispatcher, self.settings, self.owner)
+                self._runtime = Runtime(
+                    pool=pool,
+                    shards=shards,
+                    commands=CommandHandler(shards, pool, sender, self.catalog, self.settings),
+                    results=ResultHandler(shards, pool, sender, self.catalog),
+                )
+            return self._runtime
+
+    def _shards_in(self, tps: Any) -> set[int]:
+        return {tp.partition for tp in tps if tp.topic == self.catalog.commands.name}
+
+    async def _on_assigned(self, sender: Any, assigned: Any, **_: Any) -> None:
+        rt = await self.runtime()
+        await rt.shards.assign(self._shards_in(assigned))
+
+    async def _on_revoked(self, sender: Any, revoked: Any, **_: Any) -> None:
+        rt = await self.runtime()
+        await rt.shards.revoke(self._shards_in(revoked))
+
+    async def _on_shutdown(self, sender: Any, **_: Any) -> None:
+        if self._runtime is not None:
+            await self._runtime.shards.stop()
+            await self._runtime.pool.close()
+
+    async def _consume_commands(self, stream: Any) -> None:
+        async for event in stream.events():
+            rt = await self.runtime()
+            await self._guarded(rt.commands.handle, _record(event))
+
+    async def _consume_results(self, stream: Any) -> None:
+        async for event in stream.events():
+            rt = await self.runtime()
+            await self._guarded(rt.results.handle, _record(event))
+
+    async def _guarded(self, handle: Any, record: Record) -> None:
+        try:
+            outcome = await handle(record)
+        except (Fenced, NotOwned) as exc:
+            # The shard moved to another instance, which re-reads this record from the
+            # last committed offset; our stale generation cannot commit past it.
+            log.warning("not applying %s: %s", record.source, exc)
+            outcome = "fenced"
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+
+def _record(event: Any) -> Record:
+    msg = event.message
+    return Record(
+        topic=msg.topic,
+        partition=msg.partition,
+        offset=msg.offset,
+        key=msg.key,
+        value=msg.value,
+        headers=list(msg.headers or []),
+    )

@@ -1,0 +1,39 @@
+"""Wait out a dependency outage instead of dropping work or acknowledging it unapplied."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from aiokafka.errors import KafkaError
+
+from schemas.db import is_unavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def is_transient(exc: BaseException) -> bool:
+    return is_unavailable(exc) or isinstance(exc, KafkaError | TimeoutError)
+
+
+async def until_available(
+    step: Callable[[], Awaitable[T]], what: str, max_delay_s: float = 5.0
+) -> T:
+    """Run ``step``, retrying with capped exponential backoff while Postgres or Kafka is down.
+
+    The caller's consumer does not move past the record meanwhile, so nothing is
+    acknowledged before its effect is durable.
+    """
+    delay = 0.1
+    while True:
+        try:
+            return await step()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("%s: %s: %s; retrying in %.1fs", what, type(exc).__name__, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay_s)

@@ -1,0 +1,142 @@
+"""A shard's timer: the jobs due within a window, fired a short lead before their time.
+
+Memory is bounded by the window (invariant 4): a job due later than the horizon stays only
+in Postgres and is loaded by a later refresh. The in-memory heap is a cache of
+``kjs_jobs.next_run_at``; the fire query re-checks every job in Postgres, so a stale entry
+(cancelled, already fired) costs a no-op and never a wrong fire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from uuid import UUID
+
+import asyncpg
+
+from kjs.settings import SchedulerSettings
+from scheduler import store
+from scheduler.firing import Dispatcher, plan, resend_outbox
+from scheduler.retrying import until_available
+
+log = logging.getLogger(__name__)
+
+# Executions older than this without a Kafka acknowledgement are considered abandoned
+# by a dispatch that failed, and re-sent by the periodic refresh.
+OUTBOX_AGE_S = 5.0
+FIRE_BATCH = 500
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ShardTimer:
+    def __init__(
+        self,
+        shard: int,
+        epoch: int,
+        pool: asyncpg.Pool,
+        dispatcher: Dispatcher,
+        settings: SchedulerSettings,
+    ) -> None:
+        self.shard = shard
+        self.epoch = epoch
+        self._pool = pool
+        self._dispatcher = dispatcher
+        self._lead = timedelta(milliseconds=settings.lead_ms)
+        self._window = timedelta(seconds=settings.window_s)
+        self._due: dict[UUID, datetime] = {}
+        self._heap: list[tuple[datetime, UUID]] = []
+        self._horizon = datetime.min.replace(tzinfo=UTC)
+        self._wake = asyncio.Event()
+
+    @property
+    def held(self) -> int:
+        return len(self._due)
+
+    def offer(self, job_id: UUID, due_at: datetime) -> None:
+        """Hold a job if it falls inside the loaded window; otherwise a refresh finds it."""
+        if due_at <= self._horizon:
+            self._due[job_id] = due_at
+            heapq.heappush(self._heap, (due_at, job_id))
+            self._wake.set()
+
+    def forget(self, job_id: UUID) -> None:
+        self._due.pop(job_id, None)
+
+    async def run(self) -> None:
+        """Fire due jobs until cancelled.
+
+        1. Re-send this shard's outbox (executions a previous owner wrote but never sent).
+        2. Every half window, reload the jobs due within the window and re-send outbox
+           entries that a failed dispatch left behind.
+        3. In between, sleep until the earliest held job is a lead away, then fire every
+           job due by now + lead in one batch.
+        Postgres or Kafka being down delays firing; it never drops a held job.
+        """
+        await self._retrying(partial(resend_outbox, self._dispatcher, self._pool, self.shard, 0))
+        next_refresh = 0.0
+        while True:
+            if time.monotonic() >= next_refresh:
+                await self._retrying(self._refresh)
+                next_refresh = time.monotonic() + self._window.total_seconds() / 2
+            batch = self._pop_due(utcnow() + self._lead)
+            if batch:
+                await self._retrying(partial(self._fire, batch))
+                continue
+            await self._sleep(next_refresh)
+
+    async def _refresh(self) -> None:
+        horizon = utcnow() + self._window
+        for job in await store.due_jobs(self._pool, self.shard, horizon):
+            if self._due.get(job.job_id) != job.next_run_at:
+                self._due[job.job_id] = job.next_run_at
+                heapq.heappush(self._heap, (job.next_run_at, job.job_id))
+        self._horizon = horizon
+        await resend_outbox(self._dispatcher, self._pool, self.shard, OUTBOX_AGE_S)
+
+    def _pop_due(self, until: datetime) -> list[UUID]:
+        batch: list[UUID] = []
+        while self._heap and self._heap[0][0] <= until and len(batch) < FIRE_BATCH:
+            due_at, job_id = heapq.heappop(self._heap)
+            if self._due.get(job_id) == due_at:  # else superseded or forgotten
+                del self._due[job_id]
+                batch.append(job_id)
+        return batch
+
+    async def _fire(self, job_ids: list[UUID]) -> None:
+        now = utcnow()
+        fired = await store.fire_due(
+            self._pool,
+            self.shard,
+            self.epoch,
+            job_ids,
+            now + self._lead,
+            partial(plan, now=now),
+        )
+        await self._dispatcher.dispatch(self.shard, [f.occurrence for f in fired])
+        for f in fired:
+            if f.next_run_at is not None:
+                self.offer(f.occurrence.job_id, f.next_run_at)
+
+    async def _sleep(self, next_refresh: float) -> None:
+        timeout = next_refresh - time.monotonic()
+        if self._heap:
+            until_fire = (self._heap[0][0] - self._lead - utcnow()).total_seconds()
+            timeout = min(timeout, until_fire)
+        self._wake.clear()
+        if timeout <= 0:
+            return
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    async def _retrying(self, step: Callable[[], Awaitable[object]]) -> None:
+        await until_available(step, f"shard {self.shard}")
