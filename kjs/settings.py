@@ -49,6 +49,9 @@ class SchedulerSettings(_Section):
     # A `once` job whose time is further in the past than this is refused.
     past_grace_s: float = Field(default=60.0, ge=0.0)
     scheduler_id: str = ""
+    # How long the group waits for a silent scheduler before its shards move (failover time
+    # after a hard crash); a clean shutdown leaves the group at once.
+    session_timeout_s: float = Field(default=10.0, ge=6.0, le=300.0)
 
 
 class WorkerSettings(_Section):

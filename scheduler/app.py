@@ -71,6 +71,8 @@ class SchedulerApp:
             datadir=tempfile.mkdtemp(prefix="kjs-scheduler-"),
             consumer_auto_offset_reset="earliest",
             broker_commit_interval=0.5,
+            broker_session_timeout=self.settings.session_timeout_s,
+            broker_heartbeat_interval=min(3.0, self.settings.session_timeout_s / 5),
             producer_acks=-1,
         )
         commands_topic = self.app.topic(self.catalog.commands.name)

@@ -1,0 +1,226 @@
+"""The whole system as users run it: ``kjs scheduler``, ``kjs worker`` and ``kjs api`` as
+subprocesses, on the real broker and Postgres, with a local HTTP target that records calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+
+from kjs.settings import LANES, KafkaSettings
+from tests.waiting import eventually
+from topics.catalog import Catalog
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Hit:
+    name: str
+    at: datetime
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Target:
+    """A local HTTP server standing in for a user's endpoint."""
+
+    base_url: str
+    hits: list[Hit] = field(default_factory=list)
+
+    def url(self, name: str) -> str:
+        return f"{self.base_url}/hook/{name}"
+
+    def calls(self, name: str) -> list[Hit]:
+        return [h for h in self.hits if h.name == name]
+
+
+@pytest.fixture(scope="session")
+async def target() -> AsyncIterator[Target]:
+    port = free_port()
+    tgt = Target(f"http://127.0.0.1:{port}")
+
+    async def hook(request: web.Request) -> web.Response:
+        tgt.hits.append(
+            Hit(
+                request.match_info["name"],
+                datetime.now(UTC),
+                dict(request.headers),
+                await request.read(),
+            )
+        )
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_route("*", "/hook/{name}", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield tgt
+    await runner.cleanup()
+
+
+@dataclass
+class Process:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.argv, env=self.env, stdout=log, stderr=log
+        )
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(sig)
+        try:
+            await asyncio.wait_for(self.proc.wait(), timeout_s)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+
+    def tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return f"--- {self.name} ---\n" + "\n".join(text[-lines:])
+
+
+@dataclass
+class Stack:
+    api_url: str
+    env: dict[str, str]
+    catalog: Catalog
+    pool: asyncpg.Pool
+    processes: dict[str, Process]
+    http: aiohttp.ClientSession
+
+    async def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+        async with self.http.post(f"{self.api_url}/v1/jobs", json=body) as resp:
+            payload: dict[str, Any] = await resp.json()
+            assert resp.status == 202, payload
+            return payload
+
+    async def job(self, job_id: str) -> dict[str, Any] | None:
+        async with self.http.get(f"{self.api_url}/v1/jobs/{job_id}") as resp:
+            if resp.status == 404:
+                return None
+            assert resp.status == 200
+            job: dict[str, Any] = await resp.json()
+            return job
+
+    async def wait_status(
+        self, job_id: str, status: str, timeout_s: float = 30.0
+    ) -> dict[str, Any]:
+        async def probe() -> dict[str, Any] | None:
+            job = await self.job(job_id)
+            return job if job is not None and job["status"] == status else None
+
+        return await eventually(probe, timeout_s, what=f"job {job_id} to be {status}")
+
+    async def executions(self, job_id: str) -> list[dict[str, Any]]:
+        async with self.http.get(f"{self.api_url}/v1/jobs/{job_id}/executions") as resp:
+            assert resp.status == 200
+            body = await resp.json()
+            return list(body["executions"])
+
+    async def restart(self, name: str, sig: int = signal.SIGTERM) -> None:
+        proc = self.processes[name]
+        await proc.stop(sig)
+        await proc.start()
+
+    async def wait_shards_owned(self, since: datetime) -> None:
+        partitions = self.catalog.commands.partitions
+
+        async def probe() -> bool:
+            n = await self.pool.fetchval(
+                "SELECT count(*) FROM kjs_shards WHERE assigned_at >= $1", since
+            )
+            return bool(n == partitions)
+
+        await eventually(probe, 60, what="the scheduler to own every shard")
+
+
+@pytest.fixture(scope="session")
+async def stack(
+    database_url: str,
+    pool: asyncpg.Pool,
+    topic_catalog: Catalog,
+    kafka_settings: KafkaSettings,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Stack]:
+    logs = tmp_path_factory.mktemp("stack-logs")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KJS_")}
+    env.update(
+        KJS_KAFKA_BOOTSTRAP=kafka_settings.kafka_bootstrap,
+        KJS_NAMESPACE=kafka_settings.namespace,
+        KJS_COMMAND_PARTITIONS=str(kafka_settings.command_partitions),
+        KJS_DUE_PARTITIONS=str(kafka_settings.due_partitions),
+        KJS_DATABASE_URL=database_url,
+        KJS_API_PORT=str(port),
+    )
+    kjs = [sys.executable, "-m", "kjs.cli"]
+    processes = {
+        "scheduler": Process("scheduler", [*kjs, "scheduler"], env, logs / "scheduler.log"),
+        **{
+            f"worker-{lane}": Process(
+                f"worker-{lane}", [*kjs, "worker", "--lane", lane], env, logs / f"{lane}.log"
+            )
+            for lane in LANES
+        },
+        "api": Process("api", [*kjs, "api"], env, logs / "api.log"),
+    }
+    started = datetime.now(UTC)
+    for proc in processes.values():
+        await proc.start()
+    http = aiohttp.ClientSession()
+    st = Stack(f"http://127.0.0.1:{port}", env, topic_catalog, pool, processes, http)
+    try:
+        await _wait_ready(st)
+        await st.wait_shards_owned(started)
+        yield st
+    except BaseException:
+        for proc in processes.values():
+            print(proc.tail(), file=sys.stderr)
+        raise
+    finally:
+        await http.close()
+        await asyncio.gather(*(p.stop() for p in processes.values()))
+
+
+async def _wait_ready(st: Stack) -> None:
+    async def probe() -> bool:
+        try:
+            async with st.http.get(f"{st.api_url}/readyz") as resp:
+                return resp.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    t0 = time.monotonic()
+    await eventually(probe, 60, interval_s=0.2, what="the API to be ready")
+    print(f"API ready after {time.monotonic() - t0:.1f}s", file=sys.stderr)

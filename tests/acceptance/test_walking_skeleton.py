@@ -1,0 +1,195 @@
+"""End to end: submit over HTTP or Kafka, fire on time, run against a real target, show status."""
+
+from __future__ import annotations
+
+import json
+import signal
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from confluent_kafka import Producer
+
+from tests.acceptance.conftest import Stack, Target
+from tests.waiting import eventually
+from topics.dlq import REASON
+from topics.partitioner import partition_for
+
+pytestmark = pytest.mark.services
+
+# The worker holds a due event until the scheduled instant; a hit may land a hair before
+# it only by the clock resolution of asyncio's timer.
+CLOCK_SLACK = timedelta(milliseconds=20)
+
+
+def once_job(user_id: str, url: str, in_s: float, **extra: Any) -> dict[str, Any]:
+    at = datetime.now(UTC) + timedelta(seconds=in_s)
+    return {
+        "user_id": user_id,
+        "name": "skeleton",
+        "schedule": {"type": "once", "at": at.isoformat()},
+        "target": {"type": "http", "method": "POST", "url": url, "body": {"hello": "kjs"}},
+        **extra,
+    }
+
+
+async def test_http_submit_fires_on_time_and_shows_success(
+    stack: Stack, target: Target, user_id: str
+) -> None:
+    body = once_job(user_id, target.url(user_id), in_s=2)
+    accepted = await stack.submit(body)
+    job_id = accepted["job_id"]
+    assert accepted["status"] == "accepted"
+
+    job = await stack.wait_status(job_id, "succeeded")
+    hits = target.calls(user_id)
+    assert len(hits) == 1
+    at = datetime.fromisoformat(body["schedule"]["at"])
+    assert hits[0].at >= at - CLOCK_SLACK, "fired before its time"
+    assert json.loads(hits[0].body) == {"hello": "kjs"}
+
+    executions = await stack.executions(job_id)
+    assert len(executions) == 1
+    assert executions[0]["status"] == "succeeded"
+    assert executions[0]["http_status"] == 200
+    assert hits[0].headers["Idempotency-Key"] == executions[0]["execution_id"]
+    assert job["last_execution"]["execution_id"] == executions[0]["execution_id"]
+
+
+@pytest.mark.parametrize("partitioner", ["murmur2_random", "consistent_random"])
+async def test_kafka_submit_fires_even_from_a_crc32_producer(
+    stack: Stack, target: Target, user_id: str, partitioner: str
+) -> None:
+    """librdkafka's default (consistent_random, CRC32) puts keys elsewhere: kjs re-routes."""
+    job_id = "3f0f6a5e-1111-4a4a-9b9b-" + user_id[-12:].rjust(12, "0")
+    command = {
+        "type": "create",
+        "job": {**once_job(user_id, target.url(user_id), 2), "job_id": job_id},
+    }
+    producer = Producer(
+        {"bootstrap.servers": stack.env["KJS_KAFKA_BOOTSTRAP"], "partitioner": partitioner}
+    )
+    delivered: list[int] = []
+    producer.produce(
+        stack.catalog.commands.name,
+        key=user_id.encode(),
+        value=json.dumps(command).encode(),
+        on_delivery=lambda err, msg: delivered.append(msg.partition()),
+    )
+    assert producer.flush(10) == 0
+
+    await stack.wait_status(job_id, "succeeded")
+    assert len(target.calls(user_id)) == 1
+    row = await stack.pool.fetchrow("SELECT shard FROM kjs_jobs WHERE job_id = $1::uuid", job_id)
+    assert row["shard"] == partition_for(user_id.encode(), stack.catalog.commands.partitions)
+    if partitioner == "murmur2_random":
+        assert delivered == [row["shard"]]
+
+
+async def test_cancel_before_fire_time_never_calls_the_target(
+    stack: Stack, target: Target, user_id: str
+) -> None:
+    job_id = (await stack.submit(once_job(user_id, target.url(user_id), in_s=4)))["job_id"]
+    await eventually(lambda: stack.job(job_id), what="the job to be stored")
+    async with stack.http.delete(f"{stack.api_url}/v1/jobs/{job_id}") as resp:
+        assert resp.status == 202
+    await stack.wait_status(job_id, "cancelled")
+
+    # A later job of the same tenant fires after the cancelled one's time: once it ran,
+    # the cancelled one had its chance to (wrongly) run too.
+    marker = f"{user_id}-marker"
+    marker_id = (await stack.submit(once_job(user_id, target.url(marker), in_s=5)))["job_id"]
+    await stack.wait_status(marker_id, "succeeded")
+    assert target.calls(user_id) == []
+    async with stack.http.delete(f"{stack.api_url}/v1/jobs/{job_id}") as resp:
+        assert resp.status == 409
+
+
+async def test_recurring_job_fires_on_consecutive_ticks(
+    stack: Stack, target: Target, user_id: str
+) -> None:
+    body = {
+        "user_id": user_id,
+        "name": "every-second",
+        "schedule": {"type": "cron", "expression": "* * * * * *", "timezone": "Europe/Berlin"},
+        "target": {"type": "http", "method": "GET", "url": target.url(user_id)},
+    }
+    job_id = (await stack.submit(body))["job_id"]
+
+    async def three_hits() -> bool:
+        return len(target.calls(user_id)) >= 3
+
+    await eventually(three_hits, what="three ticks")
+    async with stack.http.delete(f"{stack.api_url}/v1/jobs/{job_id}") as resp:
+        assert resp.status == 202
+    await stack.wait_status(job_id, "cancelled")
+
+    executions = await stack.executions(job_id)
+    ticks = sorted(datetime.fromisoformat(e["scheduled_for"]) for e in executions)
+    assert len(ticks) == len(set(ticks)), "an occurrence fired twice"
+    assert all(t.microsecond == 0 for t in ticks), "cron ticks fall on whole seconds"
+    steps = {(b - a).total_seconds() for a, b in zip(ticks, ticks[1:], strict=False)}
+    assert steps == {1.0}, f"ticks were not consecutive seconds: {steps}"
+    keys = [h.headers["Idempotency-Key"] for h in target.calls(user_id)]
+    assert len(keys) == len(set(keys))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+async def test_scheduler_restart_between_submit_and_fire_still_fires_once(
+    stack: Stack, target: Target, user_id: str, sig: int
+) -> None:
+    job_id = (await stack.submit(once_job(user_id, target.url(user_id), in_s=4)))["job_id"]
+    await eventually(lambda: stack.job(job_id), what="the job to be stored")
+    restarted = datetime.now(UTC)
+    await stack.restart("scheduler", sig)
+    await stack.wait_shards_owned(restarted)
+
+    await stack.wait_status(job_id, "succeeded", timeout_s=60)
+    assert len(target.calls(user_id)) == 1
+    assert len(await stack.executions(job_id)) == 1
+
+
+async def test_poison_record_goes_to_dlq_and_the_partition_keeps_flowing(
+    stack: Stack, target: Target, user_id: str
+) -> None:
+    topic = stack.catalog.commands.name
+    partition = partition_for(user_id.encode(), stack.catalog.commands.partitions)
+    producer = Producer(
+        {"bootstrap.servers": stack.env["KJS_KAFKA_BOOTSTRAP"], "partitioner": "murmur2_random"}
+    )
+    poison = b'{"type": "create", "job": {"user_id": ' + user_id.encode()
+    producer.produce(topic, key=user_id.encode(), value=poison, partition=partition)
+    job_id = "5a1e0000-2222-4b4b-8c8c-" + user_id[-12:].rjust(12, "0")
+    good = {
+        "type": "create",
+        "job": {**once_job(user_id, target.url(user_id), 1), "job_id": job_id},
+    }
+    producer.produce(
+        topic, key=user_id.encode(), value=json.dumps(good).encode(), partition=partition
+    )
+    assert producer.flush(10) == 0
+
+    await stack.wait_status(job_id, "succeeded")
+    consumer = AIOKafkaConsumer(
+        stack.catalog.dlq.name,
+        bootstrap_servers=stack.env["KJS_KAFKA_BOOTSTRAP"],
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
+    await consumer.start()
+    try:
+
+        async def dead_letter() -> dict[str, bytes] | None:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for rec in records:
+                    if rec.value == poison:
+                        return dict(rec.headers)
+            return None
+
+        headers = await eventually(dead_letter, what="the poison record in the DLQ")
+    finally:
+        await consumer.stop()
+    assert b"Invalid JSON" in headers[REASON] or b"EOF" in headers[REASON]
+    assert headers["kjs-source-topic"] == topic.encode()
