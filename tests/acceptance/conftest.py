@@ -89,10 +89,11 @@ class Process:
     proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        log = self.log_path.open("ab")
-        self.proc = await asyncio.create_subprocess_exec(
-            *self.argv, env=self.env, stdout=log, stderr=log
-        )
+        # The child inherits its own copy of the descriptor; ours is closed at once.
+        with self.log_path.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.argv, env=self.env, stdout=log, stderr=log
+            )
 
     async def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> None:
         if self.proc is None or self.proc.returncode is not None:

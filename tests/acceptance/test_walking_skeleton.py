@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
+import shutil
 import signal
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -87,6 +90,35 @@ async def test_kafka_submit_fires_even_from_a_crc32_producer(
         assert delivered == [row["shard"]]
 
 
+async def test_kafka_submit_from_kcat_a_non_python_client(
+    stack: Stack, target: Target, user_id: str
+) -> None:
+    """kcat (librdkafka, C) with its default partitioner, as a shell user would submit."""
+    kcat = shutil.which("kcat")
+    assert kcat, "kcat is installed by .ci/run (apt-get install kcat)"
+    job_id = "7c0a0000-3333-4c4c-8d8d-" + user_id[-12:].rjust(12, "0")
+    command = {
+        "type": "create",
+        "job": {**once_job(user_id, target.url(user_id), 2), "job_id": job_id},
+    }
+    proc = await asyncio.create_subprocess_exec(
+        kcat,
+        "-P",
+        "-b",
+        stack.env["KJS_KAFKA_BOOTSTRAP"],
+        "-t",
+        stack.catalog.commands.name,
+        "-k",
+        user_id,
+        stdin=asyncio.subprocess.PIPE,
+    )
+    await proc.communicate(json.dumps(command).encode() + b"\n")
+    assert proc.returncode == 0
+
+    await stack.wait_status(job_id, "succeeded")
+    assert len(target.calls(user_id)) == 1
+
+
 async def test_cancel_before_fire_time_never_calls_the_target(
     stack: Stack, target: Target, user_id: str
 ) -> None:
@@ -129,7 +161,7 @@ async def test_recurring_job_fires_on_consecutive_ticks(
     ticks = sorted(datetime.fromisoformat(e["scheduled_for"]) for e in executions)
     assert len(ticks) == len(set(ticks)), "an occurrence fired twice"
     assert all(t.microsecond == 0 for t in ticks), "cron ticks fall on whole seconds"
-    steps = {(b - a).total_seconds() for a, b in zip(ticks, ticks[1:], strict=False)}
+    steps = {(b - a).total_seconds() for a, b in itertools.pairwise(ticks)}
     assert steps == {1.0}, f"ticks were not consecutive seconds: {steps}"
     keys = [h.headers["Idempotency-Key"] for h in target.calls(user_id)]
     assert len(keys) == len(set(keys))

@@ -1,0 +1,34 @@
+"""What the app needs from outside, handed in whole so tests build the real app.
+
+Whoever creates these resources (``api.main.run`` or a test fixture) also closes them; the
+app only uses them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import asyncpg
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from api.publisher import CommandPublisher
+from api.tenancy import TenantResolver, trust_claimed_user
+from topics.catalog import Catalog
+
+
+@dataclass(frozen=True)
+class ApiDeps:
+    pool: asyncpg.Pool
+    publisher: CommandPublisher
+    catalog: Catalog
+    # SchedulerSettings.past_grace_s: the scheduler would refuse an older `once` job later,
+    # asynchronously; the API refuses it first, where the client can still be told.
+    past_grace: timedelta
+    tenants: TenantResolver = trust_claimed_user
+    # A fresh registry per app keeps tests independent; production passes the global one.
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+
+DEPS = web.AppKey("kjs_api_deps", ApiDeps)

@@ -1,0 +1,106 @@
+"""The /v1/jobs handlers: submit and cancel become commands, reads come from Postgres."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from uuid import UUID
+
+from aiohttp import web
+
+from api import commands, queries
+from api.deps import DEPS
+from api.errors import Conflict, NotFound
+from api.metrics import METRICS
+from api.models import (
+    FINISHED,
+    CancelAccepted,
+    ExecutionPage,
+    JobPage,
+    ListExecutionsQuery,
+    ListJobsQuery,
+    SubmitAccepted,
+)
+from api.tenancy import TenantDenied, resolve_tenant
+from api.validation import parse_job_spec, validate_model
+from api.views import execution_view, job_view, model_response, next_cursor
+from schemas.v1.commands import CancelCommand
+
+_JOB_NOT_FOUND = "job not found"
+
+
+def _job_id(request: web.Request) -> UUID:
+    """The path's job id; a malformed one names no job, so it is a 404 like any other."""
+    try:
+        return UUID(request.match_info["job_id"])
+    except ValueError as exc:
+        raise NotFound(_JOB_NOT_FOUND) from exc
+
+
+async def _visible(request: web.Request, owner: str) -> None:
+    """Another tenant's job is reported as absent, so ids cannot be probed for existence."""
+    try:
+        await resolve_tenant(request, owner)
+    except TenantDenied as exc:
+        raise NotFound(_JOB_NOT_FOUND) from exc
+
+
+async def submit_job(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    with request.app[METRICS].timing_submit():
+        spec = parse_job_spec(await request.read(), now=datetime.now(UTC), grace=deps.past_grace)
+        await resolve_tenant(request, spec.user_id)
+        job_id = commands.job_id_for(spec)
+        await commands.send(deps, commands.create_command(spec, job_id))
+        return model_response(
+            SubmitAccepted(job_id=job_id), status=202, Location=f"/v1/jobs/{job_id}"
+        )
+
+
+async def get_job(request: web.Request) -> web.Response:
+    row = await queries.get_job(request.app[DEPS].pool, _job_id(request))
+    if row is None:
+        raise NotFound(_JOB_NOT_FOUND)
+    await _visible(request, row["user_id"])
+    return model_response(job_view(row))
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    job_id = _job_id(request)
+    owner = await queries.job_owner(deps.pool, job_id)
+    if owner is None:
+        raise NotFound(_JOB_NOT_FOUND)
+    await _visible(request, owner["user_id"])
+    if owner["status"] in FINISHED:
+        raise Conflict("job already finished", status=owner["status"])
+    await commands.send(deps, CancelCommand(type="cancel", user_id=owner["user_id"], job_id=job_id))
+    return model_response(CancelAccepted(job_id=job_id), status=202)
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    query = validate_model(ListJobsQuery, dict(request.query))
+    await resolve_tenant(request, query.user_id)
+    rows = await queries.list_jobs(
+        request.app[DEPS].pool, query.user_id, query.status, query.after, query.limit + 1
+    )
+    page = JobPage(
+        jobs=[job_view(row) for row in rows[: query.limit]],
+        next_cursor=next_cursor(rows, query.limit, "job_id"),
+    )
+    return model_response(page)
+
+
+async def list_executions(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    job_id = _job_id(request)
+    query = validate_model(ListExecutionsQuery, dict(request.query))
+    owner = await queries.job_owner(deps.pool, job_id)
+    if owner is None:
+        raise NotFound(_JOB_NOT_FOUND)
+    await _visible(request, owner["user_id"])
+    rows = await queries.list_executions(deps.pool, job_id, query.after, query.limit + 1)
+    page = ExecutionPage(
+        executions=[execution_view(row) for row in rows[: query.limit]],
+        next_cursor=next_cursor(rows, query.limit, "execution_id"),
+    )
+    return model_response(page)

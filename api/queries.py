@@ -1,0 +1,120 @@
+"""Every SQL statement the API runs, and the one place driver errors become domain errors.
+
+The API only reads: job state is written by the shard's scheduler (the single writer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
+from uuid import UUID
+
+import asyncpg
+
+from api.cursor import Cursor
+from schemas.db import StoreUnavailable, is_unavailable
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _store_errors(query: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    @functools.wraps(query)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await query(*args, **kwargs)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            if is_unavailable(exc) or isinstance(exc, TimeoutError):
+                raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+            raise
+
+    return run
+
+
+# A job's latest attempt, by creation; the same-transaction ties go to the later occurrence.
+_JOB_SELECT = """
+SELECT j.job_id, j.user_id, j.name, j.next_run_at, j.run_count, j.created_at,
+       j.schedule, j.target, j.priority, j.retry, j.idempotency_key,
+       CASE WHEN j.status = 'queued' AND le.status = 'running' THEN 'running'
+            ELSE j.status END AS status,
+       le.execution_id AS le_execution_id, le.scheduled_for AS le_scheduled_for,
+       le.attempt AS le_attempt, le.lane AS le_lane, le.status AS le_status,
+       le.dispatched_at AS le_dispatched_at, le.started_at AS le_started_at,
+       le.finished_at AS le_finished_at, le.worker AS le_worker,
+       le.http_status AS le_http_status, le.output_excerpt AS le_output_excerpt,
+       le.error AS le_error
+FROM kjs_jobs j
+LEFT JOIN LATERAL (
+    SELECT * FROM kjs_executions e
+    WHERE e.job_id = j.job_id
+    ORDER BY e.created_at DESC, e.scheduled_for DESC, e.attempt DESC
+    LIMIT 1
+) le ON true
+"""
+
+_GET_JOB = _JOB_SELECT + "WHERE j.job_id = $1"
+
+# Newest first. The row comparison is what lets kjs_jobs_by_user serve every page.
+_LIST_JOBS = (
+    "SELECT * FROM ("
+    + _JOB_SELECT
+    + """WHERE j.user_id = $1 AND (j.created_at, j.job_id) < ($2, $3)
+    ORDER BY j.created_at DESC, j.job_id DESC
+) jobs
+WHERE $4::text IS NULL OR jobs.status = $4
+ORDER BY jobs.created_at DESC, jobs.job_id DESC
+LIMIT $5"""
+)
+
+_JOB_OWNER = "SELECT user_id, status FROM kjs_jobs WHERE job_id = $1"
+
+_LIST_EXECUTIONS = """
+SELECT execution_id, scheduled_for, attempt, lane, status, dispatched_at, started_at,
+       finished_at, worker, http_status, output_excerpt, error, created_at
+FROM kjs_executions
+WHERE job_id = $1 AND (created_at, execution_id) < ($2, $3)
+ORDER BY created_at DESC, execution_id DESC
+LIMIT $4
+"""
+
+
+@_store_errors
+async def get_job(pool: asyncpg.Pool, job_id: UUID) -> asyncpg.Record | None:
+    return await pool.fetchrow(_GET_JOB, job_id)
+
+
+@_store_errors
+async def job_owner(pool: asyncpg.Pool, job_id: UUID) -> asyncpg.Record | None:
+    """(user_id, status) of a job: all that cancel and the executions listing need."""
+    return await pool.fetchrow(_JOB_OWNER, job_id)
+
+
+@_store_errors
+async def list_jobs(
+    pool: asyncpg.Pool, user_id: str, status: str | None, after: Cursor, limit: int
+) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await pool.fetch(
+        _LIST_JOBS, user_id, after.created_at, after.row_id, status, limit
+    )
+    return rows
+
+
+@_store_errors
+async def list_executions(
+    pool: asyncpg.Pool, job_id: UUID, after: Cursor, limit: int
+) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await pool.fetch(
+        _LIST_EXECUTIONS, job_id, after.created_at, after.row_id, limit
+    )
+    return rows
+
+
+@_store_errors
+async def ping(pool: asyncpg.Pool, timeout_s: float) -> None:
+    # The timeout covers acquiring a connection too, which is where a down server hangs.
+    async with asyncio.timeout(timeout_s):
+        await pool.fetchval("SELECT 1")

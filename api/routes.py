@@ -1,0 +1,133 @@
+"""Every route of contract v1, with what it answers."""
+
+from __future__ import annotations
+
+from api import handlers_jobs as jobs
+from api import handlers_ops as ops
+from api.models import (
+    CancelAccepted,
+    ConflictBody,
+    ErrorBody,
+    ExecutionPage,
+    FieldErrorsBody,
+    HealthBody,
+    JobPage,
+    JobView,
+    ListExecutionsQuery,
+    ListJobsQuery,
+    ReadinessBody,
+    SubmitAccepted,
+)
+from api.routing import Reply, Route
+from schemas.v1.jobs import JobSpec
+
+_NOT_FOUND = Reply("No such job (also for a malformed id).", ErrorBody)
+_BAD_REQUEST = Reply("Field errors, each naming the field.", FieldErrorsBody)
+_FORBIDDEN = Reply("The caller may not act for this user_id.", ErrorBody)
+_UNAVAILABLE = Reply(
+    "Kafka or Postgres is unavailable; retry after the given delay.",
+    ErrorBody,
+    headers=("Retry-After",),
+)
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "POST",
+        "/v1/jobs",
+        jobs.submit_job,
+        "Submit a job; answered once Kafka acknowledged the create command.",
+        {
+            202: Reply("Accepted; the job is created asynchronously.", SubmitAccepted),
+            403: _FORBIDDEN,
+            413: Reply("The body is larger than the limit.", ErrorBody),
+            422: _BAD_REQUEST,
+            503: _UNAVAILABLE,
+        },
+        body=JobSpec,
+        tags=("jobs",),
+    ),
+    Route(
+        "GET",
+        "/v1/jobs",
+        jobs.list_jobs,
+        "List a tenant's jobs, newest first, with cursor pagination.",
+        {
+            200: Reply("A page of jobs.", JobPage),
+            403: _FORBIDDEN,
+            422: _BAD_REQUEST,
+            503: _UNAVAILABLE,
+        },
+        query=ListJobsQuery,
+        tags=("jobs",),
+    ),
+    Route(
+        "GET",
+        "/v1/jobs/{job_id}",
+        jobs.get_job,
+        "A job's status, next run, last execution and spec.",
+        {200: Reply("The job.", JobView), 404: _NOT_FOUND, 503: _UNAVAILABLE},
+        tags=("jobs",),
+    ),
+    Route(
+        "DELETE",
+        "/v1/jobs/{job_id}",
+        jobs.cancel_job,
+        "Cancel a job; answered once Kafka acknowledged the cancel command.",
+        {
+            202: Reply("The cancel command is accepted.", CancelAccepted),
+            404: _NOT_FOUND,
+            409: Reply("The job already finished.", ConflictBody),
+            503: _UNAVAILABLE,
+        },
+        tags=("jobs",),
+    ),
+    Route(
+        "GET",
+        "/v1/jobs/{job_id}/executions",
+        jobs.list_executions,
+        "A job's attempts, newest first, with cursor pagination.",
+        {
+            200: Reply("A page of executions.", ExecutionPage),
+            404: _NOT_FOUND,
+            422: _BAD_REQUEST,
+            503: _UNAVAILABLE,
+        },
+        query=ListExecutionsQuery,
+        tags=("jobs",),
+    ),
+    Route(
+        "GET",
+        "/healthz",
+        ops.healthz,
+        "Liveness: the process serves requests.",
+        {200: Reply("Alive.", HealthBody)},
+        tags=("operations",),
+    ),
+    Route(
+        "GET",
+        "/readyz",
+        ops.readyz,
+        "Readiness: Postgres answers and a Kafka broker is connected.",
+        {
+            200: Reply("Ready.", ReadinessBody),
+            503: Reply("Not ready.", ReadinessBody, headers=("Retry-After",)),
+        },
+        tags=("operations",),
+    ),
+    Route(
+        "GET",
+        "/metrics",
+        ops.metrics,
+        "Prometheus metrics.",
+        {200: Reply("Text exposition format.", media_type="text/plain")},
+        tags=("operations",),
+    ),
+    Route(
+        "GET",
+        "/openapi.json",
+        ops.openapi,
+        "This document.",
+        {200: Reply("OpenAPI 3.1 document.")},
+        tags=("operations",),
+    ),
+)

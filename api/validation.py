@@ -1,0 +1,99 @@
+"""Turning a request body into a ``JobSpec``, or into field errors a client can act on.
+
+Field names are dotted paths into the submitted JSON (``schedule.expression``). Pydantic puts
+the tag of a discriminated union into its error locations (``schedule.cron.expression``); that
+tag is not a field the client wrote, so it is dropped here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from api.errors import FieldError
+from schemas.v1.jobs import JobSpec
+from schemas.v1.schedules import OnceSchedule
+
+# Every union in contract v1 is discriminated by this field.
+DISCRIMINATOR = "type"
+BODY_FIELD = "body"
+_TAG_ERRORS = {"union_tag_invalid", "union_tag_not_found"}
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def field_path(loc: Sequence[int | str], data: Any) -> str:
+    """The dotted path of an error location, walking the input to recognise union tags."""
+    parts: list[str] = []
+    current: Any = data
+    for segment in loc:
+        if isinstance(current, dict):
+            if segment in current:
+                current = current[segment]
+            elif segment == current.get(DISCRIMINATOR):
+                continue  # the union tag pydantic inserted, not a key of the input
+            else:
+                current = None
+        elif isinstance(current, list) and isinstance(segment, int) and segment < len(current):
+            current = current[segment]
+        else:
+            current = None
+        parts.append(str(segment))
+    return ".".join(parts) or BODY_FIELD
+
+
+def error_message(error: ErrorDetails) -> str:
+    return error["msg"].removeprefix("Value error, ")
+
+
+def field_errors(exc: ValidationError, data: Any) -> list[tuple[str, str]]:
+    found = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(error["loc"])
+        if error["type"] in _TAG_ERRORS:
+            # A bad or missing tag is the client's mistake in the tag field itself.
+            loc += (str((error.get("ctx") or {}).get("discriminator", DISCRIMINATOR)).strip("'"),)
+        found.append((field_path(loc, data), error_message(error)))
+    return found
+
+
+def validate_model(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise FieldError(field_errors(exc, data)) from exc
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FieldError([(BODY_FIELD, f"not valid JSON: {exc}")]) from exc
+
+
+def past_errors(spec: JobSpec, now: datetime, grace: timedelta) -> Iterable[tuple[str, str]]:
+    """A ``once`` job too far in the past would fire at once or never: refuse it.
+
+    The model cannot check this, because it does not know "now"; ``now`` is passed in so that
+    the rule is tested without a clock.
+    """
+    schedule = spec.schedule
+    if isinstance(schedule, OnceSchedule) and schedule.at < now - grace:
+        at = schedule.at.astimezone(UTC).isoformat()
+        yield (
+            "schedule.at",
+            f"{at} is more than {grace.total_seconds():g}s in the past",
+        )
+
+
+def parse_job_spec(raw: bytes, *, now: datetime, grace: timedelta) -> JobSpec:
+    spec = validate_model(JobSpec, parse_json(raw))
+    problems = list(past_errors(spec, now, grace))
+    if problems:
+        raise FieldError(problems)
+    return spec
