@@ -1,0 +1,131 @@
+"""Pure pieces of the per-record path: parsing, the registry, holding, payload encoding."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from aiokafka.structs import ConsumerRecord
+
+from schemas.v1.events import DueEvent
+from schemas.v1.targets import KafkaTarget, ScriptTarget, SqlTarget
+from topics.dlq import REASON, SOURCE_OFFSET, DeadLetter
+from workers.backoff import Backoff
+from workers.execution import parse_due_event
+from workers.targets import Attempt, Outcome, TargetRegistry
+from workers.targets.kafka import delivery_headers, encode_value
+from workers.timing import hold_until, utc_now
+
+ATTEMPT = Attempt(execution_id=uuid4(), job_id=uuid4(), user_id="u-1", attempt=1)
+
+
+def record(value: bytes | None, key: bytes | None = b"k", offset: int = 7) -> ConsumerRecord:
+    return ConsumerRecord(
+        topic="jobs.due.normal",
+        partition=2,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=key,
+        value=value,
+        checksum=None,
+        serialized_key_size=0,
+        serialized_value_size=0,
+        headers=(),
+    )
+
+
+def due_event() -> DueEvent:
+    return DueEvent(
+        execution_id=uuid4(),
+        job_id=uuid4(),
+        user_id="u-1",
+        attempt=1,
+        scheduled_for=datetime.now(UTC),
+        lane="normal",
+        target=KafkaTarget(type="kafka", topic="out"),
+        shard=0,
+    )
+
+
+def test_a_due_event_parses() -> None:
+    event = due_event()
+    assert parse_due_event(record(event.model_dump_json().encode())) == event
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"not json", b'{"version": 1}', b"\xff\xfe", None, b'{"type": "create"}'],
+)
+def test_anything_else_becomes_a_dead_letter_with_its_origin(value: bytes | None) -> None:
+    letter = parse_due_event(record(value, key=b"key-1", offset=41))
+    assert isinstance(letter, DeadLetter)
+    assert (letter.key, letter.value, letter.partition, letter.offset) == (b"key-1", value, 2, 41)
+    headers = dict(letter.headers())
+    assert headers[REASON].startswith(b"invalid DueEvent")
+    assert headers[SOURCE_OFFSET] == b"41"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        ScriptTarget(type="script", command=["true"]),
+        SqlTarget(type="sql", connection="main", statement="select 1"),
+    ],
+)
+async def test_a_type_without_runner_fails_as_not_enabled(target: Any) -> None:
+    outcome = await TargetRegistry().run(target, ATTEMPT)
+    assert outcome == Outcome(
+        succeeded=False,
+        error=f"target type {target.type!r} is not enabled on this worker",
+        retryable=False,
+    )
+
+
+async def test_a_registered_runner_gets_the_target_and_attempt() -> None:
+    calls: list[tuple[Any, Attempt]] = []
+
+    async def runner(target: Any, attempt: Attempt) -> Outcome:
+        calls.append((target, attempt))
+        return Outcome(succeeded=True)
+
+    registry = TargetRegistry()
+    registry.register("script", runner)
+    target = ScriptTarget(type="script", command=["true"])
+    assert (await registry.run(target, ATTEMPT)).succeeded
+    assert calls == [(target, ATTEMPT)]
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("script", runner)
+
+
+async def test_hold_returns_at_the_instant_never_before() -> None:
+    instant = utc_now() + timedelta(milliseconds=50)
+    await hold_until(instant)
+    woke = utc_now()
+    assert instant <= woke < instant + timedelta(milliseconds=500)
+
+
+async def test_hold_does_not_wait_for_a_past_instant() -> None:
+    await asyncio.wait_for(hold_until(utc_now() - timedelta(seconds=5)), timeout=0.05)
+
+
+def test_kafka_values_are_json_unless_a_string() -> None:
+    assert encode_value("raw text") == b"raw text"
+    assert encode_value({"a": 1}) == b'{"a":1}'
+    assert encode_value(None) == b"null"
+
+
+def test_kafka_delivery_carries_the_idempotency_key() -> None:
+    target = KafkaTarget(type="kafka", topic="out", headers={"x": "1", "IDEMPOTENCY-KEY": "no"})
+    assert delivery_headers(target, ATTEMPT) == [
+        ("x", b"1"),
+        ("Idempotency-Key", str(ATTEMPT.execution_id).encode()),
+    ]
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    backoff = Backoff(initial_s=0.1, max_s=1.0)
+    assert [backoff.delay(n) for n in (1, 2, 3, 4, 5, 9)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]

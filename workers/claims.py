@@ -1,0 +1,154 @@
+"""The worker's only write to Postgres: claiming queued executions before they run.
+
+A claim is a compare-and-set on the execution's status, so of all deliveries of one
+execution (a redelivery after a crash or a rebalance, a duplicate due event) exactly one
+starts it, and a cancel that landed inside the dispatch lead wins over the start.
+
+Claims are batched the natural way: a claim asked for while no statement is in flight goes
+alone at once (no added latency when idle); those asked for while one is in flight go
+together in the next. Many jobs fall due on the same instant (cron's ``* * * * *``), and one
+statement per execution would make the commit rate of Postgres the worker's ceiling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+from schemas.db import is_unavailable
+from workers.backoff import DEFAULT_BACKOFF, Backoff
+
+log = logging.getLogger(__name__)
+
+# The lease outlives the target's own timeout by this much, so a slow report is not taken
+# for an abandoned execution.
+LEASE_MARGIN_S = 30.0
+MAX_BATCH = 1000
+
+# Per row, this is: UPDATE ... SET status = 'running' WHERE execution_id = $1 AND
+# status = 'queued'. Rows that are not queued any more are simply not returned.
+CLAIM_SQL = """
+UPDATE kjs_executions AS e
+   SET status = 'running',
+       started_at = now(),
+       worker = $3,
+       lease_until = now() + make_interval(secs => c.lease_s)
+  FROM unnest($1::uuid[], $2::float8[]) AS c (execution_id, lease_s)
+ WHERE e.execution_id = c.execution_id
+   AND e.status = 'queued'
+RETURNING e.execution_id, e.started_at, e.lease_until
+"""
+
+
+@dataclass(frozen=True)
+class Claim:
+    started_at: datetime
+    lease_until: datetime
+
+
+async def claim_batch(
+    pool: asyncpg.Pool, worker: str, requests: Sequence[tuple[UUID, float]]
+) -> dict[UUID, Claim]:
+    """Claim the queued ones among ``(execution_id, lease_s)``; one statement, one commit."""
+    rows = await pool.fetch(CLAIM_SQL, [r[0] for r in requests], [r[1] for r in requests], worker)
+    return {
+        row["execution_id"]: Claim(started_at=row["started_at"], lease_until=row["lease_until"])
+        for row in rows
+    }
+
+
+class Claimer:
+    """One worker's claims, batched, and retried while Postgres is unreachable."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        worker: str,
+        *,
+        max_batch: int = MAX_BATCH,
+        backoff: Backoff = DEFAULT_BACKOFF,
+    ) -> None:
+        self._pool = pool
+        self._worker = worker
+        self._max_batch = max_batch
+        self._backoff = backoff
+        self._waiting: dict[UUID, tuple[float, asyncio.Future[Claim | None]]] = {}
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def claim(self, execution_id: UUID, timeout_s: float) -> Claim | None:
+        """Claim a queued execution; ``None`` if it is not queued (someone started, finished
+        or cancelled it), which means: do not run it.
+
+        A failing claim is retried with capped backoff, and the record stays uncommitted
+        meanwhile: an outage delays the execution but never drops it. An error that is not
+        an outage is retried too, louder: the statement's only inputs are an id and a
+        number, so such an error is the store's (schema, permissions), not the record's,
+        and dead-lettering would throw away every due event until someone fixes it.
+        """
+        failures = 0
+        while True:
+            try:
+                return await self._claim_once(execution_id, timeout_s + LEASE_MARGIN_S)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                failures += 1
+                delay = self._backoff.delay(failures)
+                if is_unavailable(exc):
+                    log.warning(
+                        "claim of %s failed, Postgres unavailable (%s); retrying in %.2f s",
+                        execution_id,
+                        exc,
+                        delay,
+                    )
+                else:
+                    log.error(
+                        "claim of %s failed (%s: %s); is the schema migrated? retrying in %.2f s",
+                        execution_id,
+                        type(exc).__name__,
+                        exc,
+                        delay,
+                    )
+                await asyncio.sleep(delay)
+
+    async def _claim_once(self, execution_id: UUID, lease_s: float) -> Claim | None:
+        if execution_id in self._waiting:
+            # Two deliveries of one execution in one batch: the first one claims it.
+            return None
+        future: asyncio.Future[Claim | None] = asyncio.get_running_loop().create_future()
+        entry = (lease_s, future)
+        self._waiting[execution_id] = entry
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush(), name="kjs-claims")
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # Not sent yet: take it back, so a cancelled record is not claimed unrun.
+            if self._waiting.get(execution_id) is entry:
+                del self._waiting[execution_id]
+            raise
+
+    async def _flush(self) -> None:
+        try:
+            while self._waiting:
+                ids = list(self._waiting)[: self._max_batch]
+                batch = {i: self._waiting.pop(i) for i in ids}
+                try:
+                    claims = await claim_batch(
+                        self._pool, self._worker, [(i, lease) for i, (lease, _) in batch.items()]
+                    )
+                except Exception as exc:
+                    for _, future in batch.values():
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                log.debug("claimed %d of %d executions", len(claims), len(batch))
+                for execution_id, (_, future) in batch.items():
+                    if not future.done():
+                        future.set_result(claims.get(execution_id))
+        finally:
+            self._flusher = None
