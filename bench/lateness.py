@@ -93,9 +93,8 @@ async def main(args: argparse.Namespace) -> None:
 
     from topics.admin import admin_client
 
-    await asyncio.wrap_future(
-        admin_client(kafka.kafka_bootstrap).create_topics([NewTopic(sink, 6, 1)])[sink]
-    )
+    admin = admin_client(kafka.kafka_bootstrap)  # must outlive its futures
+    await asyncio.wrap_future(admin.create_topics([NewTopic(sink, 6, 1)])[sink])
     admin_dsn = DatabaseSettings().database_url.get_secret_value()
     conn = await asyncpg.connect(admin_dsn)
     await conn.execute(f'CREATE DATABASE "kjs_bench_{run}"')

@@ -58,6 +58,25 @@ class WorkerSettings(_Section):
     worker_concurrency: int = Field(default=64, ge=1, le=10_000)
     worker_id: str = ""
     http_excerpt_bytes: int = Field(default=2048, ge=0, le=1_000_000)
+    # On SIGTERM, in-flight executions get this long to finish before the worker exits.
+    worker_drain_s: float = Field(default=30.0, ge=0, le=3600)
+    # Fetched due events held for their instant, beyond the running ones, before pausing.
+    worker_max_held: int = Field(default=10_000, ge=1, le=1_000_000)
+
+
+class TargetSettings(_Section):
+    """What an operator lets jobs do. Read by the API (422), the scheduler (DLQ for Kafka
+    submissions) and the workers (the last line of defence); a job body cannot widen it."""
+
+    script_enabled: bool = False
+    # Executables a script job may run (absolute paths or bare names), e.g. ["/bin/echo"].
+    script_allowlist: list[str] = Field(default_factory=list)
+    # Named SQL connections: {"reporting": "postgresql://..."}; jobs name them, never a DSN.
+    sql_connections: dict[str, SecretStr] = Field(default_factory=dict)
+    # Topics a kafka job may produce to; empty means any topic outside kjs's own.
+    kafka_topic_allowlist: list[str] = Field(default_factory=list)
+    # The largest timeout_s any job may ask for.
+    max_timeout_s: float = Field(default=3600.0, gt=0, le=7 * 86400)
 
 
 class ApiSettings(_Section):
@@ -80,6 +99,7 @@ SECTIONS: tuple[type[_Section], ...] = (
     DatabaseSettings,
     SchedulerSettings,
     WorkerSettings,
+    TargetSettings,
     ApiSettings,
     InfraSettings,
 )

@@ -44,8 +44,7 @@ CREATE TABLE kjs_executions (
     scheduled_for  timestamptz NOT NULL,
     attempt        integer NOT NULL CHECK (attempt >= 1),
     lane           text NOT NULL CHECK (lane IN ('critical', 'normal', 'low')),
-    status         text NOT NULL
-                   CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+    status         text NOT NULL,
     -- Outbox: NULL until Kafka acknowledged the due event; the next owner re-sends those.
     dispatched_at  timestamptz,
     started_at     timestamptz,
@@ -56,15 +55,24 @@ CREATE TABLE kjs_executions (
     output_excerpt text,
     error          text,
     created_at     timestamptz NOT NULL DEFAULT now(),
+    -- When a retry may start (now + backoff); NULL means "at scheduled_for".
+    due_at         timestamptz,
+    CONSTRAINT kjs_executions_status_check
+        CHECK (status IN ('pending', 'queued', 'running', 'succeeded', 'failed', 'cancelled')),
     -- Each occurrence's attempt is recorded once (invariant 2).
     CONSTRAINT kjs_executions_once UNIQUE (job_id, scheduled_for, attempt),
-    CONSTRAINT kjs_executions_started CHECK (status IN ('queued', 'cancelled') OR started_at IS NOT NULL),
+    CONSTRAINT kjs_executions_started
+        CHECK (status IN ('pending', 'queued', 'cancelled') OR started_at IS NOT NULL),
     CONSTRAINT kjs_executions_finished CHECK (
         (status IN ('succeeded', 'failed', 'cancelled')) = (finished_at IS NOT NULL)
     ),
-    CONSTRAINT kjs_executions_worker CHECK (status IN ('queued', 'cancelled') OR worker IS NOT NULL)
+    CONSTRAINT kjs_executions_worker
+        CHECK (status IN ('pending', 'queued', 'cancelled') OR worker IS NOT NULL),
+    CONSTRAINT kjs_executions_pending_due CHECK (status <> 'pending' OR due_at IS NOT NULL)
 );
 
 CREATE INDEX kjs_executions_undispatched ON kjs_executions (shard)
     WHERE dispatched_at IS NULL AND status = 'queued';
 CREATE INDEX kjs_executions_by_job ON kjs_executions (job_id, created_at);
+-- The shard timer's load query for attempts waiting on their backoff.
+CREATE INDEX kjs_executions_pending ON kjs_executions (shard, due_at) WHERE status = 'pending';

@@ -28,6 +28,8 @@ class DueEvent(_Event):
     lane: Priority
     target: Target
     shard: int = Field(ge=0)
+    # A retry must not start before its backoff ends; None means "at scheduled_for".
+    not_before: AwareDatetime | None = None
 
 
 ResultStatus = Literal["succeeded", "failed"]
@@ -48,3 +50,5 @@ class ResultEvent(_Event):
     output_excerpt: str | None = None
     error: str | None = None
     retryable: bool = False
+    # The target asked to wait this long before trying again (HTTP Retry-After).
+    retry_after_s: float | None = Field(default=None, ge=0)
