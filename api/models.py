@@ -37,7 +37,7 @@ def _to_utc(value: datetime) -> datetime:
 # Every time the API shows is RFC 3339 in UTC, whatever zone the database session used.
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 
-ExecutionStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+ExecutionStatus = Literal["pending", "queued", "running", "succeeded", "failed", "cancelled"]
 # The stored job status, except that a queued job whose latest attempt runs shows "running".
 JobStatus = Literal["scheduled", "queued", "running", "succeeded", "failed", "cancelled"]
 FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})

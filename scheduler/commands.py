@@ -18,7 +18,7 @@ from scheduler.occurrences import first_run
 from scheduler.records import Record
 from scheduler.retrying import until_available
 from scheduler.shards import Shards
-from schemas.v1.commands import COMMAND, CancelCommand, CreateCommand
+from schemas.v1.commands import COMMAND, AnyCommand, CancelCommand, CreateCommand, TriggerCommand
 from schemas.v1.ids import job_id_for_key, job_id_for_record
 from schemas.v1.schedules import OnceSchedule
 from topics.catalog import Catalog
@@ -93,9 +93,7 @@ class CommandHandler:
             )
             return "rejected"
 
-    async def _reroute(
-        self, command: CreateCommand | CancelCommand, record: Record, home: int
-    ) -> None:
+    async def _reroute(self, command: AnyCommand, record: Record, home: int) -> None:
         if isinstance(command, CreateCommand):
             job = command.job.model_copy(update={"job_id": job_id_of(command, record)})
             command = command.model_copy(update={"job": job})
@@ -114,7 +112,7 @@ class CommandHandler:
 
         await until_available(send, f"re-route {record.source}")
 
-    async def _apply(self, command: CreateCommand | CancelCommand, record: Record) -> str:
+    async def _apply(self, command: AnyCommand, record: Record) -> str:
         shard = await self.shards.get(record.partition)
         if isinstance(command, CancelCommand):
             outcome = await store.cancel_job(
@@ -126,6 +124,19 @@ class CommandHandler:
                 raise Rejected(f"cancel: job {command.job_id} has already finished")
             shard.timer.forget(command.job_id)
             return "cancelled"
+        if isinstance(command, TriggerCommand):
+            triggered = await store.trigger_job(
+                self.pool,
+                record.partition,
+                shard.epoch,
+                command.user_id,
+                command.job_id,
+                datetime.now(UTC),
+            )
+            if isinstance(triggered, str):
+                raise Rejected(f"trigger: job {command.job_id} is {triggered}")
+            shard.timer.offer_retry(triggered.execution_id, triggered.due_at)
+            return "triggered"
         job = command.job
         now = datetime.now(UTC)
         if isinstance(job.schedule, OnceSchedule):

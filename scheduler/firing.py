@@ -74,6 +74,7 @@ class Dispatcher:
                 lane=occ.lane,  # type: ignore[arg-type]
                 target=occ.target,  # type: ignore[arg-type]
                 shard=shard,
+                not_before=occ.due_at,
             )
             topic = self._catalog.due[event.lane].name
             acks.append(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import asyncpg
 from pydantic import ValidationError
 
 from scheduler import store
+from scheduler.backoff import retry_delay
 from scheduler.commands import format_errors
 from scheduler.deadletters import dead_letter
 from scheduler.kafka_io import Sender
@@ -15,7 +17,46 @@ from scheduler.records import Record
 from scheduler.retrying import until_available
 from scheduler.shards import Shards
 from schemas.v1.events import ResultEvent
+from schemas.v1.jobs import RetryPolicy
 from topics.catalog import Catalog
+from topics.dlq import DeadLetter
+
+JOB_ID_HEADER = "kjs-job-id"
+
+
+def decide_retry(failure: store.Failure) -> float | None:
+    """Seconds until the next attempt, or ``None``: not retryable, or out of attempts."""
+    if not failure.result.retryable:
+        return None
+    policy = RetryPolicy.model_validate(failure.retry)
+    return retry_delay(policy, failure.attempt, failure.result.retry_after_s, failure.execution_id)
+
+
+def exhausted_letter(failure: store.Failure, record: Record) -> DeadLetter:
+    result = failure.result
+    why = (
+        f"failed after {failure.attempt} attempt(s)"
+        if result.retryable
+        else f"failed, not retryable (attempt {failure.attempt})"
+    )
+    value = {
+        "kind": "execution_failed",
+        "job_id": str(failure.job_id),
+        "user_id": result.user_id,
+        "execution_id": str(failure.execution_id),
+        "attempts": failure.attempt,
+        "last_error": result.error,
+        "http_status": result.http_status,
+        "replay": {"type": "trigger", "user_id": result.user_id, "job_id": str(failure.job_id)},
+    }
+    return DeadLetter(
+        reason=f"{why}: {result.error or 'no error text'}",
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=result.user_id.encode(),
+        value=json.dumps(value).encode(),
+    )
 
 
 @dataclass
@@ -26,7 +67,8 @@ class ResultHandler:
     catalog: Catalog
 
     async def handle(self, record: Record) -> str:
-        """Record one result; returns ``recorded``, ``duplicate`` or ``rejected``."""
+        """Record one result; returns ``recorded``, ``retrying``, ``exhausted``,
+        ``duplicate`` or ``rejected``."""
         try:
             result = ResultEvent.model_validate_json(record.value or b"")
         except ValidationError as exc:
@@ -38,8 +80,23 @@ class ResultHandler:
             return "rejected"
         shard = await self.shards.get(record.partition)
 
-        async def apply() -> bool:
-            return await store.record_result(self.pool, record.partition, shard.epoch, result)
+        async def on_exhausted(failure: store.Failure) -> None:
+            letter = exhausted_letter(failure, record)
+            headers = [*letter.headers(), (JOB_ID_HEADER, str(failure.job_id).encode())]
+            ack = await self.sender.send(
+                self.catalog.dlq.name, letter.key, letter.value, headers=headers
+            )
+            await ack
+
+        async def apply() -> store.Recorded | None:
+            return await store.record_result(
+                self.pool, record.partition, shard.epoch, result, decide_retry, on_exhausted
+            )
 
         recorded = await until_available(apply, f"result {record.source}")
-        return "recorded" if recorded else "duplicate"
+        if recorded is None:
+            return "duplicate"
+        if recorded.retry is not None:
+            shard.timer.offer_retry(recorded.retry.execution_id, recorded.retry.due_at)
+            return "retrying"
+        return "exhausted" if recorded.exhausted else "recorded"

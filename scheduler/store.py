@@ -8,7 +8,7 @@ epoch and raises :class:`Fenced` before it writes anything (invariant 3).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,6 +17,7 @@ from uuid import UUID
 import asyncpg
 
 from schemas.v1.events import ResultEvent
+from schemas.v1.ids import execution_id_for
 
 
 class Fenced(RuntimeError):
@@ -56,6 +57,8 @@ class Occurrence:
     scheduled_for: datetime
     lane: str
     target: dict[str, Any]
+    # Set for a retry: it must not start before its backoff ends.
+    due_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,7 @@ async def cancel_job(pool: asyncpg.Pool, shard: int, epoch: int, user_id: str, j
         # A worker's claim only takes 'queued' rows, so this also wins inside the lead time.
         await conn.execute(
             "UPDATE kjs_executions SET status = 'cancelled', finished_at = now()"
-            " WHERE job_id = $1 AND status = 'queued'",
+            " WHERE job_id = $1 AND status IN ('pending', 'queued')",
             job_id,
         )
     return "cancelled"
@@ -227,7 +230,8 @@ async def undispatched(
     """Executions written but never acknowledged by Kafka: the outbox to re-send."""
     rows = await pool.fetch(
         """
-        SELECT e.execution_id, e.job_id, e.user_id, e.attempt, e.scheduled_for, e.lane, j.target
+        SELECT e.execution_id, e.job_id, e.user_id, e.attempt, e.scheduled_for, e.lane, j.target,
+               e.due_at
         FROM kjs_executions e JOIN kjs_jobs j USING (job_id)
         WHERE e.shard = $1 AND e.status = 'queued' AND e.dispatched_at IS NULL
           AND e.created_at < $2
@@ -247,22 +251,62 @@ async def mark_dispatched(pool: asyncpg.Pool, execution_ids: list[UUID]) -> None
     )
 
 
-async def record_result(pool: asyncpg.Pool, shard: int, epoch: int, result: ResultEvent) -> bool:
-    """Record a worker's outcome once; a redelivered result changes nothing.
+@dataclass(frozen=True)
+class Failure:
+    """A failed attempt, as the retry decision needs it."""
 
-    A one-time job takes the outcome as its own status. A recurring job stays scheduled:
-    its next occurrence was planned when this one fired.
+    execution_id: UUID
+    job_id: UUID
+    attempt: int
+    retry: dict[str, Any]
+    result: ResultEvent
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What recording a result led to: a retry due at some time, or the job giving up."""
+
+    retry: DueRetry | None = None
+    exhausted: Failure | None = None
+
+
+@dataclass(frozen=True)
+class DueRetry:
+    execution_id: UUID
+    due_at: datetime
+
+
+async def record_result(
+    pool: asyncpg.Pool,
+    shard: int,
+    epoch: int,
+    result: ResultEvent,
+    delay_for: Callable[[Failure], float | None],
+    on_exhausted: Callable[[Failure], Awaitable[None]],
+) -> Recorded | None:
+    """Record a worker's outcome once; ``None`` when it was already recorded.
+
+    1. Fence, then move the execution from queued/running to the result's status. No row
+       moved means a redelivered result: nothing else happens.
+    2. Succeeded: a one-time job takes the status. A recurring job stays scheduled; its
+       next occurrence was planned when this one fired.
+    3. Failed, job not cancelled, ``delay_for`` gives a delay (retryable, attempts left):
+       insert the next attempt as 'pending', due after the backoff. The shard's timer
+       queues and dispatches it then.
+    4. Otherwise the occurrence has failed for good: a one-time job becomes 'failed', and
+       ``on_exhausted`` (the dead letter) is awaited *before* the commit, so a crash can
+       repeat the dead letter but never lose it.
     """
     async with pool.acquire() as conn, conn.transaction():
         await _fence(conn, shard, epoch)
-        job_id = await conn.fetchval(
+        row = await conn.fetchrow(
             """
             UPDATE kjs_executions
             SET status = $2, started_at = COALESCE(started_at, $3), finished_at = $4,
                 worker = COALESCE(worker, $5), http_status = $6, output_excerpt = $7,
                 error = $8, lease_until = NULL
             WHERE execution_id = $1 AND status IN ('queued', 'running')
-            RETURNING job_id
+            RETURNING job_id, attempt, scheduled_for, lane, user_id
             """,
             result.execution_id,
             result.status,
@@ -273,15 +317,125 @@ async def record_result(pool: asyncpg.Pool, shard: int, epoch: int, result: Resu
             result.output_excerpt,
             result.error,
         )
-        if job_id is None:
-            return False
-        await conn.execute(
-            "UPDATE kjs_jobs SET status = $2, updated_at = now()"
-            " WHERE job_id = $1 AND status = 'queued'",
-            job_id,
-            result.status,
+        if row is None:
+            return None
+        job = await conn.fetchrow(
+            "SELECT status, retry FROM kjs_jobs WHERE job_id = $1 FOR UPDATE", row["job_id"]
         )
-    return True
+        if result.status == "succeeded":
+            await _settle_once_job(conn, row["job_id"], "succeeded")
+            return Recorded()
+        failure = Failure(result.execution_id, row["job_id"], row["attempt"], job["retry"], result)
+        delay = None if job["status"] == "cancelled" else delay_for(failure)
+        if delay is not None:
+            retry_id = execution_id_for(row["job_id"], row["scheduled_for"], row["attempt"] + 1)
+            due_at: datetime = await conn.fetchval(
+                """
+                INSERT INTO kjs_executions (execution_id, job_id, user_id, shard, scheduled_for,
+                                            attempt, lane, status, due_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending',
+                        now() + make_interval(secs => $8))
+                ON CONFLICT DO NOTHING
+                RETURNING due_at
+                """,
+                retry_id,
+                row["job_id"],
+                row["user_id"],
+                shard,
+                row["scheduled_for"],
+                row["attempt"] + 1,
+                row["lane"],
+                delay,
+            )
+            return Recorded(retry=DueRetry(retry_id, due_at) if due_at else None)
+        await _settle_once_job(conn, row["job_id"], "failed")
+        await on_exhausted(failure)
+        return Recorded(exhausted=failure)
+
+
+async def _settle_once_job(conn: asyncpg.Connection, job_id: UUID, status: str) -> None:
+    # Only a one-time job is 'queued' (its single occurrence is out); recurring ones and
+    # cancelled ones are left as they are.
+    await conn.execute(
+        "UPDATE kjs_jobs SET status = $2, updated_at = now()"
+        " WHERE job_id = $1 AND status = 'queued'",
+        job_id,
+        status,
+    )
+
+
+async def due_retries(pool: asyncpg.Pool, shard: int, until: datetime) -> list[DueRetry]:
+    rows = await pool.fetch(
+        "SELECT execution_id, due_at FROM kjs_executions"
+        " WHERE shard = $1 AND status = 'pending' AND due_at <= $2",
+        shard,
+        until,
+    )
+    return [DueRetry(r["execution_id"], r["due_at"]) for r in rows]
+
+
+async def queue_retries(
+    pool: asyncpg.Pool, shard: int, epoch: int, execution_ids: list[UUID], until: datetime
+) -> list[Occurrence]:
+    """Move due retries from 'pending' to 'queued' (fenced); returns what to dispatch."""
+    async with pool.acquire() as conn, conn.transaction():
+        await _fence(conn, shard, epoch)
+        rows = await conn.fetch(
+            """
+            UPDATE kjs_executions AS e SET status = 'queued'
+            FROM kjs_jobs AS j
+            WHERE e.execution_id = ANY($1::uuid[]) AND e.shard = $2 AND e.status = 'pending'
+              AND e.due_at <= $3 AND j.job_id = e.job_id
+            RETURNING e.execution_id, e.job_id, e.user_id, e.attempt, e.scheduled_for, e.lane,
+                      j.target, e.due_at
+            """,
+            execution_ids,
+            shard,
+            until,
+        )
+    return [Occurrence(**dict(r)) for r in rows]
+
+
+async def trigger_job(
+    pool: asyncpg.Pool, shard: int, epoch: int, user_id: str, job_id: UUID, now: datetime
+) -> DueRetry | str:
+    """Add one extra run of a job, due now; ``unknown`` or ``cancelled`` when refused.
+
+    The extra run is an occurrence of its own (scheduled_for = now), so it never collides
+    with a scheduled one, and a one-time job that had finished is 'queued' again.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        await _fence(conn, shard, epoch)
+        job = await conn.fetchrow(
+            "SELECT status, priority FROM kjs_jobs WHERE job_id = $1 AND user_id = $2 FOR UPDATE",
+            job_id,
+            user_id,
+        )
+        if job is None:
+            return "unknown"
+        if job["status"] == "cancelled":
+            return "cancelled"
+        execution_id = execution_id_for(job_id, now, 1)
+        await conn.execute(
+            """
+            INSERT INTO kjs_executions (execution_id, job_id, user_id, shard, scheduled_for,
+                                        attempt, lane, status, due_at)
+            VALUES ($1, $2, $3, $4, $5, 1, $6, 'pending', $5)
+            ON CONFLICT DO NOTHING
+            """,
+            execution_id,
+            job_id,
+            user_id,
+            shard,
+            now,
+            job["priority"],
+        )
+        await conn.execute(
+            "UPDATE kjs_jobs SET status = 'queued', updated_at = now()"
+            " WHERE job_id = $1 AND status IN ('succeeded', 'failed')",
+            job_id,
+        )
+    return DueRetry(execution_id, now)
 
 
 async def fire_due(

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 # by a dispatch that failed, and re-sent by the periodic refresh.
 OUTBOX_AGE_S = 5.0
 FIRE_BATCH = 500
+JOB, RETRY = "job", "retry"
 
 
 def utcnow() -> datetime:
@@ -51,8 +52,9 @@ class ShardTimer:
         self._dispatcher = dispatcher
         self._lead = timedelta(milliseconds=settings.lead_ms)
         self._window = timedelta(seconds=settings.window_s)
-        self._due: dict[UUID, datetime] = {}
-        self._heap: list[tuple[datetime, UUID]] = []
+        # Two kinds of entries: a job's next occurrence, and a failed attempt's retry.
+        self._due: dict[tuple[str, UUID], datetime] = {}
+        self._heap: list[tuple[datetime, str, UUID]] = []
         self._horizon = datetime.min.replace(tzinfo=UTC)
         self._wake = asyncio.Event()
 
@@ -62,13 +64,19 @@ class ShardTimer:
 
     def offer(self, job_id: UUID, due_at: datetime) -> None:
         """Hold a job if it falls inside the loaded window; otherwise a refresh finds it."""
-        if due_at <= self._horizon:
-            self._due[job_id] = due_at
-            heapq.heappush(self._heap, (due_at, job_id))
-            self._wake.set()
+        self._hold(JOB, job_id, due_at)
+
+    def offer_retry(self, execution_id: UUID, due_at: datetime) -> None:
+        self._hold(RETRY, execution_id, due_at)
 
     def forget(self, job_id: UUID) -> None:
-        self._due.pop(job_id, None)
+        self._due.pop((JOB, job_id), None)
+
+    def _hold(self, kind: str, key: UUID, due_at: datetime) -> None:
+        if due_at <= self._horizon and self._due.get((kind, key)) != due_at:
+            self._due[(kind, key)] = due_at
+            heapq.heappush(self._heap, (due_at, kind, key))
+            self._wake.set()
 
     async def run(self) -> None:
         """Fire due jobs until cancelled.
@@ -94,36 +102,41 @@ class ShardTimer:
 
     async def _refresh(self) -> None:
         horizon = utcnow() + self._window
-        for job in await store.due_jobs(self._pool, self.shard, horizon):
-            if self._due.get(job.job_id) != job.next_run_at:
-                self._due[job.job_id] = job.next_run_at
-                heapq.heappush(self._heap, (job.next_run_at, job.job_id))
         self._horizon = horizon
+        for job in await store.due_jobs(self._pool, self.shard, horizon):
+            self._hold(JOB, job.job_id, job.next_run_at)
+        for retry in await store.due_retries(self._pool, self.shard, horizon):
+            self._hold(RETRY, retry.execution_id, retry.due_at)
         await resend_outbox(self._dispatcher, self._pool, self.shard, OUTBOX_AGE_S)
 
-    def _pop_due(self, until: datetime) -> list[UUID]:
-        batch: list[UUID] = []
-        while self._heap and self._heap[0][0] <= until and len(batch) < FIRE_BATCH:
-            due_at, job_id = heapq.heappop(self._heap)
-            if self._due.get(job_id) == due_at:  # else superseded or forgotten
-                del self._due[job_id]
-                batch.append(job_id)
-        return batch
+    def _pop_due(self, until: datetime) -> dict[str, list[UUID]]:
+        batch: dict[str, list[UUID]] = {JOB: [], RETRY: []}
+        taken = 0
+        while self._heap and self._heap[0][0] <= until and taken < FIRE_BATCH:
+            due_at, kind, key = heapq.heappop(self._heap)
+            if self._due.get((kind, key)) == due_at:  # else superseded or forgotten
+                del self._due[(kind, key)]
+                batch[kind].append(key)
+                taken += 1
+        return batch if taken else {}
 
-    async def _fire(self, job_ids: list[UUID]) -> None:
+    async def _fire(self, batch: dict[str, list[UUID]]) -> None:
         now = utcnow()
-        fired = await store.fire_due(
-            self._pool,
-            self.shard,
-            self.epoch,
-            job_ids,
-            now + self._lead,
-            partial(plan, now=now),
-        )
-        await self._dispatcher.dispatch(self.shard, [f.occurrence for f in fired])
-        for f in fired:
-            if f.next_run_at is not None:
-                self.offer(f.occurrence.job_id, f.next_run_at)
+        until = now + self._lead
+        occurrences: list[store.Occurrence] = []
+        if batch[JOB]:
+            fired = await store.fire_due(
+                self._pool, self.shard, self.epoch, batch[JOB], until, partial(plan, now=now)
+            )
+            occurrences += [f.occurrence for f in fired]
+            for f in fired:
+                if f.next_run_at is not None:
+                    self.offer(f.occurrence.job_id, f.next_run_at)
+        if batch[RETRY]:
+            occurrences += await store.queue_retries(
+                self._pool, self.shard, self.epoch, batch[RETRY], until
+            )
+        await self._dispatcher.dispatch(self.shard, occurrences)
 
     async def _sleep(self, next_refresh: float) -> None:
         timeout = next_refresh - time.monotonic()

@@ -31,5 +31,15 @@ class CancelCommand(_Command):
     job_id: UUID
 
 
-Command = Annotated[CreateCommand | CancelCommand, Field(discriminator="type")]
-COMMAND = TypeAdapter[CreateCommand | CancelCommand](Command)
+class TriggerCommand(_Command):
+    """Run a job once more, now, without moving its schedule (also how a dead letter is
+    replayed: its record names the job)."""
+
+    type: Literal["trigger"]
+    user_id: UserId = USER_ID_FIELD
+    job_id: UUID
+
+
+AnyCommand = CreateCommand | CancelCommand | TriggerCommand
+Command = Annotated[AnyCommand, Field(discriminator="type")]
+COMMAND = TypeAdapter[AnyCommand](Command)

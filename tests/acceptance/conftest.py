@@ -47,6 +47,11 @@ class Target:
 
     base_url: str
     hits: list[Hit] = field(default_factory=list)
+    # Scripted answers per hook name, used in order; then 200.
+    script: dict[str, list[tuple[int, dict[str, str]]]] = field(default_factory=dict)
+
+    def answer(self, name: str, *replies: tuple[int, dict[str, str]]) -> None:
+        self.script[name] = list(replies)
 
     def url(self, name: str) -> str:
         return f"{self.base_url}/hook/{name}"
@@ -61,14 +66,12 @@ async def target() -> AsyncIterator[Target]:
     tgt = Target(f"http://127.0.0.1:{port}")
 
     async def hook(request: web.Request) -> web.Response:
-        tgt.hits.append(
-            Hit(
-                request.match_info["name"],
-                datetime.now(UTC),
-                dict(request.headers),
-                await request.read(),
-            )
-        )
+        name = request.match_info["name"]
+        tgt.hits.append(Hit(name, datetime.now(UTC), dict(request.headers), await request.read()))
+        replies = tgt.script.get(name)
+        if replies:
+            status, headers = replies.pop(0)
+            return web.json_response({"ok": False}, status=status, headers=headers)
         return web.json_response({"ok": True})
 
     app = web.Application()

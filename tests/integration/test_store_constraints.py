@@ -84,8 +84,14 @@ async def test_an_occurrence_fires_once_and_a_result_is_recorded_once(
         finished_at=NOW,
         worker="w",
     )
-    assert await store.record_result(pool, shard, epoch, result)
-    assert not await store.record_result(pool, shard, epoch, result)
+    async def never(failure: store.Failure) -> None:
+        raise AssertionError("a success is not exhausted")
+
+    def record() -> object:
+        return store.record_result(pool, shard, epoch, result, lambda f: None, never)
+
+    assert await record() == store.Recorded()  # type: ignore[misc]
+    assert await record() is None  # type: ignore[misc]
     status = await pool.fetchval("SELECT status FROM kjs_jobs WHERE job_id = $1", job.job_id)
     assert status == "succeeded"
 
