@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import sys
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
-from confluent_kafka import Producer
 
 from scheduler.backoff import backoff_cap
 from schemas.v1.jobs import RetryPolicy
@@ -27,7 +28,7 @@ def attempts(executions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(executions, key=lambda e: int(e["attempt"]))
 
 
-async def dead_letters(stack: Stack, job_id: str) -> list[tuple[dict[str, bytes], Any]]:
+async def dead_letters(stack: Stack, job_id: str) -> list[tuple[dict[str, bytes], Any, int]]:
     consumer = AIOKafkaConsumer(
         stack.catalog.dlq.name,
         bootstrap_servers=stack.env["KJS_KAFKA_BOOTSTRAP"],
@@ -35,7 +36,7 @@ async def dead_letters(stack: Stack, job_id: str) -> list[tuple[dict[str, bytes]
         group_id=None,
     )
     await consumer.start()
-    found: list[tuple[dict[str, bytes], Any]] = []
+    found: list[tuple[dict[str, bytes], Any, int]] = []
     try:
 
         async def read() -> bool:
@@ -44,7 +45,7 @@ async def dead_letters(stack: Stack, job_id: str) -> list[tuple[dict[str, bytes]
                 for rec in records:
                     headers = dict(rec.headers)
                     if headers.get("kjs-job-id") == job_id.encode():
-                        found.append((headers, json.loads(rec.value)))
+                        found.append((headers, json.loads(rec.value), rec.offset))
             return bool(found)
 
         await eventually(read, what=f"a dead letter for {job_id}")
@@ -103,20 +104,26 @@ async def test_a_400_is_not_retried_goes_to_the_dlq_and_can_be_replayed(
     runs = await stack.executions(job_id)
     assert [e["attempt"] for e in runs] == [1], "a 4xx must not be retried"
     letters = await dead_letters(stack, job_id)
-    headers, value = letters[0]
+    headers, value, offset = letters[0]
     assert b"not retryable" in headers[REASON]
     assert value["attempts"] == 1 and value["job_id"] == job_id
 
-    # Replay: the dead letter carries the command that runs the job again.
-    producer = Producer(
-        {"bootstrap.servers": stack.env["KJS_KAFKA_BOOTSTRAP"], "partitioner": "murmur2_random"}
+    # Replay with one call: the dead letter carries the command that runs the job again.
+    replay = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "kjs.cli",
+        "dlq",
+        "replay",
+        "--partition",
+        "0",
+        "--offset",
+        str(offset),
+        env=stack.env,
+        stdout=asyncio.subprocess.PIPE,
     )
-    producer.produce(
-        stack.catalog.commands.name,
-        key=user_id.encode(),
-        value=json.dumps(value["replay"]).encode(),
-    )
-    assert producer.flush(10) == 0
+    out, _ = await replay.communicate()
+    assert replay.returncode == 0 and job_id in out.decode(), out.decode()
     await stack.wait_status(job_id, "succeeded")
     assert len(target.calls(user_id)) == 2
 
@@ -130,6 +137,6 @@ async def test_exhausted_retries_fail_the_job_with_a_dead_letter(
 
     await stack.wait_status(job_id, "failed")
     assert [e["status"] for e in attempts(await stack.executions(job_id))] == ["failed"] * 3
-    headers, value = (await dead_letters(stack, job_id))[0]
+    headers, value, _ = (await dead_letters(stack, job_id))[0]
     assert b"after 3 attempt" in headers[REASON]
     assert value["attempts"] == 3
