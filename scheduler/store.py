@@ -243,6 +243,31 @@ async def undispatched(
     return [Occurrence(**dict(r)) for r in rows]
 
 
+async def requeue_expired(pool: asyncpg.Pool, shard: int, epoch: int) -> list[Occurrence]:
+    """Put back executions whose worker stopped extending its lease (it died mid-run).
+
+    They return to 'queued' and are dispatched again with the same execution id, so the
+    target sees the same Idempotency-Key: completion is at least once, and a target that
+    honours the key does the work once.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        await _fence(conn, shard, epoch)
+        rows = await conn.fetch(
+            """
+            UPDATE kjs_executions AS e
+            SET status = 'queued', dispatched_at = NULL, started_at = NULL, worker = NULL,
+                lease_until = NULL
+            FROM kjs_jobs AS j
+            WHERE e.shard = $1 AND e.status = 'running' AND e.lease_until < now()
+              AND j.job_id = e.job_id
+            RETURNING e.execution_id, e.job_id, e.user_id, e.attempt, e.scheduled_for, e.lane,
+                      j.target, e.due_at
+            """,
+            shard,
+        )
+    return [Occurrence(**dict(r)) for r in rows]
+
+
 async def mark_dispatched(pool: asyncpg.Pool, execution_ids: list[UUID]) -> None:
     await pool.execute(
         "UPDATE kjs_executions SET dispatched_at = now()"

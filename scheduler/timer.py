@@ -82,8 +82,9 @@ class ShardTimer:
         """Fire due jobs until cancelled.
 
         1. Re-send this shard's outbox (executions a previous owner wrote but never sent).
-        2. Every half window, reload the jobs due within the window and re-send outbox
-           entries that a failed dispatch left behind.
+        2. Every half window, reload the jobs and retries due within the window, re-send
+           outbox entries that a failed dispatch left behind, and re-dispatch executions
+           whose worker's lease expired.
         3. In between, sleep until the earliest held job is a lead away, then fire every
            job due by now + lead in one batch.
         Postgres or Kafka being down delays firing; it never drops a held job.
@@ -108,6 +109,12 @@ class ShardTimer:
         for retry in await store.due_retries(self._pool, self.shard, horizon):
             self._hold(RETRY, retry.execution_id, retry.due_at)
         await resend_outbox(self._dispatcher, self._pool, self.shard, OUTBOX_AGE_S)
+        expired = await store.requeue_expired(self._pool, self.shard, self.epoch)
+        if expired:
+            log.warning(
+                "shard %s: %d executions lost their worker; re-running", self.shard, len(expired)
+            )
+            await self._dispatcher.dispatch(self.shard, expired)
 
     def _pop_due(self, until: datetime) -> dict[str, list[UUID]]:
         batch: dict[str, list[UUID]] = {JOB: [], RETRY: []}

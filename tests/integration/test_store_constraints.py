@@ -84,6 +84,7 @@ async def test_an_occurrence_fires_once_and_a_result_is_recorded_once(
         finished_at=NOW,
         worker="w",
     )
+
     async def never(failure: store.Failure) -> None:
         raise AssertionError("a success is not exhausted")
 
@@ -107,3 +108,28 @@ async def test_check_constraints_refuse_impossible_rows(
         await pool.execute("UPDATE kjs_jobs SET next_run_at = NULL WHERE job_id = $1", job.job_id)
     with pytest.raises(asyncpg.CheckViolationError):
         await pool.execute("UPDATE kjs_jobs SET status = 'exploded' WHERE job_id = $1", job.job_id)
+
+
+async def test_an_execution_whose_lease_expired_is_queued_again_with_its_id(
+    pool: asyncpg.Pool, shard: int, user_id: str
+) -> None:
+    from scheduler.firing import plan
+
+    epoch = await store.claim_shard(pool, shard, "a")
+    job = new_job(shard, user_id)
+    await store.insert_job(pool, epoch, job)
+    fired = await store.fire_due(pool, shard, epoch, [job.job_id], NOW, lambda j: plan(j, now=NOW))
+    execution_id = fired[0].occurrence.execution_id
+    # A worker claimed it, then died: its lease ran out.
+    await pool.execute(
+        "UPDATE kjs_executions SET status = 'running', started_at = now(), worker = 'dead',"
+        " lease_until = now() - interval '1 second' WHERE execution_id = $1",
+        execution_id,
+    )
+    again = await store.requeue_expired(pool, shard, epoch)
+    assert [o.execution_id for o in again] == [execution_id]
+    row = await pool.fetchrow(
+        "SELECT status, worker FROM kjs_executions WHERE execution_id = $1", execution_id
+    )
+    assert (row["status"], row["worker"]) == ("queued", None)
+    assert await store.requeue_expired(pool, shard, epoch) == []
