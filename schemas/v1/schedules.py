@@ -7,11 +7,53 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DstPolicy(_Input):
+    """What a cron does with local times that a daylight-saving change removes or repeats.
+
+    - ``gap``: a local time that does not exist (clocks jump forward over it). ``shift``
+      runs it at the same distance after the jump (02:30 in a 02:00->03:00 jump runs at
+      03:30); ``skip`` drops it. A shifted run that lands on another run's instant is one run.
+    - ``fold``: a local time that occurs twice (clocks fall back). ``first`` runs at its
+      first occurrence only; ``both`` runs at each.
+    ``fold`` left unset is ``both`` when the hour field is ``*`` (an hourly or every-N-minutes
+    cron keeps its rhythm in absolute time) and ``first`` otherwise (a daily 02:30 job runs
+    once a day).
+    """
+
+    gap: Literal["shift", "skip"] = "shift"
+    fold: Literal["first", "both"] | None = None
+
+
+class _Recurring(_Input):
+    """Bounds and policies shared by recurring schedules."""
+
+    start_at: AwareDatetime | None = None
+    end_at: AwareDatetime | None = None
+    max_runs: int | None = Field(default=None, ge=1)
+    # Each occurrence starts a random delay in [0, jitter_s) after its time; the delay is a
+    # function of (job, occurrence), so a restart does not move it.
+    jitter_s: float = Field(default=0.0, ge=0, le=86400)
+    # Occurrences missed while a shard was down (or the job paused) and later than
+    # misfire_grace_s: "none" skips them, "latest" runs the most recent one, "all" runs up to
+    # max_catchup of them. Skipped occurrences are recorded, never silently dropped.
+    catchup: Literal["none", "latest", "all"] = "latest"
+    misfire_grace_s: float = Field(default=60.0, ge=0, le=7 * 86400)
+    max_catchup: int = Field(default=10, ge=1, le=1000)
+    # When the previous run is still running at the next tick.
+    overlap: Literal["allow", "forbid", "replace", "buffer_one"] = "allow"
+
+    @model_validator(mode="after")
+    def _bounds(self) -> _Recurring:
+        if self.start_at and self.end_at and self.end_at <= self.start_at:
+            raise ValueError("end_at must be after start_at")
+        return self
 
 
 class OnceSchedule(_Input):
@@ -19,10 +61,11 @@ class OnceSchedule(_Input):
     at: AwareDatetime
 
 
-class CronSchedule(_Input):
+class CronSchedule(_Recurring):
     type: Literal["cron"]
     expression: str = Field(min_length=1, max_length=200, examples=["*/5 * * * *"])
     timezone: str = Field(default="UTC", examples=["Europe/Berlin"])
+    dst: DstPolicy = Field(default_factory=DstPolicy)
 
     @field_validator("expression")
     @classmethod
@@ -45,9 +88,15 @@ class CronSchedule(_Input):
         return value
 
 
-class IntervalSchedule(_Input):
+class IntervalSchedule(_Recurring):
     type: Literal["interval"]
     every_seconds: float = Field(gt=0, le=366 * 86400)
+
+    @model_validator(mode="after")
+    def _jitter_below_interval(self) -> IntervalSchedule:
+        if self.jitter_s >= self.every_seconds:
+            raise ValueError("jitter_s must be smaller than every_seconds")
+        return self
 
 
 Schedule = Annotated[OnceSchedule | CronSchedule | IntervalSchedule, Field(discriminator="type")]

@@ -19,6 +19,8 @@ class HttpTarget(_Input):
     # A JSON value is sent as JSON; a string is sent as it is.
     body: Any = None
     timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    # The statuses that count as success; empty means any 2xx.
+    success_statuses: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=list)
 
 
 class ScriptTarget(_Input):
@@ -27,6 +29,10 @@ class ScriptTarget(_Input):
     cwd: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(default=60.0, gt=0, le=86400)
+    # A nonzero exit is retried, except these codes (the script's own "do not retry" signal).
+    non_retryable_exit_codes: list[Annotated[int, Field(ge=1, le=255)]] = Field(
+        default_factory=list
+    )
 
 
 class SqlTarget(_Input):
@@ -44,6 +50,8 @@ class KafkaTarget(_Input):
     key: str | None = None
     value: Any = None
     headers: dict[str, str] = Field(default_factory=dict)
+    # How long the broker may take to acknowledge the delivery.
+    timeout_s: float = Field(default=10.0, gt=0, le=3600)
 
 
 Target = Annotated[HttpTarget | ScriptTarget | SqlTarget | KafkaTarget, Field(discriminator="type")]
