@@ -24,15 +24,16 @@ MAVEN_TIMEOUT_S = 900.0
 async def resolve_jars(layout: Layout, version: str) -> Path:
     """Make sure ``kafka-libs/<version>`` holds the broker's jars.
 
-    1. If the folder holds the broker jar, it is complete: it only ever appears by the
-       rename in step 3.
+    1. If the folder holds the last jar the pom added (kafka-tools, for the lag comparison),
+       it is complete: it only ever appears by the rename in step 3. A folder from an older
+       pom lacks it and is resolved again.
     2. Otherwise (the caller holds the data dir's lock) Maven copies ``kafka_2.13`` and its
        runtime dependencies into a temporary sibling folder.
     3. The temporary folder is renamed into place, so an interrupted download is redone
        instead of leaving a broker with half its classpath.
     """
     libs = layout.kafka_libs(version)
-    if (libs / f"kafka_2.13-{version}.jar").exists():
+    if (libs / f"kafka-tools-{version}.jar").exists():
         return libs
     for stale in libs.parent.glob(f"{version}.partial-*"):  # left by an interrupted run
         shutil.rmtree(stale, ignore_errors=True)

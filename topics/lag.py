@@ -1,60 +1,50 @@
-"""Consumer lag per group, topic and partition: the queue depth of every kjs stage.
+"""Consumer lag of kjs's groups and of any other group: the queue depth of every kjs stage.
 
-Offset lag only for now; a partition with no committed offset is reported as such
-(``committed = None``), with its lag counted from the log start.
+The parts, each its own module:
+
+- ``topics.lag_read``: one sample from Kafka (committed offsets, log start and end, members,
+  and the timestamp of the record each lagging partition waits on);
+- ``topics.lag_figures``: offset lag, time lag, rates and the autoscaling hint (pure);
+- ``topics.lag_status``: the Burrow-like status rules over a sliding window (pure);
+- ``topics.lag_monitor``: windows per partition, and the report of every group;
+- ``topics.lag_render``: ``kjs lag``'s table and JSON; ``topics.lag_command``: ``kjs lag``;
+- ``topics.lag_exporter``: ``kjs lag --serve``, the figures as Prometheus gauges;
+- ``topics.lag_metrics``: every metric name kjs exports.
+
+This module says which groups are kjs's and which topics each one consumes, so that a group
+that never committed on its topics is still reported, with its lag counted from the log start.
 """
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import asdict, dataclass
-from typing import Any
-
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-from confluent_kafka.admin import OffsetSpec
+from collections.abc import Iterable
 
 from kjs.settings import LANES, KafkaSettings
-from topics.admin import admin_client
-from topics.catalog import catalog
+from topics.catalog import Catalog, catalog
 
 
-@dataclass(frozen=True)
-class PartitionLag:
-    group: str
-    topic: str
-    partition: int
-    committed: int | None
-    end: int
-    lag: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+def kjs_group_topics(cat: Catalog) -> dict[str, list[str]]:
+    """Each kjs consumer group and the topics it consumes."""
+    groups = {cat.scheduler_group: [cat.commands.name, cat.results.name]}
+    for lane in LANES:
+        groups[cat.worker_group(lane)] = [cat.due[lane].name]
+    return groups
 
 
 def kjs_groups(kafka: KafkaSettings) -> list[str]:
-    cat = catalog(kafka)
-    return [cat.scheduler_group, *(cat.worker_group(lane) for lane in LANES)]
+    return list(kjs_group_topics(catalog(kafka)))
 
 
-async def group_lag(bootstrap: str, groups: list[str]) -> list[PartitionLag]:
-    admin = admin_client(bootstrap)
-    rows: list[PartitionLag] = []
-    for group in groups:
-        # One group per call: the client refuses more.
-        futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
-        result = await asyncio.wrap_future(futures[group])
-        committed = {
-            (tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
-            for tp in result.topic_partitions
-        }
-        if not committed:
-            continue
-        ends_f = admin.list_offsets(
-            {TopicPartition(t, p): OffsetSpec.latest() for (t, p) in committed}
-        )
-        for tp, fut in ends_f.items():
-            end = (await asyncio.wrap_future(fut)).offset
-            have = committed[(tp.topic, tp.partition)]
-            lag = max(0, end - (have or 0))
-            rows.append(PartitionLag(group, tp.topic, tp.partition, have, end, lag))
-    return sorted(rows, key=lambda r: (r.group, r.topic, r.partition))
+def monitored_groups(
+    kafka: KafkaSettings, named: Iterable[str] = (), include_kjs: bool = True
+) -> dict[str, list[str]]:
+    """kjs's groups (unless ``include_kjs`` is false) and ``named`` ones, with known topics.
+
+    A named group that is kjs's keeps its catalog topics; any other has none known, and is
+    read on the topics it has committed offsets on and those assigned to its members.
+    """
+    kjs = kjs_group_topics(catalog(kafka))
+    groups = dict(kjs) if include_kjs else {}
+    for name in named:
+        groups.setdefault(name, kjs.get(name, []))
+    return groups
