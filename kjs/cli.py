@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import sys
 
@@ -64,18 +63,48 @@ def _api(args: argparse.Namespace) -> int:
 
 
 def _lag(args: argparse.Namespace) -> int:
-    from topics.lag import group_lag, kjs_groups
+    from topics.lag_command import LagOptions, run
+    from topics.lag_status import Thresholds
+
+    options = LagOptions(
+        groups=args.group or (),
+        include_kjs=not args.no_kjs_groups,
+        json=args.json,
+        watch_s=args.watch,
+        serve=args.serve,
+        host=args.host,
+        port=args.port,
+        samples=args.samples,
+        interval_s=args.interval,
+        thresholds=Thresholds(
+            window=args.window, min_samples=args.min_samples, stop_after_s=args.stop_after
+        ),
+        drain_target_s=args.drain_target,
+    )
+    return asyncio.run(run(load(KafkaSettings), options))
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    import json
+
+    from kjs.dlq import NotReplayable, read_letters, replay
+    from topics.catalog import catalog
 
     kafka = load(KafkaSettings)
-    groups = args.group or kjs_groups(kafka)
-    rows = asyncio.run(group_lag(kafka.kafka_bootstrap, groups))
-    if args.json:
-        print(json.dumps([r.as_dict() for r in rows], indent=2))
+    cat = catalog(kafka)
+    if args.action == "replay":
+        if args.offset is None:
+            print("error: replay needs --offset (and --partition)", file=sys.stderr)
+            return 2
+        try:
+            job_id = asyncio.run(replay(kafka.kafka_bootstrap, cat, args.partition, args.offset))
+        except NotReplayable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"replaying job {job_id}")
         return 0
-    print(f"{'GROUP':32} {'TOPIC':28} {'PART':>4} {'COMMITTED':>10} {'END':>10} {'LAG':>8}")
-    for r in rows:
-        committed = "-" if r.committed is None else str(r.committed)
-        print(f"{r.group:32} {r.topic:28} {r.partition:>4} {committed:>10} {r.end:>10} {r.lag:>8}")
+    for letter in asyncio.run(read_letters(kafka.kafka_bootstrap, cat, args.limit)):
+        print(json.dumps(letter.__dict__, default=str))
     return 0
 
 
@@ -100,9 +129,62 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("action", choices=("create",))
     d = sub.add_parser("db", help="database management")
     d.add_argument("action", choices=("migrate",))
-    lag = sub.add_parser("lag", help="consumer lag of kjs's groups (or --group)")
-    lag.add_argument("--group", action="append", help="a consumer group (repeatable)")
-    lag.add_argument("--json", action="store_true")
+    q = sub.add_parser("dlq", help="dead letters: list them, or replay one as a new run")
+    q.add_argument("action", choices=("list", "replay"))
+    q.add_argument("--partition", type=int, default=0)
+    q.add_argument("--offset", type=int, help="the dead letter to replay")
+    q.add_argument("--limit", type=int, default=100, help="newest letters per partition")
+    lag = sub.add_parser(
+        "lag",
+        help="consumer lag and status of kjs's groups (and --group ones); --serve exports it",
+        description="Offset lag, time lag and a Burrow-like status per group and partition. "
+        "A one-shot run takes --samples samples --interval seconds apart; --watch refreshes; "
+        "--serve runs the Prometheus exporter. See the README's 'Consumer lag'.",
+    )
+    lag.add_argument(
+        "--group", action="append", metavar="NAME", help="also this consumer group (repeatable)"
+    )
+    lag.add_argument(
+        "--no-kjs-groups", action="store_true", help="only the --group groups, not kjs's own"
+    )
+    lag.add_argument("--json", action="store_true", help="JSON (one document per sample)")
+    mode = lag.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=5.0,
+        metavar="SECONDS",
+        help="refresh every SECONDS (default 5) until Ctrl-C",
+    )
+    mode.add_argument("--serve", action="store_true", help="serve Prometheus gauges on --port")
+    lag.add_argument("--host", default="127.0.0.1", help="exporter listen address")
+    lag.add_argument("--port", type=int, default=9468, help="exporter port (default 9468)")
+    lag.add_argument("--samples", type=int, default=3, help="one-shot samples (default 3)")
+    lag.add_argument(
+        "--interval",
+        type=float,
+        metavar="SECONDS",
+        help="seconds between samples: one-shot 1.5, exporter 10 by default",
+    )
+    lag.add_argument("--window", type=int, default=10, help="samples per status window")
+    lag.add_argument(
+        "--min-samples", type=int, default=3, help="samples STALL and WARN need (default 3)"
+    )
+    lag.add_argument(
+        "--stop-after",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="lag without progress for this long is STOP (default 120)",
+    )
+    lag.add_argument(
+        "--drain-target",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="the workers-needed hint drains the lag within this (default 60)",
+    )
     return p
 
 
@@ -114,6 +196,7 @@ HANDLERS = {
     "infra": _infra,
     "topics": _topics,
     "db": _db,
+    "dlq": _dlq,
     "lag": _lag,
 }
 
