@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from api.publisher import CommandPublisher
 from api.tenancy import TenantResolver, trust_claimed_user
+from kjs.settings import TargetSettings
 from topics.catalog import Catalog
 
 
@@ -29,6 +30,14 @@ class ApiDeps:
     tenants: TenantResolver = trust_claimed_user
     # A fresh registry per app keeps tests independent; production passes the global one.
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    # What the operator lets targets do: a submission that breaks it gets 422, not a job
+    # that would be refused when it runs.
+    targets: TargetSettings = field(default_factory=TargetSettings)
+
+    @property
+    def reserved_topics(self) -> frozenset[str]:
+        """kjs's own topics, which a kafka target may not write to by default."""
+        return frozenset(spec.name for spec in self.catalog.all())
 
 
 DEPS = web.AppKey("kjs_api_deps", ApiDeps)

@@ -47,7 +47,13 @@ async def _visible(request: web.Request, owner: str) -> None:
 async def submit_job(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     with request.app[METRICS].timing_submit():
-        spec = parse_job_spec(await request.read(), now=datetime.now(UTC), grace=deps.past_grace)
+        spec = parse_job_spec(
+            await request.read(),
+            now=datetime.now(UTC),
+            grace=deps.past_grace,
+            policy=deps.targets,
+            reserved_topics=deps.reserved_topics,
+        )
         await resolve_tenant(request, spec.user_id)
         job_id = commands.job_id_for(spec)
         await commands.send(deps, commands.create_command(spec, job_id))

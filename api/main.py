@@ -14,7 +14,14 @@ from prometheus_client import REGISTRY
 from api.app import build_app
 from api.deps import ApiDeps
 from api.publisher import CommandPublisher
-from kjs.settings import ApiSettings, DatabaseSettings, KafkaSettings, SchedulerSettings, load
+from kjs.settings import (
+    ApiSettings,
+    DatabaseSettings,
+    KafkaSettings,
+    SchedulerSettings,
+    TargetSettings,
+    load,
+)
 from schemas.db import create_pool
 from topics.catalog import catalog
 
@@ -50,6 +57,7 @@ async def run() -> None:
             catalog=catalog(kafka),
             past_grace=timedelta(seconds=scheduler.past_grace_s),
             registry=REGISTRY,
+            targets=load(TargetSettings),
         )
         runner = web.AppRunner(build_app(deps))
         await runner.setup()

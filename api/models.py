@@ -37,9 +37,11 @@ def _to_utc(value: datetime) -> datetime:
 # Every time the API shows is RFC 3339 in UTC, whatever zone the database session used.
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 
-ExecutionStatus = Literal["pending", "queued", "running", "succeeded", "failed", "cancelled"]
+ExecutionStatus = Literal[
+    "pending", "queued", "running", "succeeded", "failed", "cancelled", "skipped"
+]
 # The stored job status, except that a queued job whose latest attempt runs shows "running".
-JobStatus = Literal["scheduled", "queued", "running", "succeeded", "failed", "cancelled"]
+JobStatus = Literal["scheduled", "paused", "queued", "running", "succeeded", "failed", "cancelled"]
 FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 
@@ -107,6 +109,19 @@ class ExecutionView(_Body):
     http_status: int | None
     output_excerpt: str | None
     error: str | None
+
+
+class ExecutionDetail(ExecutionView):
+    """One execution with everything stored about it: ``GET /v1/executions/{execution_id}``."""
+
+    job_id: UUID
+    user_id: str
+    shard: int
+    created_at: UtcDatetime
+    # When a pending retry may start; None for a first attempt ("at scheduled_for").
+    due_at: UtcDatetime | None
+    # Extended by the running worker's heartbeat; a lapsed one means the worker is gone.
+    lease_until: UtcDatetime | None
 
 
 class JobView(_Body):

@@ -20,7 +20,8 @@ OPENAPI = web.AppKey("kjs_api_openapi", dict[str, Any])
 
 _REF = "#/components/schemas/{model}"
 _PATH_PARAM = re.compile(r"\{(\w+)\}")
-_PATH_PARAM_SCHEMAS: dict[str, dict[str, Any]] = {"job_id": {"type": "string", "format": "uuid"}}
+_UUID: dict[str, Any] = {"type": "string", "format": "uuid"}
+_PATH_PARAM_SCHEMAS: dict[str, dict[str, Any]] = {"job_id": _UUID, "execution_id": _UUID}
 
 
 def _models(routes: Sequence[Route]) -> list[tuple[type[BaseModel], JsonSchemaMode]]:

@@ -82,6 +82,20 @@ LIMIT $4
 """
 
 
+_GET_EXECUTION = """
+SELECT execution_id, job_id, user_id, shard, scheduled_for, attempt, lane, status,
+       dispatched_at, started_at, finished_at, worker, lease_until, http_status,
+       output_excerpt, error, created_at, due_at
+FROM kjs_executions
+WHERE execution_id = $1
+"""
+
+
+@_store_errors
+async def get_execution(pool: asyncpg.Pool, execution_id: UUID) -> asyncpg.Record | None:
+    return await pool.fetchrow(_GET_EXECUTION, execution_id)
+
+
 @_store_errors
 async def get_job(pool: asyncpg.Pool, job_id: UUID) -> asyncpg.Record | None:
     return await pool.fetchrow(_GET_JOB, job_id)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from api import handlers_executions as executions
 from api import handlers_jobs as jobs
 from api import handlers_ops as ops
 from api.models import (
     CancelAccepted,
     ConflictBody,
     ErrorBody,
+    ExecutionDetail,
     ExecutionPage,
     FieldErrorsBody,
     HealthBody,
@@ -94,6 +96,18 @@ ROUTES: tuple[Route, ...] = (
         },
         query=ListExecutionsQuery,
         tags=("jobs",),
+    ),
+    Route(
+        "GET",
+        "/v1/executions/{execution_id}",
+        executions.get_execution,
+        "One attempt with its full stored log: times, worker, lease, error, output excerpt.",
+        {
+            200: Reply("The execution.", ExecutionDetail),
+            404: Reply("No such execution (also for a malformed id).", ErrorBody),
+            503: _UNAVAILABLE,
+        },
+        tags=("executions",),
     ),
     Route(
         "GET",

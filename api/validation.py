@@ -8,7 +8,7 @@ tag is not a field the client wrote, so it is dropped here.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -16,8 +16,10 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from api.errors import FieldError
+from kjs.settings import TargetSettings
 from schemas.v1.jobs import JobSpec
 from schemas.v1.schedules import OnceSchedule
+from schemas.v1.target_policy import check_target
 
 # Every union in contract v1 is discriminated by this field.
 DISCRIMINATOR = "type"
@@ -91,9 +93,25 @@ def past_errors(spec: JobSpec, now: datetime, grace: timedelta) -> Iterable[tupl
         )
 
 
-def parse_job_spec(raw: bytes, *, now: datetime, grace: timedelta) -> JobSpec:
+def parse_job_spec(
+    raw: bytes,
+    *,
+    now: datetime,
+    grace: timedelta,
+    policy: TargetSettings | None = None,
+    reserved_topics: Collection[str] = (),
+) -> JobSpec:
+    """The body as a ``JobSpec``, or a ``FieldError`` naming every field that is wrong.
+
+    1. Parse and validate the shape (pydantic): types, ranges, union tags.
+    2. Check what the model cannot know: the time (``now``) and the operator's target
+       policy (``schemas.v1.target_policy``), the same rules the scheduler and the
+       workers enforce later, so a job that would be refused there is refused here.
+    """
     spec = validate_model(JobSpec, parse_json(raw))
     problems = list(past_errors(spec, now, grace))
+    if policy is not None:
+        problems.extend(check_target(spec.target, policy, reserved_topics))
     if problems:
         raise FieldError(problems)
     return spec

@@ -62,6 +62,8 @@ class WorkerSettings(_Section):
     worker_drain_s: float = Field(default=30.0, ge=0, le=3600)
     # Fetched due events held for their instant, beyond the running ones, before pausing.
     worker_max_held: int = Field(default=10_000, ge=1, le=1_000_000)
+    # Finished executions older than this many days are pruned by the workers; 0 keeps all.
+    execution_retention_days: float = Field(default=30.0, ge=0, le=36_500)
 
 
 class TargetSettings(_Section):
@@ -85,6 +87,14 @@ class ApiSettings(_Section):
     kafka_timeout_s: float = Field(default=10.0, gt=0)
 
 
+class ObservabilitySettings(_Section):
+    # /metrics, /healthz, /readyz of a scheduler or worker; unset = off, 0 = a free port.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
 class InfraSettings(_Section):
     data_dir: Path = Path(".kjs")
     kafka_port: int = Field(default=9092, ge=1, le=65535)
@@ -101,6 +111,7 @@ SECTIONS: tuple[type[_Section], ...] = (
     WorkerSettings,
     TargetSettings,
     ApiSettings,
+    ObservabilitySettings,
     InfraSettings,
 )
 

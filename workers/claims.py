@@ -23,12 +23,10 @@ import asyncpg
 
 from schemas.db import is_unavailable
 from workers.backoff import DEFAULT_BACKOFF, Backoff
+from workers.leases import LEASE_TTL_S
 
 log = logging.getLogger(__name__)
 
-# The lease outlives the target's own timeout by this much, so a slow report is not taken
-# for an abandoned execution.
-LEASE_MARGIN_S = 30.0
 MAX_BATCH = 1000
 
 # Per row, this is: UPDATE ... SET status = 'running' WHERE execution_id = $1 AND
@@ -71,17 +69,20 @@ class Claimer:
         pool: asyncpg.Pool,
         worker: str,
         *,
+        lease_s: float = LEASE_TTL_S,
         max_batch: int = MAX_BATCH,
         backoff: Backoff = DEFAULT_BACKOFF,
     ) -> None:
         self._pool = pool
         self._worker = worker
+        # The first lease; the worker's LeaseKeeper extends it while the attempt runs.
+        self._lease_s = lease_s
         self._max_batch = max_batch
         self._backoff = backoff
         self._waiting: dict[UUID, tuple[float, asyncio.Future[Claim | None]]] = {}
         self._flusher: asyncio.Task[None] | None = None
 
-    async def claim(self, execution_id: UUID, timeout_s: float) -> Claim | None:
+    async def claim(self, execution_id: UUID) -> Claim | None:
         """Claim a queued execution; ``None`` if it is not queued (someone started, finished
         or cancelled it), which means: do not run it.
 
@@ -94,7 +95,7 @@ class Claimer:
         failures = 0
         while True:
             try:
-                return await self._claim_once(execution_id, timeout_s + LEASE_MARGIN_S)
+                return await self._claim_once(execution_id, self._lease_s)
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
                 failures += 1
                 delay = self._backoff.delay(failures)

@@ -11,21 +11,25 @@ from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
 from schemas.v1.events import DueEvent, ResultEvent
-from schemas.v1.targets import Target
 from topics.dlq import DeadLetter
 from workers.claims import Claimer
+from workers.leases import LeaseKeeper
+from workers.policy import TargetGuard
 from workers.reports import Reporter
 from workers.targets import Attempt, Outcome, TargetRegistry
 from workers.timing import hold_until, utc_now
 
 log = logging.getLogger(__name__)
 
-# A target without its own timeout (``kafka``) is bounded by the producer's request timeout.
-DEFAULT_RUN_TIMEOUT_S = 10.0
+# How long an attempt cut off by shutdown may take to report itself as interrupted.
+INTERRUPT_REPORT_S = 5.0
 
 
-def run_timeout_s(target: Target) -> float:
-    return float(getattr(target, "timeout_s", DEFAULT_RUN_TIMEOUT_S))
+def start_instant(event: DueEvent) -> datetime:
+    """When the attempt may start: its occurrence's time, or later for a retry's backoff."""
+    if event.not_before is not None and event.not_before > event.scheduled_for:
+        return event.not_before
+    return event.scheduled_for
 
 
 def parse_due_event(record: ConsumerRecord) -> DueEvent | DeadLetter:
@@ -56,6 +60,8 @@ class ExecutionService:
     claimer: Claimer
     registry: TargetRegistry
     reporter: Reporter
+    guard: TargetGuard
+    leases: LeaseKeeper
     worker_id: str
     # Bounds the executions between claim and report (``worker_concurrency``). A record
     # held for its instant takes no slot: else a lane's throughput would be capped at
@@ -69,15 +75,21 @@ class ExecutionService:
         1. Parse the value as a ``DueEvent``. A record that does not parse is sent to the
            dead-letter topic, with the reason, and is done: a poison record never stops
            the partition.
-        2. Hold the event until its ``scheduled_for`` (wall clock), then take a slot.
-        3. Claim the execution: queued -> running, a compare-and-set in Postgres (batched
-           with the claims of other records due together), retried while Postgres is
-           unreachable. Nothing claimed (already started, finished or cancelled) means
-           done without running: at most one start.
-        4. Run the target through the registry. Its failures are an outcome, not an
-           exception.
-        5. Report the attempt as one ``ResultEvent`` on ``jobs.results`` and wait for the
+        2. Hold the event until its ``scheduled_for``, or its ``not_before`` when that is
+           later (a retry's backoff), on the wall clock; then take a slot.
+        3. Claim the execution: queued -> running with a short lease, a compare-and-set in
+           Postgres (batched with the claims of other records due together), retried while
+           Postgres is unreachable. Nothing claimed (already started, finished or
+           cancelled) means done without running: at most one start.
+        4. Hold the lease (the ``LeaseKeeper`` extends it, batched, while the attempt runs).
+        5. Check the target against the operator's policy; a refusal is the outcome.
+           Otherwise run it through the registry; its failures are an outcome too.
+        6. Report the attempt as one ``ResultEvent`` on ``jobs.results`` and wait for the
            ack. The owning scheduler shard records the final status from it.
+        7. Cut off by shutdown after the claim: report the attempt as interrupted (failed,
+           retryable, so the shard schedules the next attempt with its backoff instead of
+           waiting for the lease to lapse), within ``INTERRUPT_REPORT_S``, and leave the
+           record uncommitted (its redelivery finds the execution claimed and skips it).
 
         The caller then marks the offset done, and the commit loop commits the contiguous
         prefix of done offsets (``workers.offsets``).
@@ -102,12 +114,12 @@ class ExecutionService:
             await self.reporter.dead_letter(dead_letter_for(record, f"worker error: {exc!r}"))
 
     async def _execute(self, event: DueEvent) -> None:
-        await hold_until(event.scheduled_for)
+        await hold_until(start_instant(event))
         async with self.slots:
             await self._claim_run_report(event)
 
     async def _claim_run_report(self, event: DueEvent) -> None:
-        claimed = await self.claimer.claim(event.execution_id, run_timeout_s(event.target))
+        claimed = await self.claimer.claim(event.execution_id)
         if claimed is None:
             log.info("execution %s is not queued any more; not running it", event.execution_id)
             return
@@ -115,10 +127,20 @@ class ExecutionService:
         log.debug(
             "execution %s started %.1f ms after its instant",
             event.execution_id,
-            (started_at - event.scheduled_for).total_seconds() * 1000,
+            (started_at - start_instant(event)).total_seconds() * 1000,
         )
-        outcome = await self._run(event)
-        await self.reporter.result(self._result(event, outcome, started_at))
+        self.leases.hold(event.execution_id)
+        outcome: Outcome | None = None
+        try:
+            outcome = self.guard.refusal(event.target)
+            if outcome is None:
+                outcome = await self._run(event)
+            await self.reporter.result(self._result(event, outcome, started_at))
+        except asyncio.CancelledError:
+            await self._report_interrupted(event, outcome, started_at)
+            raise
+        finally:
+            self.leases.release(event.execution_id)
 
     async def _run(self, event: DueEvent) -> Outcome:
         attempt = Attempt(event.execution_id, event.job_id, event.user_id, event.attempt)
@@ -128,6 +150,33 @@ class ExecutionService:
             # The execution is claimed: it must be reported, whatever the runner did.
             log.exception("runner for %s raised", event.target.type)
             return Outcome.failure(f"runner error: {exc!r}", retryable=True)
+
+    async def _report_interrupted(
+        self, event: DueEvent, outcome: Outcome | None, started_at: datetime
+    ) -> None:
+        """Report an attempt that shutdown cut off: its real outcome if the target had
+        finished (the report was what got cut off), else a retryable interruption."""
+        ran_s = (utc_now() - started_at).total_seconds()
+        if outcome is None:
+            outcome = Outcome.failure(
+                f"interrupted: the worker shut down after {ran_s:.1f} s", retryable=True
+            )
+        log.warning(
+            "interrupted execution %s (job %s, %s target, attempt %d) after %.1f s",
+            event.execution_id,
+            event.job_id,
+            event.target.type,
+            event.attempt,
+            ran_s,
+        )
+        try:
+            async with asyncio.timeout(INTERRUPT_REPORT_S):
+                await self.reporter.result(self._result(event, outcome, started_at))
+        except TimeoutError:
+            log.error(
+                "could not report interrupted execution %s; its lease will lapse",
+                event.execution_id,
+            )
 
     def _result(self, event: DueEvent, outcome: Outcome, started_at: datetime) -> ResultEvent:
         return ResultEvent(
@@ -143,4 +192,5 @@ class ExecutionService:
             output_excerpt=outcome.output_excerpt,
             error=outcome.error,
             retryable=outcome.retryable,
+            retry_after_s=outcome.retry_after_s,
         )

@@ -49,6 +49,9 @@ class LaneLoop:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = stopping
         self.assigned = assigned
+        # Group membership changes seen: a long job must cause none (tests read these).
+        self.assignments = 0
+        self.revocations = 0
 
     @property
     def in_flight(self) -> int:
@@ -112,6 +115,7 @@ class LaneLoop:
     async def revoked(self, revoked: set[TopicPartition]) -> None:
         if not revoked:
             return
+        self.revocations += 1
         await self.commit(only=revoked)
         self._tracker.drop(revoked)
         log.info("partitions revoked: %s", sorted(revoked))
@@ -157,4 +161,5 @@ class _CommitBeforeRevoke(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("partitions assigned: %s", sorted(assigned))
+        self._loop.assignments += 1
         self._loop.assigned.set()

@@ -10,13 +10,24 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Coroutine
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 import aiohttp
 import asyncpg
 from aiokafka import AIOKafkaConsumer
 
-from kjs.settings import DatabaseSettings, KafkaSettings, Lane, WorkerSettings, load
+from kjs.settings import (
+    DatabaseSettings,
+    KafkaSettings,
+    Lane,
+    TargetSettings,
+    WorkerSettings,
+    load,
+)
 from schemas.db import StoreUnavailable, create_pool
 from topics.catalog import catalog
 from topics.producer import durable_producer
@@ -25,16 +36,27 @@ from workers.claims import Claimer
 from workers.execution import ExecutionService
 from workers.identity import worker_id
 from workers.lane import LaneLoop
+from workers.leases import HEARTBEAT_INTERVAL_S, LEASE_TTL_S, LeaseKeeper
+from workers.policy import TargetGuard
 from workers.reports import Reporter
+from workers.retention import DEFAULT_BATCH, prune_periodically
 from workers.targets.builtin import builtin_registry
+from workers.targets.sql import SqlPools
 
 log = logging.getLogger(__name__)
 
-# How long a stopping worker lets in-flight records finish before cutting them off.
-DRAIN_DEADLINE_S = 30.0
-# Records held for their instant, beyond those running: a memory bound. The scheduler's
-# lead keeps this small (rate x lead); it only bites on a burst of far-ahead events.
-MAX_HELD = 10_000
+
+@dataclass(frozen=True)
+class WorkerTuning:
+    """Timings that are not operator settings: protocol constants, which tests shorten."""
+
+    heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
+    lease_ttl_s: float = LEASE_TTL_S
+    # The consumer's max.poll.interval.ms; the lane loop polls far more often than this
+    # whatever its jobs do, so a long job never costs the group a rebalance.
+    max_poll_interval_ms: int = 300_000
+    retention_interval_s: float = 3600.0
+    retention_batch: int = DEFAULT_BATCH
 
 
 class Worker:
@@ -46,19 +68,20 @@ class Worker:
         db: DatabaseSettings,
         settings: WorkerSettings,
         lane: Lane,
+        targets: TargetSettings,
         *,
-        drain_deadline_s: float = DRAIN_DEADLINE_S,
-        max_held: int = MAX_HELD,
+        tuning: WorkerTuning = WorkerTuning(),
     ) -> None:
         self.id = worker_id(settings)
         self.lane = lane
         self._kafka = kafka
         self._db = db
         self._settings = settings
-        self._drain_deadline_s = drain_deadline_s
-        self._max_held = max_held
+        self._targets = targets
+        self._tuning = tuning
         self._stopping = asyncio.Event()
         self._loop: LaneLoop | None = None
+        self.leases: LeaseKeeper | None = None
         # Set once the group gave this worker partitions; tests wait on it.
         self.assigned = asyncio.Event()
 
@@ -67,11 +90,24 @@ class Worker:
         """Records fetched and not finished yet (held, claiming, running or reporting)."""
         return self._loop.in_flight if self._loop is not None else 0
 
+    @property
+    def lane_loop(self) -> LaneLoop | None:
+        return self._loop
+
     def stop(self) -> None:
         """Stop fetching; ``run`` then drains in-flight records, commits and returns."""
         self._stopping.set()
 
     async def run(self) -> None:
+        """Run until ``stop()``, then wind down in order.
+
+        1. Stop fetching.
+        2. Drain: in-flight records get ``worker_drain_s`` to finish; those cut off report
+           themselves interrupted and stay uncommitted.
+        3. Commit the contiguous done offsets.
+        4. Close, in reverse order of opening: background tasks (leases, retention), the
+           consumer (leaving the group), HTTP session and SQL pools, producer, store pool.
+        """
         async with AsyncExitStack() as stack:
             pool = await self._connect_store()
             if pool is None:
@@ -82,25 +118,36 @@ class Worker:
             try:
                 await loop.fetch_until_stopped()
             finally:
-                await loop.drain(self._drain_deadline_s)
+                await loop.drain(self._settings.worker_drain_s)
         log.info("worker %s stopped", self.id)
 
     async def _open_lane(self, stack: AsyncExitStack, pool: asyncpg.Pool) -> LaneLoop:
-        """Start the producer, HTTP session and consumer, each closed by ``stack`` in
-        reverse order, so a start that fails halfway leaves nothing open."""
+        """Start the producer, HTTP session, SQL pools, consumer and background tasks, each
+        closed by ``stack`` in reverse order, so a start that fails halfway leaves nothing
+        open."""
         cat = catalog(self._kafka)
         producer = durable_producer(self._kafka.kafka_bootstrap)
         await producer.start()
         stack.push_async_callback(producer.stop)
         session = aiohttp.ClientSession()
         stack.push_async_callback(session.close)
+        sql_pools = SqlPools(self._targets.sql_connections)
+        stack.push_async_callback(sql_pools.close)
 
-        registry = builtin_registry(session, producer, self._settings.http_excerpt_bytes)
+        excerpt_bytes = self._settings.http_excerpt_bytes
+        registry = builtin_registry(session, producer, excerpt_bytes, self._targets, sql_pools)
+        tuning = self._tuning
+        leases = LeaseKeeper(
+            pool, self.id, interval_s=tuning.heartbeat_interval_s, ttl_s=tuning.lease_ttl_s
+        )
+        self.leases = leases
         concurrency = self._settings.worker_concurrency
         service = ExecutionService(
-            Claimer(pool, self.id),
+            Claimer(pool, self.id, lease_s=tuning.lease_ttl_s),
             registry,
             Reporter(producer, cat),
+            TargetGuard(self._targets, frozenset(t.name for t in cat.all())),
+            leases,
             self.id,
             slots=asyncio.Semaphore(concurrency),
         )
@@ -110,17 +157,28 @@ class Worker:
             client_id=self.id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            max_poll_interval_ms=tuning.max_poll_interval_ms,
         )
         loop = LaneLoop(
             consumer,
             service.process,
-            max_in_flight=concurrency + self._max_held,
+            max_in_flight=concurrency + self._settings.worker_max_held,
             stopping=self._stopping,
             assigned=self.assigned,
         )
         consumer.subscribe([cat.due[self.lane].name], listener=loop.listener())
         await consumer.start()
         stack.push_async_callback(consumer.stop)
+        self._background(stack, leases.run(), "kjs-leases")
+        retention_days = self._settings.execution_retention_days
+        if retention_days > 0:
+            pruning = prune_periodically(
+                pool,
+                timedelta(days=retention_days),
+                tuning.retention_interval_s,
+                tuning.retention_batch,
+            )
+            self._background(stack, pruning, "kjs-retention")
         log.info(
             "worker %s consuming %s as %s (concurrency %d, targets %s)",
             self.id,
@@ -130,6 +188,17 @@ class Worker:
             ", ".join(registry.types()),
         )
         return loop
+
+    @staticmethod
+    def _background(stack: AsyncExitStack, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+
+        async def cancel() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        stack.push_async_callback(cancel)
 
     async def _connect_store(self) -> asyncpg.Pool | None:
         """Wait for Postgres rather than exit: claims need it, and the due events wait in
@@ -149,7 +218,13 @@ class Worker:
 
 async def run(lane: Lane) -> None:
     """Entry point of ``kjs worker --lane <lane>``: runs until SIGTERM or SIGINT."""
-    worker = Worker(load(KafkaSettings), load(DatabaseSettings), load(WorkerSettings), lane)
+    worker = Worker(
+        load(KafkaSettings),
+        load(DatabaseSettings),
+        load(WorkerSettings),
+        lane,
+        load(TargetSettings),
+    )
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)
     for sig in signals:

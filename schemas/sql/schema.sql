@@ -19,15 +19,25 @@ CREATE TABLE kjs_jobs (
     target          jsonb NOT NULL CHECK (target ? 'type'),
     priority        text NOT NULL CHECK (priority IN ('critical', 'normal', 'low')),
     retry           jsonb NOT NULL,
-    status          text NOT NULL
-                    CHECK (status IN ('scheduled', 'queued', 'succeeded', 'failed', 'cancelled')),
+    status          text NOT NULL,
     -- Set exactly while another occurrence is still to fire.
     next_run_at     timestamptz,
     run_count       integer NOT NULL DEFAULT 0 CHECK (run_count >= 0),
     source          text NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT kjs_jobs_next_run_iff_scheduled CHECK ((status = 'scheduled') = (next_run_at IS NOT NULL)),
+    -- Occurrences skipped (misfired beyond the grace, or forbidden by the overlap policy) in
+    -- all; the most recent ones are also recorded as 'skipped' executions.
+    skipped_runs    integer NOT NULL DEFAULT 0
+                    CONSTRAINT kjs_jobs_skipped_runs_check CHECK (skipped_runs >= 0),
+    -- overlap = buffer_one: the occurrence waiting for the running one to finish.
+    buffered_for    timestamptz,
+    CONSTRAINT kjs_jobs_status_check
+        CHECK (status IN ('scheduled', 'paused', 'queued', 'succeeded', 'failed', 'cancelled')),
+    -- A paused job keeps its next_run_at: on resume, the catch-up policy decides what to do
+    -- with the occurrences it missed.
+    CONSTRAINT kjs_jobs_next_run_iff_scheduled
+        CHECK ((status IN ('scheduled', 'paused')) = (next_run_at IS NOT NULL)),
     CONSTRAINT kjs_jobs_idempotency UNIQUE (user_id, idempotency_key)
 );
 
@@ -58,16 +68,17 @@ CREATE TABLE kjs_executions (
     -- When a retry may start (now + backoff); NULL means "at scheduled_for".
     due_at         timestamptz,
     CONSTRAINT kjs_executions_status_check
-        CHECK (status IN ('pending', 'queued', 'running', 'succeeded', 'failed', 'cancelled')),
+        CHECK (status IN ('pending', 'queued', 'running', 'succeeded', 'failed', 'cancelled',
+                          'skipped')),
     -- Each occurrence's attempt is recorded once (invariant 2).
     CONSTRAINT kjs_executions_once UNIQUE (job_id, scheduled_for, attempt),
     CONSTRAINT kjs_executions_started
-        CHECK (status IN ('pending', 'queued', 'cancelled') OR started_at IS NOT NULL),
+        CHECK (status IN ('pending', 'queued', 'cancelled', 'skipped') OR started_at IS NOT NULL),
     CONSTRAINT kjs_executions_finished CHECK (
-        (status IN ('succeeded', 'failed', 'cancelled')) = (finished_at IS NOT NULL)
+        (status IN ('succeeded', 'failed', 'cancelled', 'skipped')) = (finished_at IS NOT NULL)
     ),
     CONSTRAINT kjs_executions_worker
-        CHECK (status IN ('pending', 'queued', 'cancelled') OR worker IS NOT NULL),
+        CHECK (status IN ('pending', 'queued', 'cancelled', 'skipped') OR worker IS NOT NULL),
     CONSTRAINT kjs_executions_pending_due CHECK (status <> 'pending' OR due_at IS NOT NULL)
 );
 
@@ -76,3 +87,6 @@ CREATE INDEX kjs_executions_undispatched ON kjs_executions (shard)
 CREATE INDEX kjs_executions_by_job ON kjs_executions (job_id, created_at);
 -- The shard timer's load query for attempts waiting on their backoff.
 CREATE INDEX kjs_executions_pending ON kjs_executions (shard, due_at) WHERE status = 'pending';
+-- The retention pruner's batches: finished executions, oldest first.
+CREATE INDEX kjs_executions_finished ON kjs_executions (finished_at)
+    WHERE finished_at IS NOT NULL;

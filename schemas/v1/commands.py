@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from schemas.v1.jobs import USER_ID_FIELD, SubmittedJob, UserId
+from schemas.v1.jobs import USER_ID_FIELD, Priority, RetryPolicy, SubmittedJob, UserId
+from schemas.v1.schedules import Schedule
+from schemas.v1.targets import Target
 
 
 class _Command(BaseModel):
@@ -40,6 +42,51 @@ class TriggerCommand(_Command):
     job_id: UUID
 
 
-AnyCommand = CreateCommand | CancelCommand | TriggerCommand
+class PauseCommand(_Command):
+    """Stop firing a job until it is resumed; missed occurrences follow its catch-up policy."""
+
+    type: Literal["pause"]
+    user_id: UserId = USER_ID_FIELD
+    job_id: UUID
+
+
+class ResumeCommand(_Command):
+    type: Literal["resume"]
+    user_id: UserId = USER_ID_FIELD
+    job_id: UUID
+
+
+class JobChanges(BaseModel):
+    """The parts of a job an update may replace; at least one must be given."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    schedule: Schedule | None = None
+    target: Target | None = None
+    priority: Priority | None = None
+    retry: RetryPolicy | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> JobChanges:
+        if not self.model_fields_set:
+            raise ValueError(
+                "an update must change at least one of: " + ", ".join(type(self).model_fields)
+            )
+        return self
+
+
+class UpdateCommand(_Command):
+    """Replace parts of a scheduled or paused job; a new schedule recomputes the next run."""
+
+    type: Literal["update"]
+    user_id: UserId = USER_ID_FIELD
+    job_id: UUID
+    changes: JobChanges
+
+
+AnyCommand = (
+    CreateCommand | CancelCommand | TriggerCommand | PauseCommand | ResumeCommand | UpdateCommand
+)
 Command = Annotated[AnyCommand, Field(discriminator="type")]
 COMMAND = TypeAdapter[AnyCommand](Command)

@@ -10,7 +10,7 @@ from uuid import UUID
 import asyncpg
 import pytest
 
-from workers.claims import LEASE_MARGIN_S, Claimer
+from workers.claims import Claimer
 
 pytestmark = pytest.mark.services
 
@@ -41,7 +41,7 @@ async def test_a_claim_starts_a_queued_execution_with_a_lease(
     pool: asyncpg.Pool, user_id: str
 ) -> None:
     (execution_id,) = await queued_executions(pool, user_id, 1)
-    claim = await Claimer(pool, "w-1").claim(execution_id, timeout_s=10)
+    claim = await Claimer(pool, "w-1", lease_s=12.5).claim(execution_id)
     assert claim is not None
     row = await pool.fetchrow(
         "SELECT status, worker, started_at, lease_until FROM kjs_executions"
@@ -51,7 +51,7 @@ async def test_a_claim_starts_a_queued_execution_with_a_lease(
     assert row is not None
     assert (row["status"], row["worker"]) == ("running", "w-1")
     assert (row["started_at"], row["lease_until"]) == (claim.started_at, claim.lease_until)
-    assert claim.lease_until - claim.started_at == timedelta(seconds=10 + LEASE_MARGIN_S)
+    assert claim.lease_until - claim.started_at == timedelta(seconds=12.5)
 
 
 @pytest.mark.parametrize("status", ["running", "cancelled"])
@@ -65,7 +65,7 @@ async def test_an_execution_that_is_not_queued_is_not_claimed(
         execution_id,
         status,
     )
-    assert await Claimer(pool, "w-1").claim(execution_id, timeout_s=10) is None
+    assert await Claimer(pool, "w-1").claim(execution_id) is None
 
 
 async def test_racing_deliveries_and_workers_start_each_execution_once(
@@ -76,7 +76,7 @@ async def test_racing_deliveries_and_workers_start_each_execution_once(
     # Every execution delivered twice to each of two workers, all at once: the batches
     # hold duplicates, and the two workers' statements race on the same rows.
     attempts = [(c, i) for i in ids for c in (first, second, first, second)]
-    claims = await asyncio.gather(*(c.claim(i, timeout_s=1) for c, i in attempts))
+    claims = await asyncio.gather(*(c.claim(i) for c, i in attempts))
     won = [(c, i) for (c, i), claim in zip(attempts, claims, strict=True) if claim is not None]
     assert sorted(i for _, i in won) == sorted(ids)
     workers = dict(

@@ -1,346 +1,53 @@
-"""A lane worker against the real broker and Postgres.
+"""A lane worker against the real broker and Postgres: timing, claims, offsets, shutdown."""
 
-Each test gets its own topic namespace, hence its own due topic and consumer group: a
-worker here must never pick up due events another test (the scheduler's, say) produced,
-and must not inherit another test's committed offsets.
-"""
+# The harness's fixtures are imported by name, which pyflakes reads as unused imports and
+# their parameters as redefinitions.
+# ruff: noqa: F401, F811
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
-from uuid import UUID
 
 import asyncpg
 import pytest
-from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from pydantic import SecretStr
+from aiokafka import AIOKafkaProducer
 
-from kjs.settings import DatabaseSettings, KafkaSettings, WorkerSettings
-from schemas.v1.events import DueEvent, ResultEvent
-from topics.admin import create_topics
-from topics.catalog import Catalog, TopicSpec, catalog
+from kjs.settings import KafkaSettings
+from schemas.v1.events import ResultEvent
+from tests.integration.worker_harness import (
+    RecordingTarget,
+    StartWorker,
+    TopicReader,
+    cat,
+    committed,
+    committed_offset,
+    dead_letters,
+    due_event,
+    eventually,
+    execution_row,
+    http_target,
+    insert_execution,
+    insert_job,
+    lane_kafka,
+    producer,
+    result_for,
+    results,
+    send_due,
+    shard_of,
+    start_worker,
+    worker,
+)
+from topics.catalog import Catalog
 from topics.dlq import REASON, SOURCE_OFFSET
 from topics.partitioner import partition_for
-from topics.producer import durable_producer
 from workers.main import Worker
 
 pytestmark = pytest.mark.services
-
-T = TypeVar("T")
-DEADLINE_S = 30.0
-
-
-async def eventually(
-    check: Callable[[], Awaitable[T | None]], what: str, timeout_s: float = DEADLINE_S
-) -> T:
-    """Poll ``check`` until it returns something other than None, or fail saying what."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = await check()
-        if found is not None:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-# --- a recording HTTP target -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Hit:
-    idempotency_key: str | None
-    arrived_at: datetime
-    body: bytes
-
-
-@dataclass
-class RecordingTarget:
-    url: str = ""
-    hits: list[Hit] = field(default_factory=list)
-    # Requests wait here until it is set; a test clears it to hold requests open.
-    gate: asyncio.Event = field(default_factory=asyncio.Event)
-    open_requests: int = 0
-    most_open: int = 0
-
-    def hits_for(self, execution_id: UUID) -> list[Hit]:
-        return [h for h in self.hits if h.idempotency_key == str(execution_id)]
-
-
-@pytest.fixture
-async def http_target() -> AsyncIterator[RecordingTarget]:
-    target = RecordingTarget()
-    target.gate.set()
-
-    async def record(request: web.Request) -> web.Response:
-        arrived = datetime.now(UTC)
-        body = await request.read()
-        target.hits.append(Hit(request.headers.get("Idempotency-Key"), arrived, body))
-        target.open_requests += 1
-        target.most_open = max(target.most_open, target.open_requests)
-        try:
-            await target.gate.wait()
-        finally:
-            target.open_requests -= 1
-        return web.Response(text="done")
-
-    app = web.Application()
-    app.router.add_post("/hook", record)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    target.url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-    yield target
-    target.gate.set()
-    await runner.cleanup()
-
-
-# --- Kafka: fresh topics, a producer, readers --------------------------------------------
-
-
-@pytest.fixture
-async def lane_kafka(services: None, kafka_settings: KafkaSettings) -> KafkaSettings:
-    ns = f"{kafka_settings.namespace}w{uuid.uuid4().hex[:8]}."
-    settings = kafka_settings.model_copy(update={"namespace": ns})
-    await create_topics(settings.kafka_bootstrap, catalog(settings))
-    return settings
-
-
-@pytest.fixture
-def cat(lane_kafka: KafkaSettings) -> Catalog:
-    return catalog(lane_kafka)
-
-
-@pytest.fixture
-async def producer(lane_kafka: KafkaSettings) -> AsyncIterator[AIOKafkaProducer]:
-    p = durable_producer(lane_kafka.kafka_bootstrap)
-    try:
-        await p.start()
-        yield p
-    finally:
-        await p.stop()
-
-
-class TopicReader:
-    """Reads every partition of a topic from the beginning, without a consumer group."""
-
-    def __init__(self, bootstrap: str, spec: TopicSpec) -> None:
-        self.topic = spec.name
-        self.records: list[Any] = []
-        self._tps = [TopicPartition(spec.name, p) for p in range(spec.partitions)]
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-
-    async def start(self) -> None:
-        await self._consumer.start()
-        self._consumer.assign(self._tps)
-        await self._consumer.seek_to_beginning(*self._tps)
-
-    async def stop(self) -> None:
-        await self._consumer.stop()
-
-    async def poll(self) -> list[Any]:
-        batch = await self._consumer.getmany(timeout_ms=100)
-        for records in batch.values():
-            self.records.extend(records)
-        return self.records
-
-    async def read_to_end(self) -> list[Any]:
-        """Everything in the topic now: used to show that something was *not* produced."""
-        assigned = self._consumer.assignment()
-        ends = await self._consumer.end_offsets(list(assigned))
-
-        async def caught_up() -> bool | None:
-            await self.poll()
-            positions = {tp: await self._position(tp) for tp in ends}
-            return True if all(positions[tp] >= end for tp, end in ends.items()) else None
-
-        await eventually(caught_up, f"reading {self.topic} to its end")
-        return self.records
-
-    async def _position(self, tp: TopicPartition) -> int:
-        return int(await self._consumer.position(tp))
-
-
-@pytest.fixture
-async def results(lane_kafka: KafkaSettings, cat: Catalog) -> AsyncIterator[TopicReader]:
-    reader = TopicReader(lane_kafka.kafka_bootstrap, cat.results)
-    try:
-        await reader.start()
-        yield reader
-    finally:
-        await reader.stop()
-
-
-@pytest.fixture
-async def dead_letters(lane_kafka: KafkaSettings, cat: Catalog) -> AsyncIterator[TopicReader]:
-    reader = TopicReader(lane_kafka.kafka_bootstrap, cat.dlq)
-    try:
-        await reader.start()
-        yield reader
-    finally:
-        await reader.stop()
-
-
-async def result_for(reader: TopicReader, execution_id: UUID) -> tuple[Any, ResultEvent]:
-    async def find() -> tuple[Any, ResultEvent] | None:
-        for record in await reader.poll():
-            event = ResultEvent.model_validate_json(record.value)
-            if event.execution_id == execution_id:
-                return record, event
-        return None
-
-    return await eventually(find, f"the result of execution {execution_id}")
-
-
-async def group_offset(admin: AIOKafkaAdminClient, cat: Catalog, partition: int) -> int:
-    """The lane group's committed offset of a due-topic partition; -1 if none yet."""
-    tp = TopicPartition(cat.due["normal"].name, partition)
-    offsets = await admin.list_consumer_group_offsets(cat.worker_group("normal"), partitions=[tp])
-    at = offsets.get(tp)
-    return -1 if at is None else int(at.offset)
-
-
-@pytest.fixture
-async def committed(
-    lane_kafka: KafkaSettings, cat: Catalog
-) -> AsyncIterator[Callable[[int, int], Awaitable[None]]]:
-    """Wait until the lane's group committed past an offset of a partition of the due topic.
-
-    Offsets are committed only over a contiguous run of finished records, so this is the
-    proof that the record at that offset, and everything before it, has been processed.
-    """
-    admin = AIOKafkaAdminClient(bootstrap_servers=lane_kafka.kafka_bootstrap)
-
-    async def past(partition: int, offset: int) -> None:
-        async def check() -> int | None:
-            at = await group_offset(admin, cat, partition)
-            return at if at > offset else None
-
-        await eventually(check, f"the worker group to commit past {partition}@{offset}")
-
-    try:
-        await admin.start()
-        yield past
-    finally:
-        await admin.close()
-
-
-async def committed_offset(lane_kafka: KafkaSettings, cat: Catalog, partition: int) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=lane_kafka.kafka_bootstrap)
-    try:
-        await admin.start()
-        return await group_offset(admin, cat, partition)
-    finally:
-        await admin.close()
-
-
-# --- Postgres rows -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Execution:
-    execution_id: UUID
-    job_id: UUID
-    user_id: str
-    shard: int
-    scheduled_for: datetime
-
-
-async def insert_job(pool: asyncpg.Pool, user_id: str, shard: int, url: str) -> UUID:
-    job_id = uuid.uuid4()
-    await pool.execute(
-        """
-        INSERT INTO kjs_jobs (job_id, user_id, shard, name, schedule, target, priority, retry,
-                              status, next_run_at, source)
-        VALUES ($1, $2, $3, 'worker test', $4, $5, 'normal', $6, 'queued', NULL, 'test')
-        """,
-        job_id,
-        user_id,
-        shard,
-        {"type": "once", "at": datetime.now(UTC).isoformat()},
-        {"type": "http", "method": "POST", "url": url},
-        {"max_attempts": 1, "initial_delay_s": 1, "max_delay_s": 1},
-    )
-    return job_id
-
-
-async def insert_execution(
-    pool: asyncpg.Pool,
-    job_id: UUID,
-    user_id: str,
-    shard: int,
-    scheduled_for: datetime,
-    status: str = "queued",
-) -> Execution:
-    """An execution row as the scheduler leaves it; a non-queued one as after its run."""
-    execution_id = uuid.uuid4()
-    started = status not in ("queued", "cancelled")
-    finished = status in ("succeeded", "failed", "cancelled")
-    await pool.execute(
-        """
-        INSERT INTO kjs_executions (execution_id, job_id, user_id, shard, scheduled_for,
-                                    attempt, lane, status, dispatched_at, started_at,
-                                    finished_at, worker)
-        VALUES ($1, $2, $3, $4, $5, 1, 'normal', $6, now(),
-                CASE WHEN $7 THEN now() END, CASE WHEN $8 THEN now() END,
-                CASE WHEN $7 THEN 'earlier-worker' END)
-        """,
-        execution_id,
-        job_id,
-        user_id,
-        shard,
-        scheduled_for,
-        status,
-        started,
-        finished,
-    )
-    return Execution(execution_id, job_id, user_id, shard, scheduled_for)
-
-
-async def execution_row(pool: asyncpg.Pool, execution_id: UUID) -> asyncpg.Record:
-    row = await pool.fetchrow("SELECT * FROM kjs_executions WHERE execution_id = $1", execution_id)
-    assert row is not None
-    return row
-
-
-def due_event(execution: Execution, url: str) -> DueEvent:
-    return DueEvent.model_validate(
-        {
-            "execution_id": execution.execution_id,
-            "job_id": execution.job_id,
-            "user_id": execution.user_id,
-            "attempt": 1,
-            "scheduled_for": execution.scheduled_for,
-            "lane": "normal",
-            "target": {"type": "http", "method": "POST", "url": url, "body": {"n": 1}},
-            "shard": execution.shard,
-        }
-    )
-
-
-async def send_due(
-    producer: AIOKafkaProducer, cat: Catalog, event: DueEvent, partition: int | None = None
-) -> Any:
-    """Produce as the scheduler does (key = job_id); returns the record's metadata."""
-    return await producer.send_and_wait(
-        cat.due["normal"].name,
-        key=str(event.job_id).encode(),
-        value=event.model_dump_json().encode(),
-        partition=partition,
-    )
-
-
-# --- a network fault between the worker and Postgres ----------------------------------
 
 
 class CuttableProxy:
@@ -408,67 +115,7 @@ async def proxy(database_url: str) -> AsyncIterator[tuple[CuttableProxy, str]]:
         await p.stop()
 
 
-# --- the worker --------------------------------------------------------------------------
-
-
-@dataclass
-class RunningWorker:
-    worker: Worker
-    task: asyncio.Task[None]
-
-
-StartWorker = Callable[..., Awaitable[RunningWorker]]
-
-
-@pytest.fixture
-async def start_worker(lane_kafka: KafkaSettings, database_url: str) -> AsyncIterator[StartWorker]:
-    """Start workers in-process, as ``kjs worker`` would, with settings passed in."""
-    started: list[RunningWorker] = []
-
-    async def start(
-        concurrency: int = 8,
-        drain_deadline_s: float = 5.0,
-        max_held: int = 100,
-        database_url: str = database_url,
-    ) -> RunningWorker:
-        w = Worker(
-            lane_kafka,
-            DatabaseSettings(database_url=SecretStr(database_url)),
-            WorkerSettings(
-                worker_id=f"test-worker-{uuid.uuid4().hex[:6]}", worker_concurrency=concurrency
-            ),
-            "normal",
-            drain_deadline_s=drain_deadline_s,
-            max_held=max_held,
-        )
-        running = RunningWorker(w, asyncio.create_task(w.run()))
-        started.append(running)
-
-        async def assigned() -> bool | None:
-            if running.task.done():
-                running.task.result()  # surfaces a start-up failure instead of a timeout
-            return True if w.assigned.is_set() else None
-
-        await eventually(assigned, "the worker to be assigned its partitions")
-        return running
-
-    yield start
-    for running in started:
-        running.worker.stop()
-    for running in started:
-        await asyncio.wait_for(running.task, timeout=15)
-
-
-@pytest.fixture
-async def worker(start_worker: StartWorker) -> Worker:
-    return (await start_worker()).worker
-
-
-def shard_of(user_id: str, lane_kafka: KafkaSettings) -> int:
-    return partition_for(user_id.encode(), lane_kafka.command_partitions)
-
-
-# --- tests -------------------------------------------------------------------------------
+# --- tests ---
 
 
 async def test_a_due_event_runs_on_its_instant_and_reports_on_the_users_partition(
@@ -650,7 +297,7 @@ async def test_a_stopping_worker_finishes_its_in_flight_records_first(
     await committed(sent.partition, sent.offset)
 
 
-async def test_a_record_cut_off_by_the_drain_deadline_is_not_committed(
+async def test_a_record_cut_off_by_the_drain_deadline_is_reported_interrupted_not_committed(
     start_worker: StartWorker,
     pool: asyncpg.Pool,
     producer: AIOKafkaProducer,
@@ -675,9 +322,15 @@ async def test_a_record_cut_off_by_the_drain_deadline_is_not_committed(
     running.worker.stop()
     await asyncio.wait_for(running.task, timeout=15)
 
-    # Stopped and committed: the cut-off record must be left for redelivery.
+    # Stopped and committed: the cut-off record must be left for redelivery...
     assert await committed_offset(lane_kafka, cat, sent.partition) <= sent.offset
-    assert await results.read_to_end() == []
+    # ...and its attempt reported as interrupted, so the shard retries it without waiting
+    # for the lease to lapse.
+    produced = [ResultEvent.model_validate_json(r.value) for r in await results.read_to_end()]
+    assert [(r.execution_id, r.status, r.retryable) for r in produced] == [
+        (execution.execution_id, "failed", True)
+    ]
+    assert produced[0].error is not None and produced[0].error.startswith("interrupted")
 
 
 async def test_no_more_records_run_at_once_than_the_concurrency(

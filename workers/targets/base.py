@@ -17,10 +17,25 @@ class Outcome:
     error: str | None = None
     # Whether the scheduler should try again: transient failures (timeouts, 5xx, 429) only.
     retryable: bool = False
+    # The target asked for this pause before the next attempt (HTTP Retry-After).
+    retry_after_s: float | None = None
 
     @classmethod
-    def failure(cls, error: str, *, retryable: bool, http_status: int | None = None) -> Outcome:
-        return cls(succeeded=False, error=error, retryable=retryable, http_status=http_status)
+    def failure(
+        cls,
+        error: str,
+        *,
+        retryable: bool,
+        http_status: int | None = None,
+        output_excerpt: str | None = None,
+    ) -> Outcome:
+        return cls(
+            succeeded=False,
+            error=error,
+            retryable=retryable,
+            http_status=http_status,
+            output_excerpt=output_excerpt,
+        )
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,34 @@
-"""The runners this worker ships with. ``script`` and ``sql`` are not among them yet, so
-the registry reports those as not enabled."""
+"""The runners this worker ships with: ``http``, ``kafka``, ``script`` and ``sql``.
+
+All four are registered whatever the policy says; what a job may do with them is checked
+before any runner is called (``workers.policy``), and the script and sql runners refuse on
+their own too what they cannot run (not enabled, not allowlisted, no such connection).
+"""
 
 from __future__ import annotations
 
 import aiohttp
 from aiokafka import AIOKafkaProducer
 
+from kjs.settings import TargetSettings
 from workers.targets import TargetRegistry
 from workers.targets.http import HttpRunner
 from workers.targets.kafka import KafkaRunner
+from workers.targets.script import ScriptRunner
+from workers.targets.sql import SqlPools, SqlRunner
 
 
 def builtin_registry(
-    session: aiohttp.ClientSession, producer: AIOKafkaProducer, http_excerpt_bytes: int
+    session: aiohttp.ClientSession,
+    producer: AIOKafkaProducer,
+    excerpt_bytes: int,
+    policy: TargetSettings,
+    sql_pools: SqlPools,
 ) -> TargetRegistry:
+    """``excerpt_bytes`` bounds what each runner keeps of an output (per stream for scripts)."""
     registry = TargetRegistry()
-    registry.register("http", HttpRunner(session, http_excerpt_bytes))
+    registry.register("http", HttpRunner(session, excerpt_bytes))
     registry.register("kafka", KafkaRunner(producer))
+    registry.register("script", ScriptRunner(policy, excerpt_bytes))
+    registry.register("sql", SqlRunner(sql_pools, excerpt_bytes))
     return registry

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import codecs
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
 from schemas.v1.targets import HttpTarget
 from workers.targets.base import Attempt, Outcome, with_idempotency_key
+from workers.targets.retry_after import RETRY_AFTER_STATUSES, parse_retry_after
 
 
 def is_retryable_status(status: int) -> bool:
     """5xx and 429 are the server's transient refusals; any other non-2xx will fail again."""
     return status >= 500 or status == 429
+
+
+def is_success(target: HttpTarget, status: int) -> bool:
+    """The job's own success statuses when it lists some, else any 2xx."""
+    if target.success_statuses:
+        return status in target.success_statuses
+    return 200 <= status < 300
 
 
 async def read_excerpt(content: aiohttp.StreamReader, limit: int) -> bytes:
@@ -56,12 +65,14 @@ class HttpRunner:
                 # Only the excerpt is read: a large response must not cost worker memory.
                 data = await read_excerpt(response.content, self._excerpt_bytes)
                 status = response.status
+                retry_after = response.headers.get("Retry-After")
         except TimeoutError:
             return Outcome.failure(f"timed out after {target.timeout_s:g} s", retryable=True)
         except aiohttp.ClientError as exc:
+            # Connection refused or reset, DNS, a broken response: the server may come back.
             return Outcome.failure(f"{type(exc).__name__}: {exc}", retryable=True)
         text = excerpt(data) if data else None
-        if 200 <= status < 300:
+        if is_success(target, status):
             return Outcome(succeeded=True, http_status=status, output_excerpt=text)
         return Outcome(
             succeeded=False,
@@ -69,4 +80,9 @@ class HttpRunner:
             output_excerpt=text,
             error=f"HTTP {status}",
             retryable=is_retryable_status(status),
+            retry_after_s=(
+                parse_retry_after(retry_after, datetime.now(UTC))
+                if status in RETRY_AFTER_STATUSES
+                else None
+            ),
         )

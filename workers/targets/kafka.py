@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from aiokafka import AIOKafkaProducer
@@ -25,18 +26,28 @@ def delivery_headers(target: KafkaTarget, attempt: Attempt) -> list[tuple[str, b
 
 
 class KafkaRunner:
-    """Produces through the worker's durable producer, the one its results go through."""
+    """Produces through the worker's durable producer, the one its results go through.
+
+    Which topics a job may write to is the operator's (``TargetSettings``); the worker checks
+    it before any runner is called (``workers.policy``), so this runner sends where it is told.
+    """
 
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self._producer = producer
 
     async def __call__(self, target: KafkaTarget, attempt: Attempt) -> Outcome:
         try:
-            metadata = await self._producer.send_and_wait(
-                target.topic,
-                value=encode_value(target.value),
-                key=target.key.encode() if target.key is not None else None,
-                headers=delivery_headers(target, attempt),
+            async with asyncio.timeout(target.timeout_s):
+                metadata = await self._producer.send_and_wait(
+                    target.topic,
+                    value=encode_value(target.value),
+                    key=target.key.encode() if target.key is not None else None,
+                    headers=delivery_headers(target, attempt),
+                )
+        except TimeoutError:
+            # The record may still be delivered; a retry is a duplicate with the same key.
+            return Outcome.failure(
+                f"not acknowledged within {target.timeout_s:g} s", retryable=True
             )
         except KafkaError as exc:
             # A timeout (e.g. an unknown topic's metadata never arrives) may pass; so may
