@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
 from kjs.settings import LANES, DatabaseSettings, InfraSettings, KafkaSettings, load
@@ -44,7 +43,7 @@ def _db(args: argparse.Namespace) -> int:
 def _scheduler(args: argparse.Namespace) -> int:
     from scheduler.main import run
 
-    run(loglevel=args.loglevel)
+    run(loglevel=args.loglevel, metrics_port=args.metrics_port)
     return 0
 
 
@@ -116,12 +115,18 @@ def _dev(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kjs", description="kjs, the Kafka-native job scheduler")
-    p.add_argument("--loglevel", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument(
+        "--loglevel",
+        choices=("debug", "info", "warning", "error"),
+        help="overrides KJS_LOG_LEVEL",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("dev", help="run Kafka, Postgres, scheduler, workers and API locally")
-    sub.add_parser("scheduler", help="run a scheduler instance")
+    sc = sub.add_parser("scheduler", help="run a scheduler instance")
+    sc.add_argument("--metrics-port", type=int, help="serve /metrics, /healthz, /readyz")
     w = sub.add_parser("worker", help="run a worker for one lane")
     w.add_argument("--lane", choices=LANES, default="normal")
+    w.add_argument("--metrics-port", type=int, help="serve /metrics, /healthz, /readyz")
     sub.add_parser("api", help="run the HTTP API")
     i = sub.add_parser("infra", help="the local broker and database")
     i.add_argument("action", choices=("up", "down", "status", "logs"))
@@ -202,10 +207,11 @@ HANDLERS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    from kjs.logs import configure
+    from kjs.settings import ObservabilitySettings
+
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure(load(ObservabilitySettings), args.loglevel)
     return HANDLERS[args.command](args)
 
 

@@ -19,12 +19,25 @@ log = logging.getLogger("kjs.dev")
 STOP_GRACE_S = 20.0
 
 
+# The ports infra/monitoring/prometheus.yml scrapes.
+SCHEDULER_METRICS_PORT = 9464
+WORKER_METRICS_PORTS = dict(zip(LANES, (9465, 9466, 9467), strict=True))
+LAG_EXPORTER_PORT = 9468
+
+
 def _processes() -> list[tuple[str, list[str]]]:
     kjs = [sys.executable, "-m", "kjs.cli"]
     return [
-        ("scheduler", [*kjs, "scheduler"]),
-        *((f"worker-{lane}", [*kjs, "worker", "--lane", lane]) for lane in LANES),
+        ("scheduler", [*kjs, "scheduler", "--metrics-port", str(SCHEDULER_METRICS_PORT)]),
+        *(
+            (
+                f"worker-{lane}",
+                [*kjs, "worker", "--lane", lane, "--metrics-port", str(port)],
+            )
+            for lane, port in WORKER_METRICS_PORTS.items()
+        ),
         ("api", [*kjs, "api"]),
+        ("lag-exporter", [*kjs, "lag", "--serve", "--port", str(LAG_EXPORTER_PORT)]),
     ]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import socket
 import tempfile
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ from typing import Any
 import asyncpg
 import faust
 
-from kjs.settings import DatabaseSettings, KafkaSettings, SchedulerSettings
+from kjs.ops_server import start_ops_server
+from kjs.settings import DatabaseSettings, KafkaSettings, ObservabilitySettings, SchedulerSettings
 from scheduler.commands import CommandHandler
 from scheduler.firing import Dispatcher
 from scheduler.kafka_io import FaustSender
@@ -32,6 +34,8 @@ from schemas.db import create_pool
 from topics.catalog import Catalog, catalog
 
 log = logging.getLogger(__name__)
+RESULT_BATCH = 500
+RESULT_BATCH_WAIT_S = 0.005
 
 
 @dataclass
@@ -50,15 +54,18 @@ class SchedulerApp:
     db: DatabaseSettings
     settings: SchedulerSettings
     database_url: str | None = None
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     catalog: Catalog = field(init=False)
     app: faust.App = field(init=False)
     outcomes: dict[str, int] = field(default_factory=dict)
     _runtime: Runtime | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _ops: Any = None
 
     def __post_init__(self) -> None:
         self.catalog = catalog(self.kafka)
         self.owner = self.settings.scheduler_id or f"{socket.gethostname()}-{os.getpid()}"
+        self._datadir = tempfile.mkdtemp(prefix="kjs-scheduler-")
         self.app = faust.App(
             self.catalog.scheduler_group,
             broker=[f"kafka://{b.strip()}" for b in self.kafka.kafka_bootstrap.split(",")],
@@ -68,7 +75,7 @@ class SchedulerApp:
             topic_replication_factor=self.kafka.replication_factor,
             topic_partitions=self.kafka.command_partitions,
             # One process's table state dir; several schedulers on a host must not share it.
-            datadir=tempfile.mkdtemp(prefix="kjs-scheduler-"),
+            datadir=self._datadir,
             consumer_auto_offset_reset="earliest",
             broker_commit_interval=0.5,
             broker_session_timeout=self.settings.session_timeout_s,
@@ -82,6 +89,24 @@ class SchedulerApp:
         self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         self.app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
+        self.app.task(self._start_ops_server)
+
+    async def _start_ops_server(self) -> None:
+        port = self.observability.metrics_port
+        if port is not None:
+            self._ops = await start_ops_server(self.observability.metrics_host, port, self.ready)
+
+    async def ready(self) -> dict[str, str]:
+        """Postgres answers, and the group gave this instance its (possibly empty) share."""
+        if self._runtime is None:
+            return {"postgres": "not connected yet", "shards": "not assigned yet"}
+        try:
+            await asyncio.wait_for(self._runtime.pool.fetchval("SELECT 1"), 2.0)
+            postgres = "ok"
+        except Exception as exc:
+            postgres = f"unavailable: {type(exc).__name__}"
+        shards = "ok" if self._runtime.shards.assigned_once else "not assigned yet"
+        return {"postgres": postgres, "shards": shards}
 
     async def runtime(self) -> Runtime:
         async with self._lock:
@@ -110,9 +135,12 @@ class SchedulerApp:
         await rt.shards.revoke(self._shards_in(revoked))
 
     async def _on_shutdown(self, sender: Any, **_: Any) -> None:
+        if self._ops is not None:
+            await self._ops.cleanup()
         if self._runtime is not None:
             await self._runtime.shards.stop()
             await self._runtime.pool.close()
+        shutil.rmtree(self._datadir, ignore_errors=True)
 
     async def _consume_commands(self, stream: Any) -> None:
         async for event in stream.events():
@@ -120,9 +148,19 @@ class SchedulerApp:
             await self._guarded(rt.commands.handle, _record(event))
 
     async def _consume_results(self, stream: Any) -> None:
-        async for event in stream.events():
+        # Results come in bursts (a burst of due jobs finishing together); recording the
+        # successes of a batch in one transaction keeps the shard from falling behind.
+        # take_events acknowledges the batch only after this body has handled it.
+        async for events in stream.take_events(RESULT_BATCH, within=RESULT_BATCH_WAIT_S):
             rt = await self.runtime()
-            await self._guarded(rt.results.handle, _record(event))
+            records = [_record(e) for e in events]
+            try:
+                outcomes = await rt.results.handle_batch(records)
+            except (Fenced, NotOwned) as exc:
+                log.warning("not recording %d results: %s", len(records), exc)
+                outcomes = ["fenced"]
+            for outcome in outcomes:
+                self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
 
     async def _guarded(self, handle: Any, record: Record) -> None:
         try:

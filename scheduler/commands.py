@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -13,12 +15,24 @@ from pydantic import ValidationError
 from kjs.settings import SchedulerSettings
 from scheduler import store
 from scheduler.deadletters import dead_letter
+from scheduler.firing import SCHEDULE, effective_due
 from scheduler.kafka_io import Sender
+from scheduler.metrics import COMMANDS
 from scheduler.occurrences import first_run
 from scheduler.records import Record
 from scheduler.retrying import until_available
-from scheduler.shards import Shards
-from schemas.v1.commands import COMMAND, AnyCommand, CancelCommand, CreateCommand, TriggerCommand
+from scheduler.shards import OwnedShard, Shards
+from schemas.v1.commands import (
+    COMMAND,
+    AnyCommand,
+    CancelCommand,
+    CreateCommand,
+    JobChanges,
+    PauseCommand,
+    ResumeCommand,
+    TriggerCommand,
+    UpdateCommand,
+)
 from schemas.v1.ids import job_id_for_key, job_id_for_record
 from schemas.v1.schedules import OnceSchedule
 from topics.catalog import Catalog
@@ -68,6 +82,13 @@ class CommandHandler:
         3. Apply it to Postgres under the shard's epoch, waiting out a Postgres outage.
            Only then does the handler return and the offset become committable.
         """
+        kind, outcome = await self._handle(record)
+        COMMANDS.labels(kind, outcome).inc()
+        return outcome
+
+    async def _handle(self, record: Record) -> tuple[str, str]:
+        """(command type or "invalid", outcome)."""
+        kind = "invalid"
         try:
             if record.value is None:
                 raise Rejected("empty value")
@@ -75,23 +96,25 @@ class CommandHandler:
                 command = COMMAND.validate_json(record.value)
             except ValidationError as exc:
                 raise Rejected(format_errors(exc)) from None
+            kind = command.type
             user_id = command.user_id
             if record.key is None or record.key != user_id.encode():
                 raise Rejected(f"record key {record.key!r} is not the command's user_id")
             home = partition_for(record.key, self.catalog.commands.partitions)
             if home != record.partition:
                 await self._reroute(command, record, home)
-                return "rerouted"
-            return await until_available(
+                return kind, "rerouted"
+            outcome = await until_available(
                 lambda: self._apply(command, record), f"command {record.source}"
             )
+            return kind, outcome
         except Rejected as exc:
             reason = str(exc)
             await until_available(
                 lambda: dead_letter(self.sender, self.catalog.dlq.name, record, reason),
                 "dead letter",
             )
-            return "rejected"
+            return kind, "rejected"
 
     async def _reroute(self, command: AnyCommand, record: Record, home: int) -> None:
         if isinstance(command, CreateCommand):
@@ -114,29 +137,67 @@ class CommandHandler:
 
     async def _apply(self, command: AnyCommand, record: Record) -> str:
         shard = await self.shards.get(record.partition)
+        if isinstance(command, CreateCommand):
+            return await self._create(command, record, shard)
         if isinstance(command, CancelCommand):
-            outcome = await store.cancel_job(
-                self.pool, record.partition, shard.epoch, command.user_id, command.job_id
-            )
-            if outcome == "unknown":
-                raise Rejected(f"cancel: no job {command.job_id} for user {command.user_id}")
-            if outcome == "finished":
-                raise Rejected(f"cancel: job {command.job_id} has already finished")
-            shard.timer.forget(command.job_id)
-            return "cancelled"
+            return await self._cancel(command, record.partition, shard)
         if isinstance(command, TriggerCommand):
-            triggered = await store.trigger_job(
-                self.pool,
-                record.partition,
-                shard.epoch,
-                command.user_id,
-                command.job_id,
-                datetime.now(UTC),
+            return await self._trigger(command, record.partition, shard)
+        return await self._change(command, record.partition, shard)
+
+    async def _cancel(self, command: CancelCommand, partition: int, shard: OwnedShard) -> str:
+        outcome = await store.cancel_job(
+            self.pool, partition, shard.epoch, command.user_id, command.job_id
+        )
+        if outcome == "unknown":
+            raise Rejected(f"cancel: no job {command.job_id} for user {command.user_id}")
+        if outcome == "finished":
+            raise Rejected(f"cancel: job {command.job_id} has already finished")
+        shard.timer.forget(command.job_id)
+        return "cancelled"
+
+    async def _trigger(self, command: TriggerCommand, partition: int, shard: OwnedShard) -> str:
+        triggered = await store.trigger_job(
+            self.pool, partition, shard.epoch, command.user_id, command.job_id, datetime.now(UTC)
+        )
+        if isinstance(triggered, str):
+            raise Rejected(f"trigger: job {command.job_id} is {triggered}")
+        shard.timer.offer_retry(triggered.execution_id, triggered.due_at)
+        return "triggered"
+
+    async def _change(
+        self,
+        command: PauseCommand | ResumeCommand | UpdateCommand,
+        partition: int,
+        shard: OwnedShard,
+    ) -> str:
+        """pause: scheduled -> paused; resume: paused -> scheduled; update: either, in place.
+
+        Missed occurrences of a paused job stay in its next_run_at, so on resume the
+        catch-up policy decides about them, as after a shard outage.
+        """
+        now = datetime.now(UTC)
+        allowed: tuple[str, ...]
+        if isinstance(command, PauseCommand):
+            allowed, changes = ("scheduled",), _set(status="paused")
+        elif isinstance(command, ResumeCommand):
+            allowed, changes = ("paused",), _set(status="scheduled")
+        else:
+            allowed, changes = ("scheduled", "paused"), _update(command.changes, now)
+        changed = await store.change_job(
+            self.pool, partition, shard.epoch, command.user_id, command.job_id, allowed, changes
+        )
+        if isinstance(changed, str):
+            raise Rejected(f"{command.type}: job {command.job_id} is {changed}")
+        shard.timer.forget(command.job_id)
+        if changed.status == "scheduled" and changed.next_run_at is not None:
+            schedule = SCHEDULE.validate_python(changed.schedule)
+            shard.timer.offer(
+                command.job_id, effective_due(schedule, command.job_id, changed.next_run_at)
             )
-            if isinstance(triggered, str):
-                raise Rejected(f"trigger: job {command.job_id} is {triggered}")
-            shard.timer.offer_retry(triggered.execution_id, triggered.due_at)
-            return "triggered"
+        return {"pause": "paused", "resume": "resumed", "update": "updated"}[command.type]
+
+    async def _create(self, command: CreateCommand, record: Record, shard: OwnedShard) -> str:
         job = command.job
         now = datetime.now(UTC)
         if isinstance(job.schedule, OnceSchedule):
@@ -170,5 +231,28 @@ class CommandHandler:
         )
         if not inserted:
             return "duplicate"
-        shard.timer.offer(job_id, first)
+        shard.timer.offer(job_id, effective_due(job.schedule, job_id, first))
         return "created"
+
+
+def _set(**values: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda row: values
+
+
+def _update(changes: JobChanges, now: datetime) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The columns an update sets; a new schedule recomputes the next run from now."""
+
+    def columns(row: dict[str, Any]) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            name: value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+            for name, value in changes
+            if name in changes.model_fields_set
+        }
+        if changes.schedule is not None:
+            nxt = first_run(changes.schedule, now, anchor=row["created_at"])
+            if nxt is None:
+                raise Rejected("update: the new schedule has no future occurrence")
+            values["next_run_at"] = nxt
+        return values
+
+    return columns

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from scheduler.kafka_io import Sender
+from scheduler.metrics import DEAD_LETTERS
 from scheduler.records import Record
 from topics.dlq import DeadLetter
 
@@ -18,3 +19,4 @@ async def dead_letter(sender: Sender, dlq_topic: str, record: Record, reason: st
     log.warning("dead letter from %s: %s", record.source, reason)
     ack = await sender.send(dlq_topic, record.key, record.value, headers=letter.headers())
     await ack
+    DEAD_LETTERS.labels(record.topic.rsplit(".", 1)[-1]).inc()

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
+from uuid import UUID
 
 import asyncpg
 from pydantic import TypeAdapter
 
 from scheduler import store
 from scheduler.kafka_io import Sender
-from scheduler.occurrences import next_run
+from scheduler.metrics import DISPATCH_LEAD, FIRED
+from scheduler.occurrences import jitter_delay, next_run, occurrences
 from schemas.v1.events import DueEvent
 from schemas.v1.ids import execution_id_for
 from schemas.v1.schedules import OnceSchedule, Schedule
@@ -21,27 +23,108 @@ log = logging.getLogger(__name__)
 SCHEDULE: TypeAdapter[Schedule] = TypeAdapter(Schedule)
 
 
-def plan(job: store.FiringJob, now: datetime) -> store.Fired:
-    """The occurrence to write for a due job, and when the job runs after it.
+# How many missed occurrences one fire looks at; beyond it, skips are counted as "at least".
+CATCHUP_SCAN = 1000
+# How many skipped occurrences are recorded as rows (the rest only in the job's counter).
+RECORDED_SKIPS = 10
 
-    A recurring job that was due long ago (the shard was down) moves on to the next
-    occurrence after *now*: missed ones are not replayed in a storm.
-    """
-    schedule = SCHEDULE.validate_python(job.schedule)
-    scheduled_for = job.next_run_at
-    occurrence = store.Occurrence(
-        execution_id=execution_id_for(job.job_id, scheduled_for, 1),
+
+def _occurrence(job: store.FiringJob, schedule: Schedule, at: datetime) -> store.Occurrence:
+    jitter = (
+        jitter_delay(schedule, job.job_id, at) if not isinstance(schedule, OnceSchedule) else None
+    )
+    return store.Occurrence(
+        execution_id=execution_id_for(job.job_id, at, 1),
         job_id=job.job_id,
         user_id=job.user_id,
         attempt=1,
-        scheduled_for=scheduled_for,
+        scheduled_for=at,
         lane=job.priority,
         target=job.target,
+        due_at=at + jitter if jitter else None,
     )
+
+
+def plan(job: store.FiringJob, now: datetime, lead: timedelta = timedelta(0)) -> store.Fired:
+    """What firing a due job means: which occurrences run, which are skipped, what next.
+
+    1. List the occurrences due by now + lead, from the job's next_run_at on (more than one
+       when the shard was down or the job paused).
+    2. Catch-up: those later than ``misfire_grace_s`` are misfires. ``none`` skips them,
+       ``latest`` runs the most recent one, ``all`` the ``max_catchup`` most recent ones;
+       occurrences still within the grace run as usual. Every skip is counted and the most
+       recent are recorded as 'skipped' executions.
+    3. ``max_runs`` caps what runs; with it reached (or past ``end_at``) the job has no next run.
+    4. Overlap, when a previous run is not finished: ``allow`` runs anyway, ``forbid`` skips,
+       ``replace`` cancels the previous one, ``buffer_one`` keeps the newest occurrence to
+       run when the previous one finishes.
+    """
+    schedule = SCHEDULE.validate_python(job.schedule)
+    first = job.next_run_at
     if isinstance(schedule, OnceSchedule):
-        return store.Fired(occurrence, None)
-    after = max(scheduled_for, now)
-    return store.Fired(occurrence, next_run(schedule, after=after, anchor=job.created_at))
+        return store.Fired(
+            job.job_id, job.user_id, job.priority, [_occurrence(job, schedule, first)], None
+        )
+    horizon = now + lead
+    due = [first, *occurrences(schedule, first, job.created_at, CATCHUP_SCAN, until=horizon)]
+    scan_capped = len(due) > CATCHUP_SCAN
+    grace = timedelta(seconds=schedule.misfire_grace_s)
+    late = [o for o in due if now - o > grace]
+    timely = [o for o in due if now - o <= grace]
+    if schedule.catchup == "none":
+        run = timely
+    elif schedule.catchup == "latest":
+        run = late[-1:] + timely
+    else:
+        run = late[-schedule.max_catchup :] + timely
+    skipped = [
+        store.Skip(o, "misfire: missed by more than misfire_grace_s") for o in due if o not in run
+    ]
+    if schedule.max_runs is not None:
+        run = run[: max(0, schedule.max_runs - job.run_count)]
+    done = schedule.max_runs is not None and job.run_count + len(run) >= schedule.max_runs
+    nxt = (
+        None
+        if done
+        else next_run(schedule, max(due[-1], now if scan_capped else due[-1]), job.created_at)
+    )
+    cancel_active, buffer = False, None
+    if job.busy and run:
+        if schedule.overlap == "forbid":
+            skipped += [store.Skip(o, "overlap: the previous run has not finished") for o in run]
+            run = []
+        elif schedule.overlap == "replace":
+            cancel_active = True
+        elif schedule.overlap == "buffer_one":
+            if job.buffered_for is None:
+                buffer = run[-1]
+                run = run[:-1]
+            skipped += [store.Skip(o, "overlap: one run is already buffered") for o in run]
+            run = []
+    skipped.sort(key=lambda k: k.scheduled_for)
+    return store.Fired(
+        job_id=job.job_id,
+        user_id=job.user_id,
+        lane=job.priority,
+        occurrences=[_occurrence(job, schedule, o) for o in run],
+        next_run_at=nxt,
+        skipped=skipped[-RECORDED_SKIPS:],
+        skipped_total=len(skipped),
+        cancel_active=cancel_active,
+        buffer=buffer,
+        next_due=None if nxt is None else effective_due(schedule, job.job_id, nxt),
+    )
+
+
+def effective_due(schedule: Schedule, job_id: UUID, nominal: datetime) -> datetime:
+    """When an occurrence really starts: its time plus its jitter."""
+    if isinstance(schedule, OnceSchedule):
+        return nominal
+    return nominal + jitter_delay(schedule, job_id, nominal)
+
+
+def due_of(job: store.DueJob) -> datetime:
+    return effective_due(SCHEDULE.validate_python(job.schedule), job.job_id, job.next_run_at)
 
 
 class Dispatcher:
@@ -83,6 +166,10 @@ class Dispatcher:
                 )
             )
         await asyncio.gather(*acks)
+        acked = datetime.now(UTC)
+        for occ in occurrences:
+            FIRED.labels(occ.lane).inc()
+            DISPATCH_LEAD.observe(((occ.due_at or occ.scheduled_for) - acked).total_seconds())
         await store.mark_dispatched(self._pool, [o.execution_id for o in occurrences])
 
 

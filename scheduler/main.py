@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
-import logging
-
 import faust
 
-from kjs.settings import DatabaseSettings, KafkaSettings, SchedulerSettings, load
+from kjs.logs import logging_config
+from kjs.ops_server import publish_build_info
+from kjs.settings import (
+    DatabaseSettings,
+    KafkaSettings,
+    ObservabilitySettings,
+    SchedulerSettings,
+    load,
+)
 from scheduler.app import SchedulerApp
 
 
-def build() -> SchedulerApp:
-    return SchedulerApp(load(KafkaSettings), load(DatabaseSettings), load(SchedulerSettings))
-
-
-def run(loglevel: str = "info") -> None:
-    scheduler = build()
-    worker = faust.Worker(scheduler.app, loglevel=loglevel, quiet=True)
-    logging.getLogger("scheduler").setLevel(loglevel.upper())
+def run(loglevel: str | None = None, metrics_port: int | None = None) -> None:
+    obs = load(ObservabilitySettings)
+    if metrics_port is not None:
+        obs = obs.model_copy(update={"metrics_port": metrics_port})
+    scheduler = SchedulerApp(
+        load(KafkaSettings), load(DatabaseSettings), load(SchedulerSettings), observability=obs
+    )
+    publish_build_info("scheduler")
+    level = loglevel or obs.log_level
+    # faust installs its own logging unless handed a config: hand it ours.
+    worker = faust.Worker(
+        scheduler.app, loglevel=level, quiet=True, logging_config=logging_config(obs, level)
+    )
     worker.execute_from_commandline()

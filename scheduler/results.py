@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from uuid import UUID
 
 import asyncpg
 from pydantic import ValidationError
@@ -13,6 +14,7 @@ from scheduler.backoff import retry_delay
 from scheduler.commands import format_errors
 from scheduler.deadletters import dead_letter
 from scheduler.kafka_io import Sender
+from scheduler.metrics import DEAD_LETTERS, RESULTS, RETRIES
 from scheduler.records import Record
 from scheduler.retrying import until_available
 from scheduler.shards import Shards
@@ -66,9 +68,50 @@ class ResultHandler:
     sender: Sender
     catalog: Catalog
 
+    async def handle_batch(self, records: list[Record]) -> list[str]:
+        """Record a batch: a shard's successes in one transaction, the rest one by one."""
+        outcomes: list[str] = []
+        by_shard: dict[int, dict[UUID, Record]] = {}
+        parsed: dict[UUID, ResultEvent] = {}
+        singles: list[Record] = []
+        for record in records:
+            try:
+                result = ResultEvent.model_validate_json(record.value or b"")
+            except ValidationError:
+                singles.append(record)  # the one-by-one path dead-letters it
+                continue
+            if result.status != "succeeded" or result.execution_id in parsed:
+                singles.append(record)
+                continue
+            parsed[result.execution_id] = result
+            by_shard.setdefault(record.partition, {})[result.execution_id] = record
+        for partition, batch in by_shard.items():
+            leftover = await self._record_successes(partition, [parsed[i] for i in batch])
+            done = len(batch) - len(leftover)
+            RESULTS.labels("recorded").inc(done)
+            outcomes += ["recorded"] * done
+            singles += [batch[r.execution_id] for r in leftover]
+        for record in singles:
+            outcomes.append(await self.handle(record))
+        return outcomes
+
+    async def _record_successes(
+        self, partition: int, results: list[ResultEvent]
+    ) -> list[ResultEvent]:
+        shard = await self.shards.get(partition)
+        return await until_available(
+            lambda: store.record_successes(self.pool, partition, shard.epoch, results),
+            f"results of shard {partition}",
+        )
+
     async def handle(self, record: Record) -> str:
         """Record one result; returns ``recorded``, ``retrying``, ``exhausted``,
         ``duplicate`` or ``rejected``."""
+        outcome = await self._handle(record)
+        RESULTS.labels(outcome).inc()
+        return outcome
+
+    async def _handle(self, record: Record) -> str:
         try:
             result = ResultEvent.model_validate_json(record.value or b"")
         except ValidationError as exc:
@@ -87,6 +130,7 @@ class ResultHandler:
                 self.catalog.dlq.name, letter.key, letter.value, headers=headers
             )
             await ack
+            DEAD_LETTERS.labels("exhausted").inc()
 
         async def apply() -> store.Recorded | None:
             return await store.record_result(
@@ -97,6 +141,11 @@ class ResultHandler:
         if recorded is None:
             return "duplicate"
         if recorded.retry is not None:
+            # A retry of this execution, or (overlap = buffer_one) the buffered next run.
             shard.timer.offer_retry(recorded.retry.execution_id, recorded.retry.due_at)
+        if recorded.exhausted is not None:
+            return "exhausted"
+        if recorded.retry is not None and result.status == "failed":
+            RETRIES.inc()
             return "retrying"
-        return "exhausted" if recorded.exhausted else "recorded"
+        return "recorded"

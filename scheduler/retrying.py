@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from aiokafka.errors import KafkaError
 
+from scheduler.metrics import DEPENDENCY_ERRORS
 from schemas.db import is_unavailable
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ async def until_available(
         except Exception as exc:
             if not is_transient(exc):
                 raise
+            DEPENDENCY_ERRORS.labels("kafka" if isinstance(exc, KafkaError) else "postgres").inc()
             log.warning("%s: %s: %s; retrying in %.1fs", what, type(exc).__name__, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay_s)

@@ -17,6 +17,7 @@ import asyncpg
 from kjs.settings import SchedulerSettings
 from scheduler import store
 from scheduler.firing import Dispatcher
+from scheduler.metrics import DUE_NOT_FIRED, SHARDS_OWNED, TIMER_HELD
 from scheduler.timer import ShardTimer
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,9 @@ class Shards:
         self._owner = owner
         self._owned: dict[int, OwnedShard] = {}
         self._changed = asyncio.Condition()
+        # Readiness: a first assignment happened (an instance may own no shard at all when
+        # there are more instances than partitions, and still be ready).
+        self.assigned_once = False
 
     @property
     def owned(self) -> dict[int, OwnedShard]:
@@ -71,6 +75,8 @@ class Shards:
             task = asyncio.create_task(self._run_timer(timer), name=f"kjs-shard-{shard}")
             self._owned[shard] = OwnedShard(timer, task)
             log.info("shard %s assigned (epoch %s)", shard, epoch)
+        SHARDS_OWNED.set(len(self._owned))
+        self.assigned_once = True
         async with self._changed:
             self._changed.notify_all()
 
@@ -83,6 +89,10 @@ class Shards:
             with contextlib.suppress(asyncio.CancelledError):
                 await owned.task
             log.info("shard %s revoked (epoch %s)", shard, owned.epoch)
+            for gauge in (TIMER_HELD, DUE_NOT_FIRED):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(str(shard))
+        SHARDS_OWNED.set(len(self._owned))
 
     async def stop(self) -> None:
         await self.revoke(list(self._owned))

@@ -9,7 +9,7 @@ epoch and raises :class:`Fenced` before it writes anything (invariant 3).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -44,6 +44,7 @@ class NewJob:
 class DueJob:
     job_id: UUID
     next_run_at: datetime
+    schedule: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -72,14 +73,35 @@ class FiringJob:
     priority: str
     next_run_at: datetime
     created_at: datetime
+    run_count: int
+    # An execution of this job is still pending, queued or running (for the overlap policy).
+    busy: bool
+    buffered_for: datetime | None
+
+
+@dataclass(frozen=True)
+class Skip:
+    scheduled_for: datetime
+    reason: str
 
 
 @dataclass(frozen=True)
 class Fired:
-    """What to write for one fired job: its occurrence, and the run after it (or none)."""
+    """What to write for one due job: the occurrences to dispatch, those skipped, and the
+    job's next state."""
 
-    occurrence: Occurrence
+    job_id: UUID
+    user_id: str
+    lane: str
+    occurrences: list[Occurrence]
     next_run_at: datetime | None
+    skipped: list[Skip] = field(default_factory=list)
+    # Skipped in all, including those beyond the ones recorded as rows.
+    skipped_total: int = 0
+    cancel_active: bool = False
+    buffer: datetime | None = None
+    # next_run_at plus its jitter: when the timer must fire it.
+    next_due: datetime | None = None
 
 
 async def claim_shard(pool: asyncpg.Pool, shard: int, owner: str) -> int:
@@ -161,14 +183,60 @@ async def cancel_job(pool: asyncpg.Pool, shard: int, epoch: int, user_id: str, j
     return "cancelled"
 
 
+@dataclass(frozen=True)
+class Changed:
+    status: str
+    next_run_at: datetime | None
+    schedule: dict[str, Any]
+
+
+# The columns a lifecycle change may set (the SQL below interpolates only these names).
+CHANGEABLE = ("status", "next_run_at", "name", "schedule", "target", "priority", "retry")
+
+
+async def change_job(
+    pool: asyncpg.Pool,
+    shard: int,
+    epoch: int,
+    user_id: str,
+    job_id: UUID,
+    allowed_from: tuple[str, ...],
+    changes: Callable[[dict[str, Any]], dict[str, Any]],
+) -> Changed | str:
+    """Apply a lifecycle change to a job in one of ``allowed_from`` statuses (fenced).
+
+    ``changes`` maps the locked row to the columns to set. Returns the job after the change,
+    or ``unknown`` / ``illegal from <status>`` when refused.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        await _fence(conn, shard, epoch)
+        row = await conn.fetchrow(
+            "SELECT * FROM kjs_jobs WHERE job_id = $1 AND user_id = $2 FOR UPDATE", job_id, user_id
+        )
+        if row is None:
+            return "unknown"
+        if row["status"] not in allowed_from:
+            return f"illegal from {row['status']}"
+        values = changes(dict(row))
+        names = [name for name in values if name in CHANGEABLE]
+        assignments = ", ".join(f"{name} = ${i + 2}" for i, name in enumerate(names))
+        after = await conn.fetchrow(
+            f"UPDATE kjs_jobs SET {assignments}, updated_at = now() WHERE job_id = $1"
+            " RETURNING status, next_run_at, schedule",
+            job_id,
+            *(values[name] for name in names),
+        )
+    return Changed(after["status"], after["next_run_at"], after["schedule"])
+
+
 async def due_jobs(pool: asyncpg.Pool, shard: int, until: datetime) -> list[DueJob]:
     rows = await pool.fetch(
-        "SELECT job_id, next_run_at FROM kjs_jobs"
+        "SELECT job_id, next_run_at, schedule FROM kjs_jobs"
         " WHERE shard = $1 AND status = 'scheduled' AND next_run_at <= $2",
         shard,
         until,
     )
-    return [DueJob(r["job_id"], r["next_run_at"]) for r in rows]
+    return [DueJob(r["job_id"], r["next_run_at"], r["schedule"]) for r in rows]
 
 
 async def lock_firing(
@@ -176,11 +244,14 @@ async def lock_firing(
 ) -> list[FiringJob]:
     rows = await conn.fetch(
         """
-        SELECT job_id, user_id, schedule, target, priority, next_run_at, created_at
-        FROM kjs_jobs
-        WHERE job_id = ANY($1::uuid[]) AND shard = $2 AND status = 'scheduled'
-          AND next_run_at <= $3
-        FOR UPDATE
+        SELECT j.job_id, j.user_id, j.schedule, j.target, j.priority, j.next_run_at,
+               j.created_at, j.run_count, j.buffered_for,
+               EXISTS (SELECT 1 FROM kjs_executions e WHERE e.job_id = j.job_id
+                       AND e.status IN ('pending', 'queued', 'running')) AS busy
+        FROM kjs_jobs j
+        WHERE j.job_id = ANY($1::uuid[]) AND j.shard = $2 AND j.status = 'scheduled'
+          AND j.next_run_at <= $3
+        FOR UPDATE OF j
         """,
         job_ids,
         shard,
@@ -190,37 +261,64 @@ async def lock_firing(
 
 
 async def write_fired(conn: asyncpg.Connection, shard: int, fired: list[Fired]) -> None:
-    """Write the execution rows and move each job on, in two batched statements."""
-    occ = [f.occurrence for f in fired]
+    """Write the execution rows and move each job on, in batched statements.
+
+    1. Cancel the not-finished executions of jobs whose overlap policy is ``replace``.
+    2. Insert the fired occurrences as 'queued' and the recorded skips as 'skipped'.
+    3. Move each job to its next run (or 'queued' when no run is left), counting runs and
+       skips, and remember a buffered occurrence.
+    """
+    replaced = [f.job_id for f in fired if f.cancel_active]
+    if replaced:
+        await conn.execute(
+            "UPDATE kjs_executions SET status = 'cancelled', finished_at = now(),"
+            " error = 'replaced by a newer run (overlap = replace)'"
+            " WHERE job_id = ANY($1::uuid[]) AND status IN ('pending', 'queued', 'running')",
+            replaced,
+        )
+    occ = [o for f in fired for o in f.occurrences]
+    skips = [(f, s) for f in fired for s in f.skipped]
     await conn.execute(
         """
         INSERT INTO kjs_executions (execution_id, job_id, user_id, shard, scheduled_for,
-                                    attempt, lane, status)
-        SELECT e, j, u, $4, s, a, l, 'queued'
+                                    attempt, lane, status, due_at, finished_at, error)
+        SELECT e, j, u, $4, s, a, l, st, d,
+               CASE WHEN st = 'skipped' THEN now() END, err
         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $5::timestamptz[], $6::int[],
-                    $7::text[]) AS t(e, j, u, s, a, l)
+                    $7::text[], $8::text[], $9::timestamptz[], $10::text[])
+             AS t(e, j, u, s, a, l, st, d, err)
         ON CONFLICT DO NOTHING
         """,
-        [o.execution_id for o in occ],
-        [o.job_id for o in occ],
-        [o.user_id for o in occ],
+        [o.execution_id for o in occ]
+        + [execution_id_for(f.job_id, k.scheduled_for, 1) for f, k in skips],
+        [o.job_id for o in occ] + [f.job_id for f, _ in skips],
+        [o.user_id for o in occ] + [f.user_id for f, _ in skips],
         shard,
-        [o.scheduled_for for o in occ],
-        [o.attempt for o in occ],
-        [o.lane for o in occ],
+        [o.scheduled_for for o in occ] + [k.scheduled_for for _, k in skips],
+        [o.attempt for o in occ] + [1 for _ in skips],
+        [o.lane for o in occ] + [f.lane for f, _ in skips],
+        ["queued" for _ in occ] + ["skipped" for _ in skips],
+        [o.due_at for o in occ] + [None for _ in skips],
+        [None for _ in occ] + [k.reason for _, k in skips],
     )
     await conn.execute(
         """
         UPDATE kjs_jobs AS j
         SET next_run_at = t.n,
             status = CASE WHEN t.n IS NULL THEN 'queued' ELSE 'scheduled' END,
-            run_count = j.run_count + 1,
+            run_count = j.run_count + t.runs,
+            skipped_runs = j.skipped_runs + t.skips,
+            buffered_for = COALESCE(t.buf, j.buffered_for),
             updated_at = now()
-        FROM unnest($1::uuid[], $2::timestamptz[]) AS t(id, n)
+        FROM unnest($1::uuid[], $2::timestamptz[], $3::int[], $4::int[], $5::timestamptz[])
+             AS t(id, n, runs, skips, buf)
         WHERE j.job_id = t.id
         """,
-        [f.occurrence.job_id for f in fired],
+        [f.job_id for f in fired],
         [f.next_run_at for f in fired],
+        [len(f.occurrences) for f in fired],
+        [f.skipped_total for f in fired],
+        [f.buffer for f in fired],
     )
 
 
@@ -349,7 +447,7 @@ async def record_result(
         )
         if result.status == "succeeded":
             await _settle_once_job(conn, row["job_id"], "succeeded")
-            return Recorded()
+            return Recorded(retry=await _release_buffered(conn, row, shard))
         failure = Failure(result.execution_id, row["job_id"], row["attempt"], job["retry"], result)
         delay = None if job["status"] == "cancelled" else delay_for(failure)
         if delay is not None:
@@ -375,7 +473,90 @@ async def record_result(
             return Recorded(retry=DueRetry(retry_id, due_at) if due_at else None)
         await _settle_once_job(conn, row["job_id"], "failed")
         await on_exhausted(failure)
-        return Recorded(exhausted=failure)
+        return Recorded(retry=await _release_buffered(conn, row, shard), exhausted=failure)
+
+
+async def _release_buffered(conn: asyncpg.Connection, row: Any, shard: int) -> DueRetry | None:
+    """overlap = buffer_one: the run that finished lets the buffered occurrence go, now."""
+    buffered = await conn.fetchval(
+        """
+        WITH old AS (SELECT buffered_for FROM kjs_jobs WHERE job_id = $1)
+        UPDATE kjs_jobs AS j SET buffered_for = NULL FROM old
+        WHERE j.job_id = $1 AND old.buffered_for IS NOT NULL
+        RETURNING old.buffered_for
+        """,
+        row["job_id"],
+    )
+    if buffered is None:
+        return None
+    execution_id = execution_id_for(row["job_id"], buffered, 1)
+    due_at: datetime = await conn.fetchval(
+        """
+        INSERT INTO kjs_executions (execution_id, job_id, user_id, shard, scheduled_for,
+                                    attempt, lane, status, due_at)
+        VALUES ($1, $2, $3, $4, $5, 1, $6, 'pending', GREATEST(now(), $5))
+        ON CONFLICT DO NOTHING
+        RETURNING due_at
+        """,
+        execution_id,
+        row["job_id"],
+        row["user_id"],
+        shard,
+        buffered,
+        row["lane"],
+    )
+    return DueRetry(execution_id, due_at) if due_at else None
+
+
+async def record_successes(
+    pool: asyncpg.Pool, shard: int, epoch: int, results: list[ResultEvent]
+) -> list[ResultEvent]:
+    """The common case in bulk: record successful results in one fenced transaction.
+
+    Returns the results it did not take: those whose job has a buffered run to release
+    (overlap = buffer_one), which go through :func:`record_result` one by one. Redelivered
+    results change nothing, as in the one-by-one path.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        await _fence(conn, shard, epoch)
+        buffered = {
+            r["execution_id"]
+            for r in await conn.fetch(
+                """
+                SELECT e.execution_id FROM kjs_executions e JOIN kjs_jobs j USING (job_id)
+                WHERE e.execution_id = ANY($1::uuid[]) AND j.buffered_for IS NOT NULL
+                """,
+                [r.execution_id for r in results],
+            )
+        }
+        bulk = [r for r in results if r.execution_id not in buffered]
+        if bulk:
+            jobs = await conn.fetch(
+                """
+                UPDATE kjs_executions AS e
+                SET status = 'succeeded', started_at = COALESCE(e.started_at, t.started),
+                    finished_at = t.finished, worker = COALESCE(e.worker, t.worker),
+                    http_status = t.http, output_excerpt = t.excerpt, error = NULL,
+                    lease_until = NULL
+                FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::text[],
+                            $5::int[], $6::text[])
+                     AS t(id, started, finished, worker, http, excerpt)
+                WHERE e.execution_id = t.id AND e.status IN ('queued', 'running')
+                RETURNING e.job_id
+                """,
+                [r.execution_id for r in bulk],
+                [r.started_at for r in bulk],
+                [r.finished_at for r in bulk],
+                [r.worker for r in bulk],
+                [r.http_status for r in bulk],
+                [r.output_excerpt for r in bulk],
+            )
+            await conn.execute(
+                "UPDATE kjs_jobs SET status = 'succeeded', updated_at = now()"
+                " WHERE job_id = ANY($1::uuid[]) AND status = 'queued'",
+                [r["job_id"] for r in jobs],
+            )
+    return [r for r in results if r.execution_id in buffered]
 
 
 async def _settle_once_job(conn: asyncpg.Connection, job_id: UUID, status: str) -> None:
@@ -387,6 +568,20 @@ async def _settle_once_job(conn: asyncpg.Connection, job_id: UUID, status: str) 
         job_id,
         status,
     )
+
+
+async def overdue(pool: asyncpg.Pool, shard: int) -> int:
+    """Jobs and retries due more than a second ago and not fired: the stage's depth."""
+    n: int = await pool.fetchval(
+        """
+        SELECT (SELECT count(*) FROM kjs_jobs WHERE shard = $1 AND status = 'scheduled'
+                  AND next_run_at < now() - interval '1 second')
+             + (SELECT count(*) FROM kjs_executions WHERE shard = $1 AND status = 'pending'
+                  AND due_at < now() - interval '1 second')
+        """,
+        shard,
+    )
+    return n
 
 
 async def due_retries(pool: asyncpg.Pool, shard: int, until: datetime) -> list[DueRetry]:

@@ -21,7 +21,8 @@ import asyncpg
 
 from kjs.settings import SchedulerSettings
 from scheduler import store
-from scheduler.firing import Dispatcher, plan, resend_outbox
+from scheduler.firing import Dispatcher, due_of, plan, resend_outbox
+from scheduler.metrics import DUE_NOT_FIRED, SKIPPED, TIMER_HELD
 from scheduler.retrying import until_available
 
 log = logging.getLogger(__name__)
@@ -105,10 +106,12 @@ class ShardTimer:
         horizon = utcnow() + self._window
         self._horizon = horizon
         for job in await store.due_jobs(self._pool, self.shard, horizon):
-            self._hold(JOB, job.job_id, job.next_run_at)
+            self._hold(JOB, job.job_id, due_of(job))
         for retry in await store.due_retries(self._pool, self.shard, horizon):
             self._hold(RETRY, retry.execution_id, retry.due_at)
         await resend_outbox(self._dispatcher, self._pool, self.shard, OUTBOX_AGE_S)
+        DUE_NOT_FIRED.labels(str(self.shard)).set(await store.overdue(self._pool, self.shard))
+        TIMER_HELD.labels(str(self.shard)).set(self.held)
         expired = await store.requeue_expired(self._pool, self.shard, self.epoch)
         if expired:
             log.warning(
@@ -133,12 +136,19 @@ class ShardTimer:
         occurrences: list[store.Occurrence] = []
         if batch[JOB]:
             fired = await store.fire_due(
-                self._pool, self.shard, self.epoch, batch[JOB], until, partial(plan, now=now)
+                self._pool,
+                self.shard,
+                self.epoch,
+                batch[JOB],
+                until,
+                partial(plan, now=now, lead=self._lead),
             )
-            occurrences += [f.occurrence for f in fired]
             for f in fired:
-                if f.next_run_at is not None:
-                    self.offer(f.occurrence.job_id, f.next_run_at)
+                occurrences += f.occurrences
+                for skip in f.skipped[:1]:
+                    SKIPPED.labels(skip.reason.split(":", 1)[0]).inc(f.skipped_total)
+                if f.next_due is not None:
+                    self.offer(f.job_id, f.next_due)
         if batch[RETRY]:
             occurrences += await store.queue_retries(
                 self._pool, self.shard, self.epoch, batch[RETRY], until

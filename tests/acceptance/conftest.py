@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -47,11 +48,15 @@ class Target:
 
     base_url: str
     hits: list[Hit] = field(default_factory=list)
-    # Scripted answers per hook name, used in order; then 200.
+    # Scripted answers per hook name, used in order; then 200 (after ``slow`` seconds).
     script: dict[str, list[tuple[int, dict[str, str]]]] = field(default_factory=dict)
+    slow: dict[str, float] = field(default_factory=dict)
 
     def answer(self, name: str, *replies: tuple[int, dict[str, str]]) -> None:
         self.script[name] = list(replies)
+
+    def answer_slowly(self, name: str, seconds: float) -> None:
+        self.slow[name] = seconds
 
     def url(self, name: str) -> str:
         return f"{self.base_url}/hook/{name}"
@@ -68,6 +73,8 @@ async def target() -> AsyncIterator[Target]:
     async def hook(request: web.Request) -> web.Response:
         name = request.match_info["name"]
         tgt.hits.append(Hit(name, datetime.now(UTC), dict(request.headers), await request.read()))
+        if name in tgt.slow:
+            await asyncio.sleep(tgt.slow[name])  # the slow target being simulated
         replies = tgt.script.get(name)
         if replies:
             status, headers = replies.pop(0)
@@ -151,6 +158,21 @@ class Stack:
             assert resp.status == 200
             body = await resp.json()
             return list(body["executions"])
+
+    async def command(self, command: dict[str, Any]) -> None:
+        """Produce a command to jobs.commands as any Kafka client would (murmur2 key)."""
+        from topics.producer import durable_producer
+
+        producer = durable_producer(self.env["KJS_KAFKA_BOOTSTRAP"])
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                self.catalog.commands.name,
+                json.dumps(command).encode(),
+                key=command["user_id"].encode(),
+            )
+        finally:
+            await producer.stop()
 
     async def restart(self, name: str, sig: int = signal.SIGTERM) -> None:
         proc = self.processes[name]
