@@ -8,7 +8,7 @@ from uuid import UUID, uuid4
 from api.deps import ApiDeps
 from api.errors import ServiceUnavailable
 from api.publisher import KafkaUnavailable
-from schemas.v1.commands import CancelCommand, CreateCommand
+from schemas.v1.commands import AnyCommand, CreateCommand
 from schemas.v1.ids import job_id_for_key
 from schemas.v1.jobs import JobSpec, SubmittedJob
 
@@ -26,7 +26,7 @@ def create_command(spec: JobSpec, job_id: UUID) -> CreateCommand:
     return CreateCommand(type="create", job=SubmittedJob(**dict(spec), job_id=job_id))
 
 
-async def send(deps: ApiDeps, command: CreateCommand | CancelCommand) -> None:
+async def send(deps: ApiDeps, command: AnyCommand) -> None:
     """Produce to ``jobs.commands`` keyed by user_id, the key that picks the tenant's shard."""
     try:
         await deps.publisher.publish(

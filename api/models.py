@@ -91,6 +91,12 @@ class SubmitAccepted(_Body):
     status: Literal["accepted"] = "accepted"
 
 
+class LifecycleAccepted(_Body):
+    job_id: UUID
+    action: Literal["pause", "resume", "trigger", "update"]
+    status: Literal["accepted"] = "accepted"
+
+
 class CancelAccepted(_Body):
     job_id: UUID
     status: Literal["cancelling"] = "cancelling"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from api import handlers_executions as executions
 from api import handlers_jobs as jobs
+from api import handlers_lifecycle as lifecycle
 from api import handlers_ops as ops
 from api.models import (
     CancelAccepted,
@@ -15,12 +16,14 @@ from api.models import (
     HealthBody,
     JobPage,
     JobView,
+    LifecycleAccepted,
     ListExecutionsQuery,
     ListJobsQuery,
     ReadinessBody,
     SubmitAccepted,
 )
 from api.routing import Reply, Route
+from schemas.v1.commands import JobChanges
 from schemas.v1.jobs import JobSpec
 
 _NOT_FOUND = Reply("No such job (also for a malformed id).", ErrorBody)
@@ -81,6 +84,41 @@ ROUTES: tuple[Route, ...] = (
             409: Reply("The job already finished.", ConflictBody),
             503: _UNAVAILABLE,
         },
+        tags=("jobs",),
+    ),
+    *(
+        Route(
+            "POST",
+            f"/v1/jobs/{{job_id}}/{action}",
+            handler,
+            summary,
+            {
+                202: Reply("Accepted; the owning shard applies it.", LifecycleAccepted),
+                404: _NOT_FOUND,
+                409: Reply("Illegal for the job's status.", ConflictBody),
+                503: _UNAVAILABLE,
+            },
+            tags=("jobs",),
+        )
+        for action, handler, summary in (
+            ("pause", lifecycle.pause_job, "Pause a scheduled job."),
+            ("resume", lifecycle.resume_job, "Resume a paused job."),
+            ("trigger", lifecycle.trigger_job, "Run a job once more now (also replays it)."),
+        )
+    ),
+    Route(
+        "PATCH",
+        "/v1/jobs/{job_id}",
+        lifecycle.update_job,
+        "Replace a job's name, schedule, target, priority or retry policy.",
+        {
+            202: Reply("Accepted; the owning shard applies it.", LifecycleAccepted),
+            404: _NOT_FOUND,
+            409: Reply("Illegal for the job's status.", ConflictBody),
+            422: _BAD_REQUEST,
+            503: _UNAVAILABLE,
+        },
+        body=JobChanges,
         tags=("jobs",),
     ),
     Route(

@@ -22,7 +22,14 @@ import asyncpg
 import faust
 
 from kjs.ops_server import start_ops_server
-from kjs.settings import DatabaseSettings, KafkaSettings, ObservabilitySettings, SchedulerSettings
+from kjs.settings import (
+    DatabaseSettings,
+    KafkaSettings,
+    ObservabilitySettings,
+    SchedulerSettings,
+    TargetSettings,
+    load,
+)
 from scheduler.commands import CommandHandler
 from scheduler.firing import Dispatcher
 from scheduler.kafka_io import FaustSender
@@ -118,7 +125,9 @@ class SchedulerApp:
                 self._runtime = Runtime(
                     pool=pool,
                     shards=shards,
-                    commands=CommandHandler(shards, pool, sender, self.catalog, self.settings),
+                    commands=CommandHandler(
+                        shards, pool, sender, self.catalog, self.settings, load(TargetSettings)
+                    ),
                     results=ResultHandler(shards, pool, sender, self.catalog),
                 )
             return self._runtime

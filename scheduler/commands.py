@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -12,7 +12,7 @@ from uuid import UUID
 import asyncpg
 from pydantic import ValidationError
 
-from kjs.settings import SchedulerSettings
+from kjs.settings import SchedulerSettings, TargetSettings
 from scheduler import store
 from scheduler.deadletters import dead_letter
 from scheduler.firing import SCHEDULE, effective_due
@@ -21,7 +21,7 @@ from scheduler.metrics import COMMANDS
 from scheduler.occurrences import first_run
 from scheduler.records import Record
 from scheduler.retrying import until_available
-from scheduler.shards import OwnedShard, Shards
+from scheduler.shards import NotOwned, OwnedShard, Shards
 from schemas.v1.commands import (
     COMMAND,
     AnyCommand,
@@ -35,6 +35,7 @@ from schemas.v1.commands import (
 )
 from schemas.v1.ids import job_id_for_key, job_id_for_record
 from schemas.v1.schedules import OnceSchedule
+from schemas.v1.target_policy import check_target, describe
 from topics.catalog import Catalog
 from topics.partitioner import partition_for
 
@@ -70,6 +71,11 @@ class CommandHandler:
     sender: Sender
     catalog: Catalog
     settings: SchedulerSettings
+    targets: TargetSettings = field(default_factory=TargetSettings)
+
+    @property
+    def reserved_topics(self) -> set[str]:
+        return {t.name for t in self.catalog.all()}
 
     async def handle(self, record: Record) -> str:
         """Apply one command record; returns the outcome (for metrics and tests).
@@ -108,8 +114,14 @@ class CommandHandler:
                 lambda: self._apply(command, record), f"command {record.source}"
             )
             return kind, outcome
-        except Rejected as exc:
-            reason = str(exc)
+        except (store.Fenced, NotOwned):
+            raise
+        except Exception as exc:
+            # A bug or a constraint the checks above missed must not stop the partition:
+            # the command goes to the DLQ with the error, and the next one is applied.
+            if not isinstance(exc, Rejected):
+                log.exception("command %s could not be applied", record.source)
+            reason = str(exc) if isinstance(exc, Rejected) else f"could not apply: {exc!r}"
             await until_available(
                 lambda: dead_letter(self.sender, self.catalog.dlq.name, record, reason),
                 "dead letter",
@@ -207,6 +219,9 @@ class CommandHandler:
                     f"schedule.at {job.schedule.at.isoformat()} is more than "
                     f"{self.settings.past_grace_s:g}s in the past"
                 )
+        violations = check_target(job.target, self.targets, self.reserved_topics)
+        if violations:
+            raise Rejected(f"target refused by the operator's policy: {describe(violations)}")
         first = first_run(job.schedule, now, anchor=now)
         if first is None:
             raise Rejected("schedule has no future occurrence")
@@ -243,10 +258,11 @@ def _update(changes: JobChanges, now: datetime) -> Callable[[dict[str, Any]], di
     """The columns an update sets; a new schedule recomputes the next run from now."""
 
     def columns(row: dict[str, Any]) -> dict[str, Any]:
+        # A null field is "not given" (serialisers write them out), never "set to null".
         values: dict[str, Any] = {
             name: value.model_dump(mode="json") if hasattr(value, "model_dump") else value
             for name, value in changes
-            if name in changes.model_fields_set
+            if value is not None
         }
         if changes.schedule is not None:
             nxt = first_run(changes.schedule, now, anchor=row["created_at"])

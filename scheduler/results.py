@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -17,12 +18,13 @@ from scheduler.kafka_io import Sender
 from scheduler.metrics import DEAD_LETTERS, RESULTS, RETRIES
 from scheduler.records import Record
 from scheduler.retrying import until_available
-from scheduler.shards import Shards
+from scheduler.shards import NotOwned, Shards
 from schemas.v1.events import ResultEvent
 from schemas.v1.jobs import RetryPolicy
 from topics.catalog import Catalog
 from topics.dlq import DeadLetter
 
+log = logging.getLogger(__name__)
 JOB_ID_HEADER = "kjs-job-id"
 
 
@@ -107,7 +109,19 @@ class ResultHandler:
     async def handle(self, record: Record) -> str:
         """Record one result; returns ``recorded``, ``retrying``, ``exhausted``,
         ``duplicate`` or ``rejected``."""
-        outcome = await self._handle(record)
+        try:
+            outcome = await self._handle(record)
+        except (store.Fenced, NotOwned):
+            raise
+        except Exception as exc:
+            # As for commands: one result that cannot be recorded must not stop the shard.
+            log.exception("result %s could not be recorded", record.source)
+            reason = f"could not record: {exc!r}"
+            await until_available(
+                lambda: dead_letter(self.sender, self.catalog.dlq.name, record, reason),
+                "dead letter",
+            )
+            outcome = "rejected"
         RESULTS.labels(outcome).inc()
         return outcome
 

@@ -69,7 +69,7 @@ class JobChanges(BaseModel):
 
     @model_validator(mode="after")
     def _not_empty(self) -> JobChanges:
-        if not self.model_fields_set:
+        if all(getattr(self, name) is None for name in type(self).model_fields):
             raise ValueError(
                 "an update must change at least one of: " + ", ".join(type(self).model_fields)
             )

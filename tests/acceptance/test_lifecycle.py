@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -170,3 +171,36 @@ async def _hits_at_least(target: Target, name: str, n: int) -> bool:
 async def _job_field(stack: Stack, job_id: str, name: str, value: Any) -> bool:
     job = await stack.job(job_id)
     return job is not None and job.get(name) == value
+
+
+async def test_lifecycle_through_http_with_409_for_illegal_transitions(
+    stack: Stack, target: Target, user_id: str
+) -> None:
+    api = f"{stack.api_url}/v1/jobs"
+    job_id = (await stack.submit(every(user_id, target.url(user_id), 1)))["job_id"]
+    await eventually(lambda: stack.job(job_id), what="the job to be stored")
+
+    async def post(action: str) -> int:
+        async with stack.http.post(f"{api}/{job_id}/{action}") as resp:
+            return resp.status
+
+    assert await post("resume") == 409, "a scheduled job cannot be resumed"
+    assert await post("pause") == 202
+    await stack.wait_status(job_id, "paused")
+    assert await post("pause") == 409
+    async with stack.http.patch(f"{api}/{job_id}", json={"priority": "low"}) as resp:
+        assert resp.status == 202
+    async with stack.http.patch(f"{api}/{job_id}", json={"priority": "urgent"}) as resp:
+        assert resp.status == 422
+        assert "priority" in json.dumps(await resp.json())
+    await eventually(lambda: _job_field(stack, job_id, "priority", "low"), what="the update")
+    assert await post("trigger") == 202
+    await eventually(lambda: _hits_at_least(target, user_id, 1), what="the triggered run")
+    assert await post("resume") == 202
+    await stack.wait_status(job_id, "scheduled")
+    async with stack.http.delete(f"{api}/{job_id}") as resp:
+        assert resp.status == 202
+    await stack.wait_status(job_id, "cancelled")
+    assert await post("trigger") == 409, "a cancelled job cannot be triggered"
+    async with stack.http.post(f"{api}/00000000-0000-4000-8000-000000000000/pause") as resp:
+        assert resp.status == 404
