@@ -50,7 +50,7 @@ def _scheduler(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from workers.main import run
 
-    asyncio.run(run(args.lane))
+    asyncio.run(run(args.lane, metrics_port=args.metrics_port))
     return 0
 
 

@@ -14,6 +14,14 @@ from schemas.v1.events import DueEvent, ResultEvent
 from topics.dlq import DeadLetter
 from workers.claims import Claimer
 from workers.leases import LeaseKeeper
+from workers.metrics import (
+    DEAD_LETTERS,
+    DURATION,
+    EXECUTIONS,
+    IN_FLIGHT,
+    LATENESS,
+    SKIPPED_REDELIVERIES,
+)
 from workers.policy import TargetGuard
 from workers.reports import Reporter
 from workers.targets import Attempt, Outcome, TargetRegistry
@@ -104,6 +112,7 @@ class ExecutionService:
                 parsed.reason,
             )
             await self.reporter.dead_letter(parsed)
+            DEAD_LETTERS.labels("due").inc()
             return
         try:
             await self._execute(parsed)
@@ -112,6 +121,7 @@ class ExecutionService:
             # sees it instead of blocking its partition's commits for ever.
             log.exception("execution %s failed inside the worker", parsed.execution_id)
             await self.reporter.dead_letter(dead_letter_for(record, f"worker error: {exc!r}"))
+            DEAD_LETTERS.labels("worker").inc()
 
     async def _execute(self, event: DueEvent) -> None:
         await hold_until(start_instant(event))
@@ -120,10 +130,14 @@ class ExecutionService:
 
     async def _claim_run_report(self, event: DueEvent) -> None:
         claimed = await self.claimer.claim(event.execution_id)
+        lane = event.lane
         if claimed is None:
             log.info("execution %s is not queued any more; not running it", event.execution_id)
+            SKIPPED_REDELIVERIES.labels(lane).inc()
             return
         started_at = utc_now()
+        LATENESS.labels(lane).observe(max(0.0, (started_at - start_instant(event)).total_seconds()))
+        IN_FLIGHT.labels(lane).inc()
         log.debug(
             "execution %s started %.1f ms after its instant",
             event.execution_id,
@@ -135,11 +149,18 @@ class ExecutionService:
             outcome = self.guard.refusal(event.target)
             if outcome is None:
                 outcome = await self._run(event)
+            DURATION.labels(lane, event.target.type).observe(
+                (utc_now() - started_at).total_seconds()
+            )
+            EXECUTIONS.labels(
+                "succeeded" if outcome.succeeded else "failed", lane, event.target.type
+            ).inc()
             await self.reporter.result(self._result(event, outcome, started_at))
         except asyncio.CancelledError:
             await self._report_interrupted(event, outcome, started_at)
             raise
         finally:
+            IN_FLIGHT.labels(lane).dec()
             self.leases.release(event.execution_id)
 
     async def _run(self, event: DueEvent) -> Outcome:

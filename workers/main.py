@@ -20,10 +20,12 @@ import aiohttp
 import asyncpg
 from aiokafka import AIOKafkaConsumer
 
+from kjs.ops_server import publish_build_info, start_ops_server
 from kjs.settings import (
     DatabaseSettings,
     KafkaSettings,
     Lane,
+    ObservabilitySettings,
     TargetSettings,
     WorkerSettings,
     load,
@@ -84,6 +86,7 @@ class Worker:
         self.leases: LeaseKeeper | None = None
         # Set once the group gave this worker partitions; tests wait on it.
         self.assigned = asyncio.Event()
+        self._pool: asyncpg.Pool | None = None
 
     @property
     def in_flight(self) -> int:
@@ -93,6 +96,19 @@ class Worker:
     @property
     def lane_loop(self) -> LaneLoop | None:
         return self._loop
+
+    async def ready(self) -> dict[str, str]:
+        """Postgres answers (claims need it) and the lane's group assigned partitions."""
+        pool = self._pool
+        if pool is None:
+            return {"postgres": "not connected yet", "kafka": "not assigned yet"}
+        try:
+            await asyncio.wait_for(pool.fetchval("SELECT 1"), 2.0)
+            postgres = "ok"
+        except Exception as exc:
+            postgres = f"unavailable: {type(exc).__name__}"
+        kafka = "ok" if self.assigned.is_set() else "not assigned yet"
+        return {"postgres": postgres, "kafka": kafka}
 
     def stop(self) -> None:
         """Stop fetching; ``run`` then drains in-flight records, commits and returns."""
@@ -110,6 +126,7 @@ class Worker:
         """
         async with AsyncExitStack() as stack:
             pool = await self._connect_store()
+            self._pool = pool
             if pool is None:
                 return
             stack.push_async_callback(pool.close)
@@ -216,8 +233,11 @@ class Worker:
         return None
 
 
-async def run(lane: Lane) -> None:
+async def run(lane: Lane, metrics_port: int | None = None) -> None:
     """Entry point of ``kjs worker --lane <lane>``: runs until SIGTERM or SIGINT."""
+    obs = load(ObservabilitySettings)
+    port = obs.metrics_port if metrics_port is None else metrics_port
+    publish_build_info(f"worker-{lane}")
     worker = Worker(
         load(KafkaSettings),
         load(DatabaseSettings),
@@ -229,8 +249,13 @@ async def run(lane: Lane) -> None:
     signals = (signal.SIGTERM, signal.SIGINT)
     for sig in signals:
         loop.add_signal_handler(sig, worker.stop)
+    ops = None
+    if port is not None:
+        ops = await start_ops_server(obs.metrics_host, port, worker.ready)
     try:
         await worker.run()
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
+        if ops is not None:
+            await ops.cleanup()
