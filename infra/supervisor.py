@@ -45,6 +45,9 @@ async def up(infra: InfraSettings) -> None:
     layout = Layout.of(infra)
     started = time.monotonic()
     async with exclusive(layout, LOCK_TIMEOUT_S):
+        # Also when the broker already runs: the Kafka tools (kafka-consumer-groups, used to
+        # check the lag monitor) come from the same jars, and a pom change adds some.
+        await jars.resolve_jars(layout, infra.kafka_version)
         await _gather(
             asyncio.ensure_future(broker.start(infra, READY_DEADLINE_S)),
             asyncio.ensure_future(database.start(infra, READY_DEADLINE_S)),

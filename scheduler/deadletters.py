@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 
 from scheduler.kafka_io import Sender
-from scheduler.metrics import DEAD_LETTERS
 from scheduler.records import Record
-from topics.dlq import DeadLetter
+from topics.dlq import DEAD_LETTERS, DeadLetter
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ RESULTS = Counter(
 )
 FIRED = Counter("kjs_jobs_fired", "Executions dispatched to a lane.", ["lane"])
 RETRIES = Counter("kjs_retries", "Further attempts scheduled after a failure.")
-DEAD_LETTERS = Counter("kjs_dead_letters", "Records written to jobs.dlq.", ["source"])
 SKIPPED = Counter(
     "kjs_occurrences_skipped", "Occurrences skipped (misfire or overlap policy).", ["reason"]
 )

@@ -260,7 +260,7 @@ def _first_in(
         # w > cursor + before.
         missing = walls.after(max(cursor + before, start + before - 1))
         if missing is not None and missing < start + offset:
-            shifted = _Fire(missing - offset, missing)
+            shifted = _Fire(missing - before, missing)
             if best is None or shifted.at < best.at:
                 best = shifted
     return best, wall is not None
@@ -290,7 +290,7 @@ def _last_in(plan: _Plan, walls: _Walls, segment: Segment, bound: int) -> tuple[
         last_missing = min(bound + before, start + offset - 1)
         missing = walls.before(last_missing + 1) if last_missing >= start + before else None
         if missing is not None and missing >= start + before:
-            shifted = _Fire(missing - offset, missing)
+            shifted = _Fire(missing - before, missing)
             if best is None or shifted.at > best.at:
                 best = shifted
     return best, wall is not None

@@ -15,14 +15,14 @@ from scheduler.backoff import retry_delay
 from scheduler.commands import format_errors
 from scheduler.deadletters import dead_letter
 from scheduler.kafka_io import Sender
-from scheduler.metrics import DEAD_LETTERS, RESULTS, RETRIES
+from scheduler.metrics import RESULTS, RETRIES
 from scheduler.records import Record
 from scheduler.retrying import until_available
 from scheduler.shards import NotOwned, Shards
 from schemas.v1.events import ResultEvent
 from schemas.v1.jobs import RetryPolicy
 from topics.catalog import Catalog
-from topics.dlq import DeadLetter
+from topics.dlq import DEAD_LETTERS, DeadLetter
 
 log = logging.getLogger(__name__)
 JOB_ID_HEADER = "kjs-job-id"

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prometheus_client import Counter
+
+# Shared by every process that writes dead letters (one name, one registration).
+DEAD_LETTERS = Counter(
+    "kjs_dead_letters", "Records written to jobs.dlq, by what produced them.", ["source"]
+)
+
 REASON = "kjs-dlq-reason"
 SOURCE_TOPIC = "kjs-source-topic"
 SOURCE_PARTITION = "kjs-source-partition"

@@ -11,11 +11,10 @@ from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
 from schemas.v1.events import DueEvent, ResultEvent
-from topics.dlq import DeadLetter
+from topics.dlq import DEAD_LETTERS, DeadLetter
 from workers.claims import Claimer
 from workers.leases import LeaseKeeper
 from workers.metrics import (
-    DEAD_LETTERS,
     DURATION,
     EXECUTIONS,
     IN_FLIGHT,

@@ -27,4 +27,3 @@ SKIPPED_REDELIVERIES = Counter(
     ["lane"],
 )
 IN_FLIGHT = Gauge("kjs_worker_in_flight", "Executions claimed and not finished.", ["lane"])
-DEAD_LETTERS = Counter("kjs_dead_letters", "Records written to jobs.dlq.", ["source"])

@@ -73,7 +73,7 @@ async def test_an_occurrence_fires_once_and_a_result_is_recorded_once(
     first = await fire()  # type: ignore[misc]
     again = await fire()  # type: ignore[misc]
     assert len(first) == 1 and again == []
-    occ = first[0].occurrence
+    occ = first[0].occurrences[0]
     result = ResultEvent(
         execution_id=occ.execution_id,
         job_id=job.job_id,
@@ -119,7 +119,7 @@ async def test_an_execution_whose_lease_expired_is_queued_again_with_its_id(
     job = new_job(shard, user_id)
     await store.insert_job(pool, epoch, job)
     fired = await store.fire_due(pool, shard, epoch, [job.job_id], NOW, lambda j: plan(j, now=NOW))
-    execution_id = fired[0].occurrence.execution_id
+    execution_id = fired[0].occurrences[0].execution_id
     # A worker claimed it, then died: its lease ran out.
     await pool.execute(
         "UPDATE kjs_executions SET status = 'running', started_at = now(), worker = 'dead',"
