@@ -201,9 +201,11 @@ def cron_fires(
     upper = plan.upper if until is None else _min_or(plan.upper, to_seconds(until))
     result: list[CronFire] = []
     for fire in _forward(plan, cursor):
-        if len(result) == limit or (upper is not None and fire.at > upper):
+        if upper is not None and fire.at > upper:
             break
         result.append(CronFire(from_seconds(fire.at), wall_datetime(fire.wall)))
+        if len(result) == limit:  # before asking the walk for one more: a croniter step
+            break
     return result
 
 

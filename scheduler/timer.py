@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 # Executions older than this without a Kafka acknowledgement are considered abandoned
 # by a dispatch that failed, and re-sent by the periodic refresh.
 OUTBOX_AGE_S = 5.0
-FIRE_BATCH = 500
+FIRE_BATCH = 1000
+# Fired batches whose due events are still being sent while the next batch is written.
+DISPATCHES_IN_FLIGHT = 4
 JOB, RETRY = "job", "retry"
 
 
@@ -58,6 +60,8 @@ class ShardTimer:
         self._heap: list[tuple[datetime, str, UUID]] = []
         self._horizon = datetime.min.replace(tzinfo=UTC)
         self._wake = asyncio.Event()
+        self._dispatch_slots = asyncio.Semaphore(DISPATCHES_IN_FLIGHT)
+        self._dispatches: set[asyncio.Task[None]] = set()
 
     @property
     def held(self) -> int:
@@ -90,6 +94,13 @@ class ShardTimer:
            job due by now + lead in one batch.
         Postgres or Kafka being down delays firing; it never drops a held job.
         """
+        try:
+            await self._loop()
+        finally:
+            for task in list(self._dispatches):
+                task.cancel()
+
+    async def _loop(self) -> None:
         await self._retrying(partial(resend_outbox, self._dispatcher, self._pool, self.shard, 0))
         next_refresh = 0.0
         while True:
@@ -153,7 +164,29 @@ class ShardTimer:
             occurrences += await store.queue_retries(
                 self._pool, self.shard, self.epoch, batch[RETRY], until
             )
-        await self._dispatcher.dispatch(self.shard, occurrences)
+        await self._dispatch_in_background(occurrences)
+
+    async def _dispatch_in_background(self, occurrences: list[store.Occurrence]) -> None:
+        """Send a fired batch while the next one is being written (a burst is a pipeline,
+        not a queue of round trips). The rows are committed already: a dispatch that fails
+        or is cut off by a revocation leaves them in the outbox, re-sent by the refresh."""
+        if not occurrences:
+            return
+        await self._dispatch_slots.acquire()
+
+        async def send() -> None:
+            try:
+                await self._dispatcher.dispatch(self.shard, occurrences)
+            except Exception as exc:
+                log.warning(
+                    "shard %s: dispatch failed (%s); the outbox will re-send", self.shard, exc
+                )
+            finally:
+                self._dispatch_slots.release()
+
+        task = asyncio.create_task(send())
+        self._dispatches.add(task)
+        task.add_done_callback(self._dispatches.discard)
 
     async def _sleep(self, next_refresh: float) -> None:
         timeout = next_refresh - time.monotonic()
