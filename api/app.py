@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
-from api.deps import DEPS, ApiDeps
+from api.deps import DEPS, QUOTAS, ApiDeps
 from api.errors import error_middleware
+from api.keys import Authenticator
 from api.metrics import METRICS, ApiMetrics, metrics_middleware
 from api.openapi import OPENAPI, build_openapi
 from api.routes import ROUTES
-from api.tenancy import TENANTS
+from api.tenancy import (
+    AUTHENTICATOR,
+    TENANTS,
+    TenantResolver,
+    auth_middleware,
+    trust_claimed_user,
+)
+from scheduler.quotas import Quotas
+
+log = logging.getLogger(__name__)
 
 # A job spec is a few KiB; a larger body is a mistake or abuse, and is refused before parsing.
 MAX_BODY_BYTES = 256 * 1024
@@ -17,11 +29,24 @@ MAX_BODY_BYTES = 256 * 1024
 
 def build_app(deps: ApiDeps) -> web.Application:
     # Metrics outermost, so that the answers the error middleware makes are counted too.
-    app = web.Application(
-        middlewares=[metrics_middleware, error_middleware], client_max_size=MAX_BODY_BYTES
-    )
+    # Auth inside the error middleware, so that its 401 and 403 answer JSON like the rest.
+    middlewares = [metrics_middleware, error_middleware]
+    if deps.security.auth_disabled:
+        log.warning(
+            "AUTHENTICATION IS DISABLED (KJS_AUTH_DISABLED=true): any caller can act for any "
+            "tenant. Never expose this API beyond a trusted machine."
+        )
+        tenants: TenantResolver = trust_claimed_user
+    else:
+        middlewares.append(auth_middleware)
+        tenants = deps.tenants
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     app[DEPS] = deps
-    app[TENANTS] = deps.tenants
+    app[QUOTAS] = Quotas(deps.security)
+    app[TENANTS] = tenants
+    app[AUTHENTICATOR] = deps.authenticator or Authenticator(
+        deps.pool, deps.security.auth_cache_s, deps.security.auth_stale_s
+    )
     app[METRICS] = ApiMetrics(deps.registry)
     app[OPENAPI] = build_openapi(ROUTES)
     for route in ROUTES:

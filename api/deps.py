@@ -13,9 +13,11 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from api.keys import Authenticator
 from api.publisher import CommandPublisher
-from api.tenancy import TenantResolver, trust_claimed_user
-from kjs.settings import TargetSettings
+from api.tenancy import TenantResolver, credential_tenant
+from kjs.settings import SecuritySettings, TargetSettings
+from scheduler.quotas import Quotas
 from topics.catalog import Catalog
 
 
@@ -27,12 +29,17 @@ class ApiDeps:
     # SchedulerSettings.past_grace_s: the scheduler would refuse an older `once` job later,
     # asynchronously; the API refuses it first, where the client can still be told.
     past_grace: timedelta
-    tenants: TenantResolver = trust_claimed_user
+    # The tenant comes from the request's API key; ``security.auth_disabled`` trusts the claim.
+    tenants: TenantResolver = credential_tenant
     # A fresh registry per app keeps tests independent; production passes the global one.
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     # What the operator lets targets do: a submission that breaks it gets 422, not a job
     # that would be refused when it runs.
     targets: TargetSettings = field(default_factory=TargetSettings)
+    # Auth (on unless explicitly disabled), quotas and secrets.
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    # Verifies API keys; by default against ``pool``.
+    authenticator: Authenticator | None = None
 
     @property
     def reserved_topics(self) -> frozenset[str]:
@@ -41,3 +48,5 @@ class ApiDeps:
 
 
 DEPS = web.AppKey("kjs_api_deps", ApiDeps)
+# The submission buckets of this API instance (scheduler.quotas).
+QUOTAS = web.AppKey("kjs_api_quotas", Quotas)

@@ -43,8 +43,22 @@ class NotFound(ApiError):
     status = 404
 
 
+class Unauthorized(ApiError):
+    status = 401
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="kjs"'})
+
+
 class Forbidden(ApiError):
     status = 403
+
+
+class TooManyRequests(ApiError):
+    status = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after_s))})
 
 
 class Conflict(ApiError):

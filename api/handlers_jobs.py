@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from uuid import UUID
 
 from aiohttp import web
 
 from api import commands, queries
-from api.deps import DEPS
-from api.errors import Conflict, NotFound
+from api.deps import DEPS, QUOTAS
+from api.errors import Conflict, NotFound, TooManyRequests
 from api.metrics import METRICS
 from api.models import (
     FINISHED,
@@ -23,6 +24,8 @@ from api.models import (
 from api.tenancy import TenantDenied, resolve_tenant
 from api.validation import parse_job_spec, validate_model
 from api.views import execution_view, job_view, model_response, next_cursor
+from scheduler.quotas import QuotaExceeded
+from schemas.db import StoreUnavailable
 from schemas.v1.commands import CancelCommand
 
 _JOB_NOT_FOUND = "job not found"
@@ -44,6 +47,22 @@ async def _visible(request: web.Request, owner: str) -> None:
         raise NotFound(_JOB_NOT_FOUND) from exc
 
 
+async def _within_quotas(request: web.Request, user_id: str) -> None:
+    """429 + Retry-After past the tenant's limits (the owning shard enforces them again)."""
+    quotas = request.app[QUOTAS]
+    try:
+        cap = quotas.active_cap(user_id)
+        if cap is not None:
+            try:
+                active = await queries.active_jobs(request.app[DEPS].pool, user_id, cap)
+            except StoreUnavailable:
+                active = 0  # a submit only needs Kafka; the shard counts when it applies it
+            quotas.check_active(user_id, active)
+        quotas.take_submission(user_id, time.time())
+    except QuotaExceeded as exc:
+        raise TooManyRequests(f"quota: {exc.reason}", exc.retry_after_header) from None
+
+
 async def submit_job(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     with request.app[METRICS].timing_submit():
@@ -55,6 +74,7 @@ async def submit_job(request: web.Request) -> web.Response:
             reserved_topics=deps.reserved_topics,
         )
         await resolve_tenant(request, spec.user_id)
+        await _within_quotas(request, spec.user_id)
         job_id = commands.job_id_for(spec)
         await commands.send(deps, commands.create_command(spec, job_id))
         return model_response(

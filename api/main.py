@@ -19,6 +19,7 @@ from kjs.settings import (
     DatabaseSettings,
     KafkaSettings,
     SchedulerSettings,
+    SecuritySettings,
     TargetSettings,
     load,
 )
@@ -58,6 +59,7 @@ async def run() -> None:
             past_grace=timedelta(seconds=scheduler.past_grace_s),
             registry=REGISTRY,
             targets=load(TargetSettings),
+            security=load(SecuritySettings),
         )
         runner = web.AppRunner(build_app(deps))
         await runner.setup()

@@ -58,7 +58,10 @@ def _operation(route: Route, refs: Mapping[tuple[Any, JsonSchemaMode], Any]) -> 
         elif reply.media_type != "application/json":
             response["content"] = {reply.media_type: {"schema": {"type": "string"}}}
         if reply.headers:
-            response["headers"] = {h: {"schema": {"type": "integer"}} for h in reply.headers}
+            response["headers"] = {
+                h: {"schema": {"type": "integer" if h == "Retry-After" else "string"}}
+                for h in reply.headers
+            }
         responses[str(status)] = response
     operation: dict[str, Any] = {
         "operationId": route.handler.__name__,
@@ -66,6 +69,8 @@ def _operation(route: Route, refs: Mapping[tuple[Any, JsonSchemaMode], Any]) -> 
         "tags": list(route.tags),
         "responses": responses,
     }
+    if route.path.startswith("/v1/"):
+        operation["security"] = [{"apiKey": []}]
     parameters = [*_path_parameters(route.path)]
     if route.query is not None:
         parameters.extend(_query_parameters(route.query))
@@ -93,5 +98,8 @@ def build_openapi(routes: Sequence[Route], version: str = "1") -> dict[str, Any]
             "description": "Kafka-native job scheduler, contract v1 (additive changes only).",
         },
         "paths": paths,
-        "components": {"schemas": definitions.get("$defs", {})},
+        "components": {
+            "schemas": definitions.get("$defs", {}),
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+        },
     }

@@ -14,6 +14,7 @@ from uuid import UUID
 import asyncpg
 
 from api.cursor import Cursor
+from scheduler.quotas import ACTIVE_JOBS_SQL
 from schemas.db import StoreUnavailable, is_unavailable
 
 P = ParamSpec("P")
@@ -94,6 +95,12 @@ WHERE execution_id = $1
 @_store_errors
 async def get_execution(pool: asyncpg.Pool, execution_id: UUID) -> asyncpg.Record | None:
     return await pool.fetchrow(_GET_EXECUTION, execution_id)
+
+
+@_store_errors
+async def active_jobs(pool: asyncpg.Pool, user_id: str, cap: int) -> int:
+    """The tenant's scheduled, paused and queued jobs, counted up to ``cap``."""
+    return int(await pool.fetchval(ACTIVE_JOBS_SQL, user_id, cap))
 
 
 @_store_errors

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from api import handlers_executions as executions
 from api import handlers_jobs as jobs
 from api import handlers_lifecycle as lifecycle
 from api import handlers_ops as ops
+from api import handlers_schedules as schedules
 from api.models import (
     CancelAccepted,
     ConflictBody,
@@ -35,7 +38,7 @@ _UNAVAILABLE = Reply(
     headers=("Retry-After",),
 )
 
-ROUTES: tuple[Route, ...] = (
+_ROUTES: tuple[Route, ...] = (
     Route(
         "POST",
         "/v1/jobs",
@@ -46,6 +49,11 @@ ROUTES: tuple[Route, ...] = (
             403: _FORBIDDEN,
             413: Reply("The body is larger than the limit.", ErrorBody),
             422: _BAD_REQUEST,
+            429: Reply(
+                "A quota of the tenant is used up (active jobs or submissions per second).",
+                ErrorBody,
+                headers=("Retry-After",),
+            ),
             503: _UNAVAILABLE,
         },
         body=JobSpec,
@@ -148,6 +156,18 @@ ROUTES: tuple[Route, ...] = (
         tags=("executions",),
     ),
     Route(
+        "POST",
+        "/v1/schedules/preview",
+        schedules.preview_schedule,
+        "The next fire times of a schedule, in UTC and in its zone (DST changes flagged).",
+        {
+            200: Reply("The fire times.", schedules.PreviewResponse),
+            422: _BAD_REQUEST,
+        },
+        body=schedules.PreviewRequest,
+        tags=("schedules",),
+    ),
+    Route(
         "GET",
         "/healthz",
         ops.healthz,
@@ -183,3 +203,21 @@ ROUTES: tuple[Route, ...] = (
         tags=("operations",),
     ),
 )
+
+_UNAUTHORIZED = Reply(
+    "No API key, or an unknown or revoked one.", ErrorBody, headers=("WWW-Authenticate",)
+)
+_NO_SCOPE = Reply(
+    "The API key lacks the scope (read for GET, write otherwise) or the tenant.", ErrorBody
+)
+
+
+def _with_auth(route: Route) -> Route:
+    """Every /v1/ route needs an API key (``Authorization: Bearer``), so it can answer 401/403."""
+    if not route.path.startswith("/v1/"):
+        return route
+    replies = {401: _UNAUTHORIZED, 403: _NO_SCOPE, **route.replies}
+    return dataclasses.replace(route, replies=dict(sorted(replies.items())))
+
+
+ROUTES: tuple[Route, ...] = tuple(_with_auth(r) for r in _ROUTES)

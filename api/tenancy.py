@@ -1,8 +1,13 @@
-"""Who the caller acts for: the seam where credentials will plug in (invariant 6).
+"""Who the caller acts for: the seam where credentials plug in (invariant 6).
 
-Contract v1 has no authentication yet, so the tenant is the ``user_id`` the request claims.
-Every handler asks ``resolve_tenant`` before it touches a tenant's data; a credential-based
-resolver (API key, mTLS, JWT) then replaces ``ApiDeps.tenants``, and no handler changes.
+With authentication on (the default), ``auth_middleware`` verifies the request's
+``Authorization: Bearer <key>`` for every ``/v1/`` route, checks the scope the method needs
+(``read`` for GET, ``write`` for the rest; ``admin`` covers both) and stores the principal on
+the request. ``credential_tenant`` then answers the tenant from the credential: a body or query
+naming another tenant gets 403, and another tenant's job is reported absent (404) by the
+handlers. Every handler asks ``resolve_tenant`` before it touches a tenant's data.
+
+With ``KJS_AUTH_DISABLED=true`` (an explicit, logged choice) the claimed tenant is trusted.
 """
 
 from __future__ import annotations
@@ -11,12 +16,19 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from api.errors import Forbidden
+from api.errors import Forbidden, Unauthorized
+from api.keys import Authenticator, Principal, Scope
 
 # (request, the user_id the request names) -> the user_id its credential covers.
 TenantResolver = Callable[[web.Request, str], Awaitable[str]]
 
 TENANTS: web.AppKey[TenantResolver] = web.AppKey("kjs_api_tenants")
+AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("kjs_api_authenticator")
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("kjs_principal", Principal)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class TenantDenied(Forbidden):
@@ -25,8 +37,16 @@ class TenantDenied(Forbidden):
 
 
 async def trust_claimed_user(request: web.Request, claimed_user_id: str) -> str:
-    """v1 behaviour: no credentials exist, the claimed tenant is taken as it is."""
+    """Auth disabled: no credentials exist, the claimed tenant is taken as it is."""
     return claimed_user_id
+
+
+async def credential_tenant(request: web.Request, claimed_user_id: str) -> str:
+    """The tenant of the request's verified credential (set by ``auth_middleware``)."""
+    principal = request.get(PRINCIPAL)
+    if principal is None:
+        raise Unauthorized("missing or invalid API key")
+    return principal.user_id
 
 
 async def resolve_tenant(request: web.Request, claimed_user_id: str) -> str:
@@ -35,3 +55,33 @@ async def resolve_tenant(request: web.Request, claimed_user_id: str) -> str:
     if tenant != claimed_user_id:
         raise TenantDenied()
     return tenant
+
+
+def required_scope(method: str) -> Scope:
+    return "read" if method.upper() in _READ_METHODS else "write"
+
+
+def bearer_key(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """401 for a missing, unknown or revoked key on /v1/; 403 for a key without the scope."""
+    if not request.path.startswith("/v1/"):
+        return await handler(request)  # health, readiness, metrics and the spec stay open
+    key = bearer_key(request)
+    if key is None:
+        raise Unauthorized("missing API key (Authorization: Bearer <key>)")
+    principal = await request.app[AUTHENTICATOR].authenticate(key)
+    if principal is None:
+        raise Unauthorized("invalid or revoked API key")
+    scope = required_scope(request.method)
+    if not principal.allows(scope):
+        raise Forbidden(f"this API key lacks the {scope} scope")
+    request[PRINCIPAL] = principal
+    return await handler(request)

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from api.cursor import Cursor, encode_cursor
 from api.models import ExecutionView, JobView
+from kjs.secrets import SENSITIVE_NAME
 
 _EXECUTION_FIELDS = tuple(ExecutionView.model_fields)
 _LATEST = "le_"
@@ -28,8 +29,29 @@ def execution_view(row: Mapping[str, Any], prefix: str = "") -> ExecutionView:
     return ExecutionView.model_validate({f: row[prefix + f] for f in _EXECUTION_FIELDS})
 
 
+# Header and environment names whose values are credentials (sealed at rest by the shard,
+# kjs.secrets): never shown back by the API.
+REDACTED = "[redacted]"
+
+
+def redact_target(target: Any) -> Any:
+    """The target with credential-like header (http) and env (script) values redacted."""
+    if not isinstance(target, Mapping):
+        return target
+    shown = dict(target)
+    for part in ("headers", "env"):
+        values = shown.get(part)
+        if isinstance(values, Mapping):
+            shown[part] = {
+                name: REDACTED if SENSITIVE_NAME.search(name) else value
+                for name, value in values.items()
+            }
+    return shown
+
+
 def job_view(row: Mapping[str, Any]) -> JobView:
     fields = {f: row[f] for f in JobView.model_fields if f != "last_execution"}
+    fields["target"] = redact_target(fields["target"])
     latest = execution_view(row, _LATEST) if row[_LATEST + "execution_id"] is not None else None
     return JobView.model_validate({**fields, "last_execution": latest})
 

@@ -22,17 +22,20 @@ import asyncpg
 import faust
 
 from kjs.ops_server import start_ops_server
+from kjs.secrets import box_from
 from kjs.settings import (
     DatabaseSettings,
     KafkaSettings,
     ObservabilitySettings,
     SchedulerSettings,
+    SecuritySettings,
     TargetSettings,
     load,
 )
 from scheduler.commands import CommandHandler
 from scheduler.firing import Dispatcher
 from scheduler.kafka_io import FaustSender
+from scheduler.quotas import Quotas
 from scheduler.records import Record
 from scheduler.results import ResultHandler
 from scheduler.shards import NotOwned, Shards
@@ -126,7 +129,14 @@ class SchedulerApp:
                     pool=pool,
                     shards=shards,
                     commands=CommandHandler(
-                        shards, pool, sender, self.catalog, self.settings, load(TargetSettings)
+                        shards,
+                        pool,
+                        sender,
+                        self.catalog,
+                        self.settings,
+                        load(TargetSettings),
+                        Quotas(load(SecuritySettings)),
+                        box_from(load(SecuritySettings).secret_keys, "scheduler"),
                     ),
                     results=ResultHandler(shards, pool, sender, self.catalog),
                 )
@@ -191,4 +201,5 @@ def _record(event: Any) -> Record:
         key=msg.key,
         value=msg.value,
         headers=list(msg.headers or []),
+        timestamp=getattr(msg, "timestamp", None),
     )

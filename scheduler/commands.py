@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -12,13 +13,15 @@ from uuid import UUID
 import asyncpg
 from pydantic import ValidationError
 
-from kjs.settings import SchedulerSettings, TargetSettings
+from kjs.secrets import SecretBox
+from kjs.settings import SchedulerSettings, SecuritySettings, TargetSettings
 from scheduler import store
 from scheduler.deadletters import dead_letter
 from scheduler.firing import SCHEDULE, effective_due
 from scheduler.kafka_io import Sender
 from scheduler.metrics import COMMANDS
 from scheduler.occurrences import first_run
+from scheduler.quotas import ACTIVE_JOBS_SQL, QuotaExceeded, Quotas
 from scheduler.records import Record
 from scheduler.retrying import until_available
 from scheduler.shards import NotOwned, OwnedShard, Shards
@@ -72,6 +75,9 @@ class CommandHandler:
     catalog: Catalog
     settings: SchedulerSettings
     targets: TargetSettings = field(default_factory=TargetSettings)
+    quotas: Quotas = field(default_factory=lambda: Quotas(SecuritySettings()))
+    # Seals the credential-like values of targets before they are stored (kjs.secrets).
+    secrets: SecretBox = field(default_factory=SecretBox)
 
     @property
     def reserved_topics(self) -> set[str]:
@@ -195,7 +201,7 @@ class CommandHandler:
         elif isinstance(command, ResumeCommand):
             allowed, changes = ("paused",), _set(status="scheduled")
         else:
-            allowed, changes = ("scheduled", "paused"), _update(command.changes, now)
+            allowed, changes = ("scheduled", "paused"), _sealed(self.secrets, command.changes, now)
         changed = await store.change_job(
             self.pool, partition, shard.epoch, command.user_id, command.job_id, allowed, changes
         )
@@ -208,6 +214,24 @@ class CommandHandler:
                 command.job_id, effective_due(schedule, command.job_id, changed.next_run_at)
             )
         return {"pause": "paused", "resume": "resumed", "update": "updated"}[command.type]
+
+    async def _within_quotas(self, user_id: str, job_id: UUID, record: Record) -> None:
+        """Rejected ("quota: ...") past the tenant's limits. This shard sees every command of
+        the tenant, so its count is the authoritative one; a redelivered create of a job that is
+        already stored is not counted again (the insert reports it as a duplicate)."""
+        cap = self.quotas.active_cap(user_id)
+        if cap is None and not self.quotas.limits_for(user_id).submissions_per_s:
+            return
+        if await self.pool.fetchval("SELECT 1 FROM kjs_jobs WHERE job_id = $1", job_id):
+            return
+        try:
+            if cap is not None:
+                active = await self.pool.fetchval(ACTIVE_JOBS_SQL, user_id, cap)
+                self.quotas.check_active(user_id, int(active))
+            at = record.timestamp if record.timestamp is not None else time.time()
+            self.quotas.take_submission(user_id, at)
+        except QuotaExceeded as exc:
+            raise Rejected(f"quota: {exc.reason}") from None
 
     async def _create(self, command: CreateCommand, record: Record, shard: OwnedShard) -> str:
         job = command.job
@@ -226,6 +250,7 @@ class CommandHandler:
         if first is None:
             raise Rejected("schedule has no future occurrence")
         job_id = job_id_of(command, record)
+        await self._within_quotas(job.user_id, job_id, record)
         inserted = await store.insert_job(
             self.pool,
             shard.epoch,
@@ -236,7 +261,7 @@ class CommandHandler:
                 name=job.name,
                 idempotency_key=job.idempotency_key,
                 schedule=job.schedule.model_dump(mode="json"),
-                target=job.target.model_dump(mode="json"),
+                target=self.secrets.seal_target(job.target.model_dump(mode="json")),
                 priority=job.priority,
                 retry=job.retry.model_dump(mode="json"),
                 next_run_at=first,
@@ -252,6 +277,21 @@ class CommandHandler:
 
 def _set(**values: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
     return lambda row: values
+
+
+def _sealed(
+    secrets: SecretBox, changes: JobChanges, now: datetime
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """``_update``'s columns, with a new target's secrets sealed as a created job's are."""
+    columns = _update(changes, now)
+
+    def sealed(row: dict[str, Any]) -> dict[str, Any]:
+        values = columns(row)
+        if "target" in values:
+            values["target"] = secrets.seal_target(values["target"])
+        return values
+
+    return sealed
 
 
 def _update(changes: JobChanges, now: datetime) -> Callable[[dict[str, Any]], dict[str, Any]]:

@@ -39,6 +39,7 @@ from uuid import UUID
 from croniter import CroniterBadDateError, croniter
 
 from scheduler.wallclock import (
+    EPOCH,
     Segment,
     ceil_seconds,
     from_seconds,
@@ -62,7 +63,7 @@ def first_run(schedule: Schedule, now: datetime, anchor: datetime) -> datetime |
     already refused times beyond the grace, and a late one-shot should still run.
     """
     if isinstance(schedule, OnceSchedule):
-        return from_utc(schedule.at)
+        return _as_utc(schedule.at)
     return next_run(schedule, after=now, anchor=anchor)
 
 
@@ -90,7 +91,7 @@ def occurrences(
         return [fire.at for fire in cron_fires(schedule, after, limit, until)]
     if isinstance(schedule, IntervalSchedule):
         return _interval_occurrences(schedule, after, anchor, limit, until)
-    at = from_utc(schedule.at)
+    at = _as_utc(schedule.at)
     return [at] if at > after and (until is None or at <= until) else []
 
 
@@ -108,7 +109,7 @@ def last_run(
     elif isinstance(schedule, IntervalSchedule):
         found = _interval_last(schedule, until, anchor)
     else:
-        at = from_utc(schedule.at)
+        at = _as_utc(schedule.at)
         found = at if at <= until else None
     return found if found is not None and (after is None or found > after) else None
 
@@ -133,7 +134,7 @@ def jitter_delay(schedule: Schedule, job_id: UUID, occurrence: datetime) -> time
     bound_us = round(schedule.jitter_s * 1_000_000)
     if bound_us == 0:
         return timedelta(0)
-    instant_us = (occurrence - from_seconds(0)) // MICROSECOND
+    instant_us = (occurrence - EPOCH) // MICROSECOND
     digest = hashlib.blake2b(
         job_id.bytes + instant_us.to_bytes(16, "big", signed=True), digest_size=8
     ).digest()
@@ -153,7 +154,7 @@ def fold_policy(schedule: CronSchedule) -> Literal["first", "both"]:
     return "both" if _every_hour(schedule.expression) else "first"
 
 
-def from_utc(value: datetime) -> datetime:
+def _as_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
@@ -194,26 +195,34 @@ def cron_fires(
     schedule: CronSchedule, after: datetime, limit: int, until: datetime | None = None
 ) -> list[CronFire]:
     """The next ``limit`` runs of a cron strictly after ``after`` and not after ``until``."""
+    if limit <= 0:
+        return []
     plan = _plan(schedule)
     # Runs are whole seconds: "> after" is "> floor(after)", and ">= start_at" is
     # "> ceil(start_at) - 1".
     cursor = max(to_seconds(after), plan.lower - 1)
     upper = plan.upper if until is None else _min_or(plan.upper, to_seconds(until))
     result: list[CronFire] = []
-    for fire in _forward(plan, cursor):
-        if upper is not None and fire.at > upper:
-            break
-        result.append(CronFire(from_seconds(fire.at), wall_datetime(fire.wall)))
-        if len(result) == limit:  # before asking the walk for one more: a croniter step
-            break
+    try:
+        for fire in _forward(plan, cursor):
+            if upper is not None and fire.at > upper:
+                break
+            result.append(CronFire(from_seconds(fire.at), wall_datetime(fire.wall)))
+            if len(result) == limit:  # before asking the walk for one more: a croniter step
+                break
+    except _OUT_OF_RANGE:  # the walk reached year 9999: no datetime lies beyond
+        pass
     return result
 
 
 def _cron_last(schedule: CronSchedule, until: datetime) -> datetime | None:
     plan = _plan(schedule)
     bound = _min_or(plan.upper, to_seconds(until))
-    fire = _backward(plan, bound)
-    return from_seconds(fire.at) if fire is not None else None
+    try:
+        fire = _backward(plan, bound)
+        return from_seconds(fire.at) if fire is not None else None
+    except _OUT_OF_RANGE:  # the walk reached year 1
+        return None
 
 
 def _plan(schedule: CronSchedule) -> _Plan:
@@ -254,18 +263,31 @@ def _first_in(
     it is the same instant, reported as the real run.
     """
     start, end, offset, before = segment.start, segment.end, segment.offset, segment.before
-    first_wall = start + before if before > offset and not plan.both else start + offset
+    first_wall = _first_wall(plan, segment)
+    # A real wall time w is the instant w - offset: after the cursor iff w > cursor + offset.
     wall = walls.after(max(cursor + offset, first_wall - 1))
     best = _Fire(wall - offset, wall) if wall is not None and wall < end + offset else None
     if before < offset and plan.shift:
-        # A missing wall time w runs at w - before, which is after the cursor iff
-        # w > cursor + before.
+        # A missing wall time w (in [start + before, start + offset)) runs at w - before:
+        # after the cursor iff w > cursor + before.
         missing = walls.after(max(cursor + before, start + before - 1))
         if missing is not None and missing < start + offset:
             shifted = _Fire(missing - before, missing)
             if best is None or shifted.at < best.at:
                 best = shifted
     return best, wall is not None
+
+
+def _first_wall(plan: _Plan, segment: Segment) -> int:
+    """The first wall time of the segment that can be a run.
+
+    After a fall-back (``before > offset``) the segment opens by showing again the wall
+    times ``[start + offset, start + before)`` that the previous segment ended with: their
+    second pass, a run only under ``fold="both"``.
+    """
+    if segment.before > segment.offset and not plan.both:
+        return segment.start + segment.before
+    return segment.start + segment.offset
 
 
 def _backward(plan: _Plan, bound: int) -> _Fire | None:
@@ -285,7 +307,7 @@ def _backward(plan: _Plan, bound: int) -> _Fire | None:
 def _last_in(plan: _Plan, walls: _Walls, segment: Segment, bound: int) -> tuple[_Fire | None, bool]:
     """The mirror of :func:`_first_in`: the segment's latest run at or before ``bound``."""
     start, end, offset, before = segment.start, segment.end, segment.offset, segment.before
-    first_wall = start + before if before > offset and not plan.both else start + offset
+    first_wall = _first_wall(plan, segment)
     wall = walls.before(min(bound + offset, end + offset - 1) + 1)
     best = _Fire(wall - offset, wall) if wall is not None and wall >= first_wall else None
     if before < offset and plan.shift:
@@ -325,6 +347,8 @@ class _Walls:
             return None
 
 
+# What datetime and croniter raise outside years 1-9999.
+_OUT_OF_RANGE = (OverflowError, ValueError)
 _local = threading.local()
 _MAX_ITERATORS = 4096
 _MIN_INSTANT = -(1 << 62)
@@ -363,8 +387,8 @@ def _interval_origin(schedule: IntervalSchedule, anchor: datetime) -> tuple[date
     """
     step = max(1, round(schedule.every_seconds * 1_000_000))
     if schedule.start_at is not None:
-        return from_utc(schedule.start_at), step, 0
-    return from_utc(anchor), step, 1
+        return _as_utc(schedule.start_at), step, 0
+    return _as_utc(anchor), step, 1
 
 
 def _interval_occurrences(
@@ -379,7 +403,10 @@ def _interval_occurrences(
     upper = _earliest(schedule.end_at, until)
     result: list[datetime] = []
     while len(result) < limit:
-        at = origin + k * step * MICROSECOND
+        try:
+            at = origin + k * step * MICROSECOND
+        except OverflowError:  # past year 9999
+            break
         if upper is not None and at > upper:
             break
         result.append(at)

@@ -13,6 +13,8 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+    # When the record was produced (seconds since the epoch), if the broker says.
+    timestamp: float | None = None
 
     @property
     def source(self) -> str:

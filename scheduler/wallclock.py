@@ -33,6 +33,9 @@ SECOND = timedelta(seconds=1)
 # 2**25 s is about 388 days: a chunk holds at most a handful of transitions.
 CHUNK_S = 1 << 25
 SAMPLE_S = 6 * 3600
+# Two days inside datetime's range, so that any zone's local time is still a datetime.
+_FIRST_T = (datetime(1, 1, 3, tzinfo=UTC) - EPOCH) // SECOND
+_LAST_T = (datetime(9999, 12, 29, tzinfo=UTC) - EPOCH) // SECOND
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +70,12 @@ def segment_at(zone: str, t: int) -> Segment:
 
 
 def offset_at(zone: ZoneInfo, t: int) -> int:
-    """The zone's UTC offset, in seconds, at the UTC instant ``t``."""
+    """The zone's UTC offset, in seconds, at the UTC instant ``t``.
+
+    Clamped to the years datetime can hold, so that a chunk straddling year 9999 still
+    builds (the instants beyond are refused later, when they are turned into datetimes).
+    """
+    t = min(max(t, _FIRST_T), _LAST_T)
     offset = (EPOCH + t * SECOND).astimezone(zone).utcoffset()
     assert offset is not None  # a ZoneInfo always knows its offset
     return offset.days * 86400 + offset.seconds

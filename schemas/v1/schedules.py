@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# A croniter "random" field: R, R(1-5), R/3 (hashed H needs a hash id and is refused anyway).
+_RANDOM = re.compile(r"[Rr](\(\d+-\d+\))?(/\d+)?")
 
 
 class _Input(BaseModel):
@@ -22,9 +26,9 @@ class DstPolicy(_Input):
       03:30); ``skip`` drops it. A shifted run that lands on another run's instant is one run.
     - ``fold``: a local time that occurs twice (clocks fall back). ``first`` runs at its
       first occurrence only; ``both`` runs at each.
-    ``fold`` left unset is ``both`` when the hour field is ``*`` (an hourly or every-N-minutes
-    cron keeps its rhythm in absolute time) and ``first`` otherwise (a daily 02:30 job runs
-    once a day).
+    ``fold`` left unset is ``both`` when the hour field is ``*`` (or ``*/1``, ``0-23``: an
+    hourly or every-N-minutes cron keeps its rhythm in absolute time) and ``first`` otherwise
+    (a daily 02:30 job runs once a day).
     """
 
     gap: Literal["shift", "skip"] = "shift"
@@ -72,10 +76,20 @@ class CronSchedule(_Recurring):
     def _valid_cron(cls, value: str) -> str:
         fields = value.split()
         # A sixth field is seconds, and comes first (as in Quartz, Spring and Dkron).
+        seconds_first = len(fields) == 6
         if len(fields) not in (5, 6) or not croniter.is_valid(
-            value, second_at_beginning=len(fields) == 6
+            value, second_at_beginning=seconds_first
         ):
             raise ValueError(f"not a valid 5- or 6-field cron expression: {value!r}")
+        # croniter accepts "R" and picks a random value each time it parses the expression:
+        # the next run would move on every recomputation.
+        if any(_RANDOM.fullmatch(part) for field in fields for part in field.split(",")):
+            raise ValueError(f"random cron fields (R) are not supported: {value!r}")
+        # "0 0 30 2 *" parses but never fires; say so now rather than at the first fire.
+        try:
+            croniter(value, datetime(2000, 1, 1), second_at_beginning=seconds_first).get_next()
+        except CroniterBadDateError as exc:
+            raise ValueError(f"cron expression matches no date: {value!r}") from exc
         return value
 
     @field_validator("timezone")
@@ -91,6 +105,15 @@ class CronSchedule(_Recurring):
 class IntervalSchedule(_Recurring):
     type: Literal["interval"]
     every_seconds: float = Field(gt=0, le=366 * 86400)
+
+    @field_validator("every_seconds")
+    @classmethod
+    def _at_least_a_millisecond(cls, value: float) -> float:
+        # Occurrences are computed in whole microseconds; below a millisecond a "schedule"
+        # is a busy loop through Kafka and Postgres.
+        if value < 0.001:
+            raise ValueError("every_seconds must be at least 0.001 (1 ms)")
+        return value
 
     @model_validator(mode="after")
     def _jitter_below_interval(self) -> IntervalSchedule:

@@ -1,0 +1,46 @@
+"""``POST /v1/schedules/preview``: what a schedule will do, before a job trusts it.
+
+The computation is the scheduler's own occurrence engine (``scheduler.preview``, pure), so
+the preview cannot disagree with what the shard will fire.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from aiohttp import web
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from api.validation import parse_json, validate_model
+from api.views import model_response
+from scheduler.preview import MAX_COUNT, preview
+from schemas.v1.schedules import Schedule
+
+
+class PreviewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    schedule: Schedule
+    from_: AwareDatetime = Field(alias="from")
+    count: int = Field(default=10, ge=1, le=MAX_COUNT)
+
+
+class PreviewFire(BaseModel):
+    utc: datetime
+    local: datetime
+    offset: str
+    fold: bool
+    shifted: bool
+    nominal: datetime
+
+
+class PreviewResponse(BaseModel):
+    timezone: str
+    fires: list[PreviewFire]
+
+
+async def preview_schedule(request: web.Request) -> web.Response:
+    body = validate_model(PreviewRequest, parse_json(await request.read()))
+    fires = preview(body.schedule, body.from_, body.count)
+    zone = getattr(body.schedule, "timezone", "UTC")
+    return model_response(PreviewResponse(timezone=zone, fires=[PreviewFire(**f) for f in fires]))

@@ -1,0 +1,173 @@
+"""API keys: created, listed and revoked by ``kjs keys``; verified by the API on every request.
+
+A key is ``kjs_`` followed by 32 random bytes (urlsafe base64). Only its sha256 is stored
+(``kjs_api_keys.key_hash``): the key is high-entropy, so a slow password hash buys nothing,
+and a leaked table holds no usable credential. The key is shown once, when it is created.
+
+The ``Authenticator`` caches a verified key for ``cache_s`` seconds (a revocation takes effect
+within that time), and keeps accepting a key it verified within ``stale_s`` while Postgres is
+unavailable, so that submissions still reach Kafka during a database outage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, TypeAlias, cast
+
+import asyncpg
+
+from schemas.db import StoreUnavailable, is_unavailable
+
+Scope = Literal["read", "write", "admin"]
+SCOPES: tuple[Scope, ...] = ("read", "write", "admin")
+KEY_PREFIX = "kjs_"
+_USER_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+_KEY_SHAPE = re.compile(r"^kjs_[A-Za-z0-9_-]{20,100}$")
+
+
+class KeyError_(ValueError):
+    """A key request that cannot be honoured (bad user id or scope)."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a verified credential acts for."""
+
+    key_id: uuid.UUID
+    user_id: str
+    scopes: frozenset[str]
+
+    def allows(self, scope: Scope) -> bool:
+        # admin covers read and write; read and write are independent of each other.
+        return scope in self.scopes or "admin" in self.scopes
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    key_id: uuid.UUID
+    user_id: str
+    scopes: tuple[str, ...]
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def hash_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def _check(user_id: str, scopes: Iterable[str]) -> tuple[str, ...]:
+    if not _USER_ID.match(user_id):
+        raise KeyError_(f"invalid user id {user_id!r}")
+    wanted = tuple(dict.fromkeys(scopes))
+    if not wanted:
+        raise KeyError_("a key needs at least one scope")
+    unknown = [s for s in wanted if s not in SCOPES]
+    if unknown:
+        raise KeyError_(f"unknown scope(s) {', '.join(unknown)}; known: {', '.join(SCOPES)}")
+    return wanted
+
+
+Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
+
+
+async def create_key(
+    db: Executor, user_id: str, scopes: Iterable[str], name: str = ""
+) -> tuple[uuid.UUID, str]:
+    """Store a new key's hash; return its id and the key (shown once, never stored)."""
+    wanted = _check(user_id, scopes)
+    key_id, key = uuid.uuid4(), new_key()
+    await db.execute(
+        "INSERT INTO kjs_api_keys (key_id, user_id, key_hash, scopes, name)"
+        " VALUES ($1, $2, $3, $4, $5)",
+        key_id,
+        user_id,
+        hash_key(key),
+        list(wanted),
+        name,
+    )
+    return key_id, key
+
+
+async def list_keys(db: Executor, user_id: str | None = None) -> list[KeyInfo]:
+    rows = await db.fetch(
+        "SELECT key_id, user_id, scopes, name, created_at, revoked_at FROM kjs_api_keys"
+        " WHERE $1::text IS NULL OR user_id = $1 ORDER BY user_id, created_at",
+        user_id,
+    )
+    return [
+        KeyInfo(
+            r["key_id"],
+            r["user_id"],
+            tuple(r["scopes"]),
+            r["name"],
+            r["created_at"],
+            r["revoked_at"],
+        )
+        for r in rows
+    ]
+
+
+async def revoke_key(db: Executor, key_id: uuid.UUID) -> bool:
+    """Revoke a key; False when no live key has this id."""
+    status = await db.execute(
+        "UPDATE kjs_api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL",
+        key_id,
+    )
+    return cast(str, status).endswith(" 1")
+
+
+_LOOKUP = (
+    "SELECT key_id, user_id, key_hash, scopes, revoked_at FROM kjs_api_keys WHERE key_hash = $1"
+)
+
+
+class Authenticator:
+    def __init__(self, pool: asyncpg.Pool, cache_s: float = 5.0, stale_s: float = 300.0) -> None:
+        self.pool = pool
+        self._cache_s = cache_s
+        self._stale_s = stale_s
+        # key hash -> (principal, monotonic time it was verified)
+        self._cache: dict[bytes, tuple[Principal, float]] = {}
+
+    async def authenticate(self, key: str) -> Principal | None:
+        """The key's principal, or None for a malformed, unknown or revoked key."""
+        if not _KEY_SHAPE.match(key):
+            return None
+        digest = hash_key(key)
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and now - cached[1] < self._cache_s:
+            return cached[0]
+        try:
+            row = await self.pool.fetchrow(_LOOKUP, digest)
+        except Exception as exc:
+            if not (is_unavailable(exc) or isinstance(exc, TimeoutError | StoreUnavailable)):
+                raise
+            if cached is not None and now - cached[1] < self._stale_s:
+                return cached[0]
+            raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+        if (
+            row is None
+            or row["revoked_at"] is not None
+            or not hmac.compare_digest(bytes(row["key_hash"]), digest)
+        ):
+            self._cache.pop(digest, None)
+            return None
+        principal = Principal(row["key_id"], row["user_id"], frozenset(row["scopes"]))
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (principal, now)
+        return principal
