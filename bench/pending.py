@@ -29,6 +29,7 @@ from infra.supervisor import up
 from kjs.settings import DatabaseSettings, InfraSettings, KafkaSettings, SchedulerSettings
 from scheduler import store
 from scheduler.firing import Dispatcher
+from scheduler.kafka_io import ProducerSender
 from scheduler.timer import ShardTimer
 from schemas.db import create_pool, migrate_url
 from topics.admin import create_topics
@@ -141,11 +142,8 @@ async def firing(args: argparse.Namespace) -> None:
     producer = durable_producer(kafka.kafka_bootstrap, linger_ms=5)
     await producer.start()
 
-    class Sender:
-        async def send(self, topic, key, value, *, partition=None, headers=None):  # type: ignore[no-untyped-def]
-            return await producer.send(topic, value, key=key, partition=partition)
-
-    timer = ShardTimer(0, epoch, pool, Dispatcher(pool, Sender(), cat), SchedulerSettings())
+    sender = ProducerSender(producer)
+    timer = ShardTimer(0, epoch, pool, Dispatcher(pool, sender, cat), SchedulerSettings())
     t0 = time.monotonic()
     task = asyncio.create_task(timer.run())
     sql = "SELECT count(*) FROM kjs_executions WHERE dispatched_at IS NOT NULL"

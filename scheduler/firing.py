@@ -29,22 +29,9 @@ CATCHUP_SCAN = 1000
 RECORDED_SKIPS = 10
 
 
-def _once_occurrence(job: store.FiringJob, at: datetime) -> store.Occurrence:
-    return store.Occurrence(
-        execution_id=execution_id_for(job.job_id, at, 1),
-        job_id=job.job_id,
-        user_id=job.user_id,
-        attempt=1,
-        scheduled_for=at,
-        lane=job.priority,
-        target=job.target,
-    )
-
-
-def _occurrence(job: store.FiringJob, schedule: Schedule, at: datetime) -> store.Occurrence:
-    jitter = (
-        jitter_delay(schedule, job.job_id, at) if not isinstance(schedule, OnceSchedule) else None
-    )
+def _occurrence(
+    job: store.FiringJob, at: datetime, jitter: timedelta | None = None
+) -> store.Occurrence:
     return store.Occurrence(
         execution_id=execution_id_for(job.job_id, at, 1),
         job_id=job.job_id,
@@ -75,14 +62,10 @@ def plan(job: store.FiringJob, now: datetime, lead: timedelta = timedelta(0)) ->
     if job.schedule.get("type") == "once":
         # The hot path of a burst of one-shot jobs: nothing to compute, so no parsing
         # (validating the stored schedule costs more than the rest of the fire).
-        return store.Fired(
-            job.job_id, job.user_id, job.priority, [_once_occurrence(job, first)], None
-        )
+        return store.Fired(job.job_id, job.user_id, job.priority, [_occurrence(job, first)], None)
     schedule = SCHEDULE.validate_python(job.schedule)
     if isinstance(schedule, OnceSchedule):  # (not reached: the type check above)
-        return store.Fired(
-            job.job_id, job.user_id, job.priority, [_once_occurrence(job, first)], None
-        )
+        return store.Fired(job.job_id, job.user_id, job.priority, [_occurrence(job, first)], None)
     horizon = now + lead
     due = [first, *occurrences(schedule, first, job.created_at, CATCHUP_SCAN, until=horizon)]
     scan_capped = len(due) > CATCHUP_SCAN
@@ -124,7 +107,7 @@ def plan(job: store.FiringJob, now: datetime, lead: timedelta = timedelta(0)) ->
         job_id=job.job_id,
         user_id=job.user_id,
         lane=job.priority,
-        occurrences=[_occurrence(job, schedule, o) for o in run],
+        occurrences=[_occurrence(job, o, jitter_delay(schedule, job.job_id, o)) for o in run],
         next_run_at=nxt,
         skipped=skipped[-RECORDED_SKIPS:],
         skipped_total=len(skipped),

@@ -37,3 +37,25 @@ class FaustSender:
             topic, key, value, partition, None, list(headers) if headers else None
         )
         return fut
+
+
+class ProducerSender:
+    """The same protocol over a plain aiokafka producer (benchmarks and tests that run a
+    shard timer outside faust)."""
+
+    def __init__(self, producer: Any) -> None:
+        self._producer = producer
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> Awaitable[Any]:
+        fut: Awaitable[Any] = await self._producer.send(
+            topic, value, key=key, partition=partition, headers=list(headers or [])
+        )
+        return fut

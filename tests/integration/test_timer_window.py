@@ -4,43 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from kjs.settings import SchedulerSettings
 from scheduler import store
 from scheduler.firing import Dispatcher
+from scheduler.kafka_io import ProducerSender
 from scheduler.timer import ShardTimer
 from tests.waiting import eventually
 from topics.catalog import Catalog
 from topics.producer import durable_producer
 
 pytestmark = pytest.mark.services
-
-
-class ProducerSender:
-    """The scheduler's Sender protocol over a plain aiokafka producer."""
-
-    def __init__(self, producer: AIOKafkaProducer) -> None:
-        self._producer = producer
-
-    async def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        *,
-        partition: int | None = None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
-    ) -> Awaitable[Any]:
-        return await self._producer.send(
-            topic, value, key=key, partition=partition, headers=list(headers or [])
-        )
 
 
 @pytest.fixture
