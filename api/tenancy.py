@@ -29,6 +29,10 @@ PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("kjs_principal", Principal
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The only paths served without a key.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+# POSTs that compute an answer and change nothing: they need the read scope only.
+READ_ONLY_POSTS = frozenset({"/v1/schedules/preview"})
 
 
 class TenantDenied(Forbidden):
@@ -57,8 +61,10 @@ async def resolve_tenant(request: web.Request, claimed_user_id: str) -> str:
     return tenant
 
 
-def required_scope(method: str) -> Scope:
-    return "read" if method.upper() in _READ_METHODS else "write"
+def required_scope(method: str, path: str = "") -> Scope:
+    if method.upper() in _READ_METHODS or path in READ_ONLY_POSTS:
+        return "read"
+    return "write"
 
 
 def bearer_key(request: web.Request) -> str | None:
@@ -71,8 +77,12 @@ def bearer_key(request: web.Request) -> str | None:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """401 for a missing, unknown or revoked key on /v1/; 403 for a key without the scope."""
-    if not request.path.startswith("/v1/"):
+    """401 for a missing, unknown or revoked key; 403 for a key without the scope.
+
+    Deny by default: every path but the few open ones needs a key, so a path that does not
+    match a route the way it was meant to (``//v1/jobs``, a route added later) is not open.
+    """
+    if request.path in OPEN_PATHS:
         return await handler(request)  # health, readiness, metrics and the spec stay open
     key = bearer_key(request)
     if key is None:
@@ -80,7 +90,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     principal = await request.app[AUTHENTICATOR].authenticate(key)
     if principal is None:
         raise Unauthorized("invalid or revoked API key")
-    scope = required_scope(request.method)
+    scope = required_scope(request.method, request.path)
     if not principal.allows(scope):
         raise Forbidden(f"this API key lacks the {scope} scope")
     request[PRINCIPAL] = principal

@@ -40,6 +40,31 @@ def _db(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys(args: argparse.Namespace) -> int:
+    import uuid
+
+    from kjs.keys_command import create, listing, revoke
+
+    dsn = load(DatabaseSettings).database_url.get_secret_value()
+    if args.action == "create":
+        if not args.user_id:
+            print("error: keys create needs --user-id", file=sys.stderr)
+            return 2
+        scopes = [s for arg in (args.scope or ["read,write"]) for s in arg.split(",") if s]
+        return asyncio.run(create(dsn, args.user_id, scopes, args.name))
+    if args.action == "list":
+        return asyncio.run(listing(dsn, args.user_id, args.json))
+    if not args.key_id:
+        print("error: keys revoke needs a KEY_ID", file=sys.stderr)
+        return 2
+    try:
+        key_id = uuid.UUID(args.key_id)
+    except ValueError:
+        print(f"error: {args.key_id!r} is not a key id", file=sys.stderr)
+        return 2
+    return asyncio.run(revoke(dsn, key_id))
+
+
 def _scheduler(args: argparse.Namespace) -> int:
     from scheduler.main import run
 
@@ -134,6 +159,23 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("action", choices=("create",))
     d = sub.add_parser("db", help="database management")
     d.add_argument("action", choices=("migrate",))
+    k = sub.add_parser(
+        "keys",
+        help="API keys: create (prints the key once), list, revoke",
+        description="API keys act for one tenant (--user-id) with scopes read, write, admin "
+        "(admin covers read and write). Only a hash of each key is stored.",
+    )
+    k.add_argument("action", choices=("create", "list", "revoke"))
+    k.add_argument("key_id", nargs="?", help="the key to revoke")
+    k.add_argument("--user-id", help="the tenant the key acts for (list: filter)")
+    k.add_argument(
+        "--scope",
+        action="append",
+        metavar="SCOPE",
+        help="read, write or admin; repeatable or comma-separated (default read,write)",
+    )
+    k.add_argument("--name", default="", help="a label for the key")
+    k.add_argument("--json", action="store_true", help="list as JSON lines")
     q = sub.add_parser("dlq", help="dead letters: list them, or replay one as a new run")
     q.add_argument("action", choices=("list", "replay"))
     q.add_argument("--partition", type=int, default=0)
@@ -202,6 +244,7 @@ HANDLERS = {
     "topics": _topics,
     "db": _db,
     "dlq": _dlq,
+    "keys": _keys,
     "lag": _lag,
 }
 

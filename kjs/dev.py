@@ -10,7 +10,15 @@ import sys
 import time
 
 from infra import supervisor
-from kjs.settings import LANES, ApiSettings, DatabaseSettings, InfraSettings, KafkaSettings, load
+from kjs.settings import (
+    LANES,
+    ApiSettings,
+    DatabaseSettings,
+    InfraSettings,
+    KafkaSettings,
+    SecuritySettings,
+    load,
+)
 from schemas.db import migrate_url
 from topics.admin import create_topics
 from topics.catalog import catalog
@@ -41,6 +49,23 @@ def _processes() -> list[tuple[str, list[str]]]:
     ]
 
 
+DEV_TENANT = "dev"
+
+
+async def dev_key(dsn: str) -> str:
+    """A fresh key for the local tenant, made the way `kjs keys create` makes one."""
+    import asyncpg
+
+    from api.keys import create_key
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        _, key = await create_key(conn, DEV_TENANT, ["read", "write"], name="kjs dev")
+    finally:
+        await conn.close()
+    return key
+
+
 async def run_dev(infra: InfraSettings) -> int:
     """Bring the stack up, run it until a signal, and take down what it started.
 
@@ -57,6 +82,12 @@ async def run_dev(infra: InfraSettings) -> int:
     await supervisor.up(infra)
     kafka, db = load(KafkaSettings), load(DatabaseSettings)
     await migrate_url(db.database_url.get_secret_value())
+    security = load(SecuritySettings)
+    if security.auth_disabled:
+        log.warning("AUTHENTICATION IS DISABLED (KJS_AUTH_DISABLED=true): no API key needed")
+        key = None
+    else:
+        key = await dev_key(db.database_url.get_secret_value())
     await create_topics(kafka.kafka_bootstrap, catalog(kafka))
     children = {name: await asyncio.create_subprocess_exec(*argv) for name, argv in _processes()}
     api = load(ApiSettings)
@@ -66,6 +97,15 @@ async def run_dev(infra: InfraSettings) -> int:
         api.api_host,
         api.api_port,
     )
+    if key is not None:
+        # On stdout, so that it can be copied (or captured) as is.
+        print(f"kjs dev API key for tenant {DEV_TENANT!r} (read, write):", flush=True)
+        print(f"  export KJS_API_KEY={key}", flush=True)
+        print(
+            f'  curl -H "Authorization: Bearer $KJS_API_KEY" '
+            f"http://{api.api_host}:{api.api_port}/v1/jobs?user_id={DEV_TENANT}",
+            flush=True,
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "KJS_"
@@ -77,8 +77,45 @@ class TargetSettings(_Section):
     sql_connections: dict[str, SecretStr] = Field(default_factory=dict)
     # Topics a kafka job may produce to; empty means any topic outside kjs's own.
     kafka_topic_allowlist: list[str] = Field(default_factory=list)
+    # HTTP targets may not reach loopback, link-local (metadata), private or reserved
+    # addresses, unless listed here: CIDRs or addresses ("10.1.0.0/16", "127.0.0.1"), host
+    # names ("localhost") or domain suffixes (".corp.example"). Empty by default.
+    http_allowlist: list[str] = Field(default_factory=list)
     # The largest timeout_s any job may ask for.
     max_timeout_s: float = Field(default=3600.0, gt=0, le=7 * 86400)
+
+
+class QuotaLimits(BaseModel):
+    """One tier's per-tenant limits; 0 means unlimited."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Jobs that are scheduled, paused or queued at once.
+    active_jobs: int = Field(default=0, ge=0)
+    # Sustained create commands per second, and the burst above it (a token bucket).
+    submissions_per_s: float = Field(default=0.0, ge=0)
+    burst: int = Field(default=0, ge=0)
+
+
+class SecuritySettings(_Section):
+    """Authentication, quotas and secrets (README "Security")."""
+
+    # Auth is on everywhere, `kjs dev` included; only this explicit switch turns it off,
+    # and every process that reads it logs a loud warning.
+    auth_disabled: bool = False
+    # A verified API key is trusted for this long without a lookup (a revocation takes
+    # effect within it), and for auth_stale_s while Postgres is unavailable.
+    auth_cache_s: float = Field(default=5.0, ge=0, le=3600)
+    auth_stale_s: float = Field(default=300.0, ge=0, le=86400)
+    # Per-tenant quotas, enforced by the API (429) and by the shard that owns the tenant
+    # (dead letter "quota: ..."). Every tenant gets quota_default unless quota_tenant_tiers
+    # names a tier of quota_tiers for it. Unlimited by default.
+    quota_default: QuotaLimits = Field(default_factory=QuotaLimits)
+    quota_tiers: dict[str, QuotaLimits] = Field(default_factory=dict)
+    quota_tenant_tiers: dict[str, str] = Field(default_factory=dict)
+    # Fernet keys (JSON list) sealing secrets in job targets at rest; the first seals, all
+    # open (rotation). Empty: stored as given (still redacted in API responses).
+    secret_keys: list[SecretStr] = Field(default_factory=list)
 
 
 class ApiSettings(_Section):
@@ -110,6 +147,7 @@ SECTIONS: tuple[type[_Section], ...] = (
     SchedulerSettings,
     WorkerSettings,
     TargetSettings,
+    SecuritySettings,
     ApiSettings,
     ObservabilitySettings,
     InfraSettings,

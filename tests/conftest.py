@@ -78,3 +78,23 @@ async def topic_catalog(services: None, kafka_settings: KafkaSettings) -> Catalo
 def user_id() -> str:
     """A fresh tenant per test, so tests sharing the session's stack do not see each other."""
     return f"u-{uuid.uuid4().hex[:12]}"
+
+
+async def make_api_key(
+    pool: asyncpg.Pool, user_id: str, scopes: tuple[str, ...] = ("read", "write")
+) -> str:
+    """A key for ``user_id``, created the way ``kjs keys create`` creates one."""
+    from api.keys import create_key
+
+    _, key = await create_key(pool, user_id, scopes, name="test")
+    return key
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+async def auth_headers(pool: asyncpg.Pool, user_id: str) -> dict[str, str]:
+    """Authorization for the test's tenant (read and write)."""
+    return bearer(await make_api_key(pool, user_id))

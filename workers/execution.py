@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 from aiokafka.structs import ConsumerRecord
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from kjs.secrets import PREFIX, SecretBox, SecretError
 from schemas.v1.events import DueEvent, ResultEvent
 from topics.dlq import DEAD_LETTERS, DeadLetter
 from workers.claims import Claimer
@@ -60,6 +62,17 @@ def dead_letter_for(record: ConsumerRecord, reason: str) -> DeadLetter:
     )
 
 
+T = TypeVar("T", bound=BaseModel)
+
+
+def opened(secrets: SecretBox, target: T) -> T:
+    """The target with its sealed secrets opened (kjs.secrets); as it is when it has none."""
+    parts = [getattr(target, part, None) or {} for part in ("headers", "env")]
+    if not any(isinstance(v, str) and v.startswith(PREFIX) for p in parts for v in p.values()):
+        return target
+    return type(target).model_validate(secrets.open_target(target.model_dump(mode="json")))
+
+
 @dataclass(frozen=True)
 class ExecutionService:
     """Everything one record needs; shared by all of a worker's record tasks."""
@@ -74,6 +87,7 @@ class ExecutionService:
     # held for its instant takes no slot: else a lane's throughput would be capped at
     # concurrency / lead (64 / 250 ms = 256 executions/s), whatever the targets cost.
     slots: asyncio.Semaphore
+    secrets: SecretBox = field(default_factory=SecretBox)
 
     async def process(self, record: ConsumerRecord) -> None:
         """Take one due-event record as far as it goes; returning means its offset may be
@@ -165,7 +179,11 @@ class ExecutionService:
     async def _run(self, event: DueEvent) -> Outcome:
         attempt = Attempt(event.execution_id, event.job_id, event.user_id, event.attempt)
         try:
-            return await self.registry.run(event.target, attempt)
+            target = opened(self.secrets, event.target)
+        except SecretError as exc:
+            return Outcome.failure(str(exc), retryable=False)
+        try:
+            return await self.registry.run(target, attempt)
         except Exception as exc:
             # The execution is claimed: it must be reported, whatever the runner did.
             log.exception("runner for %s raised", event.target.type)

@@ -16,21 +16,23 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import aiohttp
 import asyncpg
 from aiokafka import AIOKafkaConsumer
 
 from kjs.ops_server import publish_build_info, start_ops_server
+from kjs.secrets import SecretBox, box_from
 from kjs.settings import (
     DatabaseSettings,
     KafkaSettings,
     Lane,
     ObservabilitySettings,
+    SecuritySettings,
     TargetSettings,
     WorkerSettings,
     load,
 )
 from schemas.db import StoreUnavailable, create_pool
+from schemas.v1.addresses import AddressGuard
 from topics.catalog import catalog
 from topics.producer import durable_producer
 from workers.backoff import DEFAULT_BACKOFF
@@ -43,6 +45,7 @@ from workers.policy import TargetGuard
 from workers.reports import Reporter
 from workers.retention import DEFAULT_BATCH, prune_periodically
 from workers.targets.builtin import builtin_registry
+from workers.targets.http import guarded_session
 from workers.targets.sql import SqlPools
 
 log = logging.getLogger(__name__)
@@ -73,8 +76,11 @@ class Worker:
         targets: TargetSettings,
         *,
         tuning: WorkerTuning = WorkerTuning(),
+        secrets: SecretBox | None = None,
     ) -> None:
         self.id = worker_id(settings)
+        # Opens the sealed secrets of targets just before they run (kjs.secrets).
+        self._secrets = secrets or SecretBox()
         self.lane = lane
         self._kafka = kafka
         self._db = db
@@ -146,7 +152,8 @@ class Worker:
         producer = durable_producer(self._kafka.kafka_bootstrap)
         await producer.start()
         stack.push_async_callback(producer.stop)
-        session = aiohttp.ClientSession()
+        # Every connection's DNS answers pass the SSRF guard (workers.targets.http).
+        session = guarded_session(AddressGuard.from_allowlist(self._targets.http_allowlist))
         stack.push_async_callback(session.close)
         sql_pools = SqlPools(self._targets.sql_connections)
         stack.push_async_callback(sql_pools.close)
@@ -167,6 +174,7 @@ class Worker:
             leases,
             self.id,
             slots=asyncio.Semaphore(concurrency),
+            secrets=self._secrets,
         )
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._kafka.kafka_bootstrap,
@@ -244,6 +252,7 @@ async def run(lane: Lane, metrics_port: int | None = None) -> None:
         load(WorkerSettings),
         lane,
         load(TargetSettings),
+        secrets=box_from(load(SecuritySettings).secret_keys, f"worker-{lane}"),
     )
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)

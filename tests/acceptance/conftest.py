@@ -22,10 +22,16 @@ import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
+from cryptography.fernet import Fernet
 
 from kjs.settings import LANES, KafkaSettings
+from tests.conftest import RUN_ID
 from tests.waiting import eventually
 from topics.catalog import Catalog
+
+QUOTA_ACTIVE_TENANT = f"qa-{RUN_ID}"
+QUOTA_RATE_TENANT = f"qr-{RUN_ID}"
+SECRET_KEY = Fernet.generate_key().decode()
 
 
 def free_port() -> int:
@@ -129,6 +135,8 @@ class Stack:
     pool: asyncpg.Pool
     processes: dict[str, Process]
     http: aiohttp.ClientSession
+    # The ops server (/metrics, /healthz, /readyz) of the scheduler and of each worker.
+    metrics_urls: dict[str, str] = field(default_factory=dict)
 
     async def submit(self, body: dict[str, Any]) -> dict[str, Any]:
         async with self.http.post(f"{self.api_url}/v1/jobs", json=body) as resp:
@@ -209,13 +217,34 @@ async def stack(
         KJS_DUE_PARTITIONS=str(kafka_settings.due_partitions),
         KJS_DATABASE_URL=database_url,
         KJS_API_PORT=str(port),
+        # The local target runs on 127.0.0.1, which the SSRF guard refuses unless allowed.
+        KJS_HTTP_ALLOWLIST='["127.0.0.1"]',
+        # Two tenants with tight quotas (tests/acceptance/test_security.py); the rest unlimited.
+        KJS_QUOTA_TIERS=json.dumps(
+            {
+                "two-active": {"active_jobs": 2},
+                "slow": {"submissions_per_s": 0.001, "burst": 2},
+            }
+        ),
+        # Secrets in targets are sealed at rest with this key (kjs.secrets).
+        KJS_SECRET_KEYS=json.dumps([SECRET_KEY]),
+        KJS_QUOTA_TENANT_TIERS=json.dumps(
+            {QUOTA_ACTIVE_TENANT: "two-active", QUOTA_RATE_TENANT: "slow"}
+        ),
     )
     kjs = [sys.executable, "-m", "kjs.cli"]
+    ops_ports = {name: free_port() for name in ["scheduler", *(f"worker-{lane}" for lane in LANES)]}
+    metrics = {name: ["--metrics-port", str(p)] for name, p in ops_ports.items()}
     processes = {
-        "scheduler": Process("scheduler", [*kjs, "scheduler"], env, logs / "scheduler.log"),
+        "scheduler": Process(
+            "scheduler", [*kjs, "scheduler", *metrics["scheduler"]], env, logs / "scheduler.log"
+        ),
         **{
             f"worker-{lane}": Process(
-                f"worker-{lane}", [*kjs, "worker", "--lane", lane], env, logs / f"{lane}.log"
+                f"worker-{lane}",
+                [*kjs, "worker", "--lane", lane, *metrics[f"worker-{lane}"]],
+                env,
+                logs / f"{lane}.log",
             )
             for lane in LANES
         },
@@ -225,7 +254,15 @@ async def stack(
     for proc in processes.values():
         await proc.start()
     http = aiohttp.ClientSession()
-    st = Stack(f"http://127.0.0.1:{port}", env, topic_catalog, pool, processes, http)
+    st = Stack(
+        f"http://127.0.0.1:{port}",
+        env,
+        topic_catalog,
+        pool,
+        processes,
+        http,
+        {name: f"http://127.0.0.1:{p}" for name, p in ops_ports.items()},
+    )
     try:
         await _wait_ready(st)
         await st.wait_shards_owned(started)
@@ -250,3 +287,13 @@ async def _wait_ready(st: Stack) -> None:
     t0 = time.monotonic()
     await eventually(probe, 60, interval_s=0.2, what="the API to be ready")
     print(f"API ready after {time.monotonic() - t0:.1f}s", file=sys.stderr)
+
+
+@pytest.fixture(autouse=True)
+async def _authenticated(stack: Stack, user_id: str) -> AsyncIterator[None]:
+    """Every acceptance test calls the API as its own tenant, with a key made as the CLI does."""
+    from tests.conftest import make_api_key
+
+    stack.http.headers["Authorization"] = f"Bearer {await make_api_key(stack.pool, user_id)}"
+    yield
+    stack.http.headers.pop("Authorization", None)

@@ -15,8 +15,8 @@ from api.app import build_app
 from api.deps import ApiDeps
 from api.models import ExecutionDetail
 from api.publisher import CommandPublisher
-from api.tenancy import TenantResolver, trust_claimed_user
 from kjs.settings import KafkaSettings
+from tests.conftest import bearer, make_api_key
 from topics.catalog import Catalog
 
 pytestmark = pytest.mark.services
@@ -33,21 +33,22 @@ async def publisher(kafka_settings: KafkaSettings) -> AsyncIterator[CommandPubli
 
 
 async def open_client(
-    pool: asyncpg.Pool, publisher: CommandPublisher, cat: Catalog, tenants: TenantResolver | None
+    pool: asyncpg.Pool, publisher: CommandPublisher, cat: Catalog, headers: dict[str, str]
 ) -> Client:
-    deps = ApiDeps(
-        pool, publisher, cat, timedelta(seconds=60), tenants=tenants or trust_claimed_user
-    )
-    client = TestClient(TestServer(build_app(deps)))
+    deps = ApiDeps(pool, publisher, cat, timedelta(seconds=60))
+    client = TestClient(TestServer(build_app(deps)), headers=headers)
     await client.start_server()
     return client
 
 
 @pytest.fixture
 async def client(
-    pool: asyncpg.Pool, publisher: CommandPublisher, topic_catalog: Catalog
+    pool: asyncpg.Pool,
+    publisher: CommandPublisher,
+    topic_catalog: Catalog,
+    auth_headers: dict[str, str],
 ) -> AsyncIterator[Client]:
-    c = await open_client(pool, publisher, topic_catalog, None)
+    c = await open_client(pool, publisher, topic_catalog, auth_headers)
     yield c
     await c.close()
 
@@ -131,9 +132,7 @@ async def test_another_tenants_execution_is_404(
 ) -> None:
     execution_id = await stored_execution(pool, user_id)
 
-    async def someone_else(request: web.Request, claimed: str) -> str:
-        return "someone-else"
-
+    someone_else = bearer(await make_api_key(pool, f"{user_id}-else"))
     client = await open_client(pool, publisher, topic_catalog, someone_else)
     try:
         resp = await client.get(f"/v1/executions/{execution_id}")
@@ -147,4 +146,4 @@ async def test_the_route_is_documented(client: Client) -> None:
     spec = await (await client.get("/openapi.json")).json()
     operation = spec["paths"]["/v1/executions/{execution_id}"]["get"]
     assert operation["parameters"][0]["schema"] == {"type": "string", "format": "uuid"}
-    assert set(operation["responses"]) == {"200", "404", "503"}
+    assert set(operation["responses"]) == {"200", "401", "403", "404", "503"}

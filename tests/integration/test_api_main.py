@@ -42,7 +42,11 @@ async def _wait_ready(
 
 
 async def test_run_serves_from_environment_settings_and_stops_on_sigterm(
-    database_url: str, kafka_settings: KafkaSettings, topic_catalog: Catalog, user_id: str
+    database_url: str,
+    kafka_settings: KafkaSettings,
+    topic_catalog: Catalog,
+    user_id: str,
+    auth_headers: dict[str, str],
 ) -> None:
     port = _free_port()
     env = {
@@ -59,7 +63,7 @@ async def test_run_serves_from_environment_settings_and_stops_on_sigterm(
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=auth_headers) as session:
             await _wait_ready(session, f"{base}/readyz", proc)
             body = {
                 "user_id": user_id,

@@ -35,10 +35,13 @@ async def publisher(kafka_settings: KafkaSettings) -> AsyncIterator[CommandPubli
 
 @pytest.fixture
 async def client(
-    pool: asyncpg.Pool, publisher: CommandPublisher, topic_catalog: Catalog
+    pool: asyncpg.Pool,
+    publisher: CommandPublisher,
+    topic_catalog: Catalog,
+    auth_headers: dict[str, str],
 ) -> AsyncIterator[Client]:
     deps = ApiDeps(pool, publisher, topic_catalog, GRACE)
-    async with TestClient(TestServer(build_app(deps))) as c:
+    async with TestClient(TestServer(build_app(deps)), headers=auth_headers) as c:
         yield c
 
 

@@ -16,6 +16,7 @@ from api.app import build_app
 from api.deps import ApiDeps
 from api.publisher import CommandPublisher
 from kjs.settings import KafkaSettings, TargetSettings
+from tests.conftest import bearer, make_api_key
 from topics.catalog import Catalog
 
 pytestmark = pytest.mark.services
@@ -45,7 +46,8 @@ async def submit(
     target: dict[str, Any],
 ) -> tuple[int, Any]:
     deps = ApiDeps(pool, publisher, cat, timedelta(seconds=60), targets=policy)
-    async with TestClient(TestServer(build_app(deps))) as client:
+    headers = bearer(await make_api_key(pool, user_id))
+    async with TestClient(TestServer(build_app(deps)), headers=headers) as client:
         body = {
             "user_id": user_id,
             "name": "policy",

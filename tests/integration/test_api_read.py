@@ -14,9 +14,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import build_app
 from api.deps import ApiDeps
+from api.keys import new_key
 from api.models import ExecutionPage, JobPage, JobView
 from api.publisher import CommandPublisher
 from kjs.settings import KafkaSettings
+from tests.conftest import bearer
 from topics.catalog import Catalog
 
 pytestmark = pytest.mark.services
@@ -34,10 +36,13 @@ async def publisher(kafka_settings: KafkaSettings) -> AsyncIterator[CommandPubli
 
 @pytest.fixture
 async def client(
-    pool: asyncpg.Pool, publisher: CommandPublisher, topic_catalog: Catalog
+    pool: asyncpg.Pool,
+    publisher: CommandPublisher,
+    topic_catalog: Catalog,
+    auth_headers: dict[str, str],
 ) -> AsyncIterator[Client]:
     deps = ApiDeps(pool, publisher, topic_catalog, timedelta(seconds=60))
-    async with TestClient(TestServer(build_app(deps))) as c:
+    async with TestClient(TestServer(build_app(deps)), headers=auth_headers) as c:
         yield c
 
 
@@ -304,7 +309,8 @@ async def test_store_down_answers_503_with_retry_after(
     dead = await asyncpg.create_pool("postgresql://kjs@127.0.0.1:1/kjs", min_size=0)
     try:
         deps = ApiDeps(dead, publisher, topic_catalog, timedelta(seconds=60))
-        async with TestClient(TestServer(build_app(deps))) as c:
+        # A well-formed key that cannot be checked while Postgres is down: 503, not 401.
+        async with TestClient(TestServer(build_app(deps)), headers=bearer(new_key())) as c:
             resp = await c.get(f"/v1/jobs/{uuid.uuid4()}")
             assert resp.status == 503
             assert resp.headers["Retry-After"].isdigit()

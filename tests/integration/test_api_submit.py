@@ -17,10 +17,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from api.app import MAX_BODY_BYTES, build_app
 from api.deps import ApiDeps
+from api.keys import Authenticator, new_key
 from api.publisher import CommandPublisher
 from kjs.settings import KafkaSettings
 from schemas.v1.commands import COMMAND, CancelCommand, CreateCommand
 from schemas.v1.ids import job_id_for_key
+from tests.conftest import bearer, make_api_key
 from topics.catalog import Catalog
 from topics.partitioner import partition_for
 
@@ -43,9 +45,13 @@ def _deps(pool: asyncpg.Pool, publisher: CommandPublisher, cat: Catalog) -> ApiD
 
 @pytest.fixture
 async def client(
-    pool: asyncpg.Pool, publisher: CommandPublisher, topic_catalog: Catalog
+    pool: asyncpg.Pool,
+    publisher: CommandPublisher,
+    topic_catalog: Catalog,
+    auth_headers: dict[str, str],
 ) -> AsyncIterator[Client]:
-    async with TestClient(TestServer(build_app(_deps(pool, publisher, topic_catalog)))) as c:
+    app = build_app(_deps(pool, publisher, topic_catalog))
+    async with TestClient(TestServer(app), headers=auth_headers) as c:
         yield c
 
 
@@ -216,11 +222,17 @@ async def test_a_body_over_the_limit_is_413(client: Client, user_id: str) -> Non
 
 
 async def test_kafka_refusing_connections_is_503_and_nothing_is_written(
-    pool: asyncpg.Pool, kafka_settings: KafkaSettings, topic_catalog: Catalog, user_id: str
+    pool: asyncpg.Pool,
+    kafka_settings: KafkaSettings,
+    topic_catalog: Catalog,
+    user_id: str,
+    auth_headers: dict[str, str],
 ) -> None:
     dead = CommandPublisher("127.0.0.1:1", timeout_s=2.0)
     try:
-        async with TestClient(TestServer(build_app(_deps(pool, dead, topic_catalog)))) as c:
+        async with TestClient(
+            TestServer(build_app(_deps(pool, dead, topic_catalog))), headers=auth_headers
+        ) as c:
             resp = await c.post("/v1/jobs", json=job_body(user_id, idempotency_key="k"))
             assert resp.status == 503
             assert int(resp.headers["Retry-After"]) > 0
@@ -231,7 +243,7 @@ async def test_kafka_refusing_connections_is_503_and_nothing_is_written(
 
 
 async def test_a_broker_that_never_answers_times_out_to_503(
-    pool: asyncpg.Pool, topic_catalog: Catalog, user_id: str
+    pool: asyncpg.Pool, topic_catalog: Catalog, user_id: str, auth_headers: dict[str, str]
 ) -> None:
     """A silent broker (accepts TCP, never replies) must not hold the request past the timeout."""
 
@@ -243,7 +255,9 @@ async def test_a_broker_that_never_answers_times_out_to_503(
     port = server.sockets[0].getsockname()[1]
     hung = CommandPublisher(f"127.0.0.1:{port}", timeout_s=1.0)
     try:
-        async with TestClient(TestServer(build_app(_deps(pool, hung, topic_catalog)))) as c:
+        async with TestClient(
+            TestServer(build_app(_deps(pool, hung, topic_catalog))), headers=auth_headers
+        ) as c:
             started = asyncio.get_running_loop().time()
             resp = await c.post("/v1/jobs", json=job_body(user_id))
             elapsed = asyncio.get_running_loop().time() - started
@@ -257,17 +271,26 @@ async def test_a_broker_that_never_answers_times_out_to_503(
 
 
 async def test_a_submit_is_accepted_while_postgres_is_down(
+    pool: asyncpg.Pool,
     publisher: CommandPublisher,
     kafka_settings: KafkaSettings,
     topic_catalog: Catalog,
     user_id: str,
 ) -> None:
+    # The key was verified while Postgres answered; it stays good through the outage.
+    key = await make_api_key(pool, user_id)
+    authenticator = Authenticator(pool, cache_s=0.0, stale_s=300.0)
+    assert await authenticator.authenticate(key) is not None
     dead = await asyncpg.create_pool("postgresql://kjs@127.0.0.1:1/kjs", min_size=0)
+    authenticator.pool = dead
     try:
-        deps = ApiDeps(dead, publisher, topic_catalog, GRACE)
-        async with TestClient(TestServer(build_app(deps))) as c:
+        deps = ApiDeps(dead, publisher, topic_catalog, GRACE, authenticator=authenticator)
+        async with TestClient(TestServer(build_app(deps)), headers=bearer(key)) as c:
             resp = await c.post("/v1/jobs", json=job_body(user_id))
             assert resp.status == 202
+            # A key never verified cannot be checked now: 503, not accepted and not 401.
+            resp = await c.post("/v1/jobs", json=job_body(user_id), headers=bearer(new_key()))
+            assert resp.status == 503
     finally:
         await dead.close()
     assert len(await commands_for(kafka_settings, topic_catalog, user_id)) == 1
@@ -328,12 +351,14 @@ async def test_cancelling_a_finished_job_is_409_and_produces_nothing(
 
 
 async def test_cancel_with_kafka_down_is_503(
-    pool: asyncpg.Pool, topic_catalog: Catalog, user_id: str
+    pool: asyncpg.Pool, topic_catalog: Catalog, user_id: str, auth_headers: dict[str, str]
 ) -> None:
     job_id = await _insert_job(pool, user_id, "scheduled")
     dead = CommandPublisher("127.0.0.1:1", timeout_s=2.0)
     try:
-        async with TestClient(TestServer(build_app(_deps(pool, dead, topic_catalog)))) as c:
+        async with TestClient(
+            TestServer(build_app(_deps(pool, dead, topic_catalog))), headers=auth_headers
+        ) as c:
             resp = await c.delete(f"/v1/jobs/{job_id}")
             assert resp.status == 503
             assert "Retry-After" in resp.headers

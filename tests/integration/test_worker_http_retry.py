@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from schemas.v1.addresses import AddressGuard
 from schemas.v1.targets import HttpTarget
 from workers.targets.base import Attempt, Outcome
 from workers.targets.http import HttpRunner
@@ -42,7 +43,7 @@ async def base_url() -> AsyncIterator[str]:
 @pytest.fixture
 async def http() -> AsyncIterator[HttpRunner]:
     async with aiohttp.ClientSession() as session:
-        yield HttpRunner(session, 64)
+        yield HttpRunner(session, 64, AddressGuard.from_allowlist(["127.0.0.1"]))
 
 
 async def call(http: HttpRunner, url: str, **fields: Any) -> Outcome:

@@ -81,6 +81,8 @@ async def worker_process(
             "KJS_DUE_PARTITIONS": str(lane_kafka.due_partitions),
             "KJS_DATABASE_URL": database_url,
             "KJS_WORKER_ID": "shutdown-test",
+            # The local target runs on 127.0.0.1, which the SSRF guard refuses unless allowed.
+            "KJS_HTTP_ALLOWLIST": '["127.0.0.1"]',
             "KJS_WORKER_DRAIN_S": str(drain_s),
             # The session's database is shared: this worker must not prune other tests' rows.
             "KJS_EXECUTION_RETENTION_DAYS": "0",

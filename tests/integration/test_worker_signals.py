@@ -62,6 +62,8 @@ async def test_the_worker_process_stops_cleanly_on_a_signal(
         "KJS_DUE_PARTITIONS": str(settings.due_partitions),
         "KJS_DATABASE_URL": database_url,
         "KJS_WORKER_ID": "signal-test",
+        # The local target runs on 127.0.0.1, which the SSRF guard refuses unless allowed.
+        "KJS_HTTP_ALLOWLIST": '["127.0.0.1"]',
         # The session's database is shared: this worker must not prune other tests' rows.
         "KJS_EXECUTION_RETENTION_DAYS": "0",
     }

@@ -346,6 +346,8 @@ async def send_due(
 
 # --- the worker ---------------------------------------------------------------------------
 
+LOCAL_TARGETS = TargetSettings(http_allowlist=["127.0.0.1"])
+
 
 @dataclass
 class RunningWorker:
@@ -366,7 +368,8 @@ async def start_worker(lane_kafka: KafkaSettings, database_url: str) -> AsyncIte
         drain_deadline_s: float = 5.0,
         max_held: int = 100,
         database_url: str = database_url,
-        targets: TargetSettings = TargetSettings(),  # noqa: B008 (frozen)
+        # The local targets run on 127.0.0.1, which the SSRF guard refuses unless allowed.
+        targets: TargetSettings = LOCAL_TARGETS,
         tuning: WorkerTuning = WorkerTuning(),  # noqa: B008 (frozen)
         retention_days: float = 0,
     ) -> RunningWorker:

@@ -11,6 +11,7 @@ import aiohttp
 from aiokafka import AIOKafkaProducer
 
 from kjs.settings import TargetSettings
+from schemas.v1.addresses import AddressGuard
 from workers.targets import TargetRegistry
 from workers.targets.http import HttpRunner
 from workers.targets.kafka import KafkaRunner
@@ -27,7 +28,8 @@ def builtin_registry(
 ) -> TargetRegistry:
     """``excerpt_bytes`` bounds what each runner keeps of an output (per stream for scripts)."""
     registry = TargetRegistry()
-    registry.register("http", HttpRunner(session, excerpt_bytes))
+    guard = AddressGuard.from_allowlist(policy.http_allowlist)
+    registry.register("http", HttpRunner(session, excerpt_bytes, guard))
     registry.register("kafka", KafkaRunner(producer))
     registry.register("script", ScriptRunner(policy, excerpt_bytes))
     registry.register("sql", SqlRunner(sql_pools, excerpt_bytes))
