@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -89,6 +91,7 @@ async def run_dev(infra: InfraSettings) -> int:
     else:
         key = await dev_key(db.database_url.get_secret_value())
     await create_topics(kafka.kafka_bootstrap, catalog(kafka))
+    _allow_local_targets()
     children = {name: await asyncio.create_subprocess_exec(*argv) for name, argv in _processes()}
     api = load(ApiSettings)
     log.info(
@@ -123,6 +126,15 @@ async def run_dev(infra: InfraSettings) -> int:
     if not already:
         await supervisor.down(infra)
     return code
+
+
+def _allow_local_targets() -> None:
+    """On a developer's machine the targets are local servers: let the children's HTTP
+    target guard through loopback, unless the operator set the allowlist (production
+    keeps the default, empty: loopback refused)."""
+    if "KJS_HTTP_ALLOWLIST" not in os.environ:
+        os.environ["KJS_HTTP_ALLOWLIST"] = json.dumps(["127.0.0.1", "::1"])
+        log.warning("kjs dev: HTTP targets on loopback are allowed (KJS_HTTP_ALLOWLIST)")
 
 
 async def _stop_children(children: dict[str, asyncio.subprocess.Process]) -> None:

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 OUTBOX_AGE_S = 5.0
 FIRE_BATCH = 1000
 # Fired batches whose due events are still being sent while the next batch is written.
-DISPATCHES_IN_FLIGHT = 4
+# One: more made the burst bench bimodal (1.8 s or 5.7 s to drain 10k), one is steady (2.2 s).
+DISPATCHES_IN_FLIGHT = 1
 JOB, RETRY = "job", "retry"
 
 
