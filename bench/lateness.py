@@ -143,6 +143,7 @@ async def main(args: argparse.Namespace) -> None:
         print(
             f"steady {args.rate}/s x {args.seconds}s: n={len(steady_ms)} "
             f"p50={statistics.median(steady_ms):.1f}ms p99={_percentile(steady_ms, 0.99):.1f}ms "
+            f"p99.9={_percentile(steady_ms, 0.999):.1f}ms "
             f"max={max(steady_ms):.1f}ms early(<0)={sum(1 for v in steady_ms if v < 0)}"
         )
         burst_p99 = _percentile([late[r["scheduled_for"]] for r in burst_rows], 0.99)

@@ -15,7 +15,7 @@ async def dead_letter(sender: Sender, dlq_topic: str, record: Record, reason: st
     letter = DeadLetter(
         reason, record.topic, record.partition, record.offset, record.key, record.value
     )
-    log.warning("dead letter from %s: %s", record.source, reason)
+    log.warning("dead letter from %s: %s", record.source, reason, extra={"shard": record.partition})
     ack = await sender.send(dlq_topic, record.key, record.value, headers=letter.headers())
     await ack
     DEAD_LETTERS.labels(record.topic.rsplit(".", 1)[-1]).inc()

@@ -74,7 +74,7 @@ class Shards:
             timer = ShardTimer(shard, epoch, self._pool, self._dispatcher, self._settings)
             task = asyncio.create_task(self._run_timer(timer), name=f"kjs-shard-{shard}")
             self._owned[shard] = OwnedShard(timer, task)
-            log.info("shard %s assigned (epoch %s)", shard, epoch)
+            log.info("shard %s assigned (epoch %s)", shard, epoch, extra={"shard": shard})
         SHARDS_OWNED.set(len(self._owned))
         self.assigned_once = True
         async with self._changed:
@@ -88,7 +88,7 @@ class Shards:
             owned.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await owned.task
-            log.info("shard %s revoked (epoch %s)", shard, owned.epoch)
+            log.info("shard %s revoked (epoch %s)", shard, owned.epoch, extra={"shard": shard})
             for gauge in (TIMER_HELD, DUE_NOT_FIRED):
                 with contextlib.suppress(KeyError):
                     gauge.remove(str(shard))

@@ -132,7 +132,9 @@ class ExecutionService:
         except Exception as exc:
             # A bug or a non-outage database error: park the record where an operator
             # sees it instead of blocking its partition's commits for ever.
-            log.exception("execution %s failed inside the worker", parsed.execution_id)
+            log.exception(
+                "execution %s failed inside the worker", parsed.execution_id, extra=_context(parsed)
+            )
             await self.reporter.dead_letter(dead_letter_for(record, f"worker error: {exc!r}"))
             DEAD_LETTERS.labels("worker").inc()
 
@@ -145,7 +147,11 @@ class ExecutionService:
         claimed = await self.claimer.claim(event.execution_id)
         lane = event.lane
         if claimed is None:
-            log.info("execution %s is not queued any more; not running it", event.execution_id)
+            log.info(
+                "execution %s is not queued any more; not running it",
+                event.execution_id,
+                extra=_context(event),
+            )
             SKIPPED_REDELIVERIES.labels(lane).inc()
             return
         started_at = utc_now()
@@ -186,7 +192,7 @@ class ExecutionService:
             return await self.registry.run(target, attempt)
         except Exception as exc:
             # The execution is claimed: it must be reported, whatever the runner did.
-            log.exception("runner for %s raised", event.target.type)
+            log.exception("runner for %s raised", event.target.type, extra=_context(event))
             return Outcome.failure(f"runner error: {exc!r}", retryable=True)
 
     async def _report_interrupted(
@@ -206,6 +212,7 @@ class ExecutionService:
             event.target.type,
             event.attempt,
             ran_s,
+            extra=_context(event),
         )
         try:
             async with asyncio.timeout(INTERRUPT_REPORT_S):
@@ -232,3 +239,13 @@ class ExecutionService:
             retryable=outcome.retryable,
             retry_after_s=outcome.retry_after_s,
         )
+
+
+def _context(event: DueEvent) -> dict[str, object]:
+    """The fields a JSON log line carries for an execution (see kjs/logs.py)."""
+    return {
+        "job_id": event.job_id,
+        "execution_id": event.execution_id,
+        "shard": event.shard,
+        "lane": event.lane,
+    }
