@@ -38,6 +38,7 @@ from scheduler.kafka_io import FaustSender
 from scheduler.quotas import Quotas
 from scheduler.records import Record
 from scheduler.results import ResultHandler
+from scheduler.retrying import until_available
 from scheduler.shards import NotOwned, Shards
 from scheduler.store import Fenced
 from schemas.db import create_pool
@@ -121,7 +122,10 @@ class SchedulerApp:
     async def runtime(self) -> Runtime:
         async with self._lock:
             if self._runtime is None:
-                pool = await create_pool(self.db, dsn=self.database_url)
+                # Postgres down at start-up: wait for it (commands wait in Kafka meanwhile).
+                pool = await until_available(
+                    lambda: create_pool(self.db, dsn=self.database_url), "Postgres pool"
+                )
                 sender = FaustSender(self.app)
                 dispatcher = Dispatcher(pool, sender, self.catalog)
                 shards = Shards(pool, dispatcher, self.settings, self.owner)

@@ -372,6 +372,7 @@ def test_no_zone_changes_its_offset_twice_within_a_sampling_step() -> None:
     every explicit transition, which on a "fat" database covers the years up to 2037.
     """
     import zoneinfo._zoneinfo as pure  # CPython ships it beside the C implementation
+
     closest = timedelta.max
     for name in sorted(zoneinfo.available_timezones()):
         zone = pure.ZoneInfo.no_cache(name)
