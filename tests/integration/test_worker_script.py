@@ -161,3 +161,12 @@ async def test_a_script_that_cannot_start_is_a_failure_not_retried(tmp_path: Pat
     outcome = await run(script("sh", "-c", "true", cwd=str(tmp_path / "missing")))
     assert (outcome.succeeded, outcome.retryable) == (False, False)
     assert outcome.error is not None and outcome.error.startswith("could not start")
+
+
+@pytest.mark.parametrize("sig", ["KILL", "SEGV"])
+async def test_a_child_that_crashes_is_a_failed_attempt_and_the_runner_goes_on(sig: str) -> None:
+    crashed = await run(script("sh", "-c", f"echo before; kill -{sig} $$", timeout_s=10))
+    assert not crashed.succeeded and crashed.error is not None, crashed
+    assert output(crashed)["stdout"].startswith("before")
+    # The same runner still runs the next job: the crash took only its own child down.
+    assert (await run(script("sh", "-c", "echo after"))).succeeded
