@@ -31,10 +31,6 @@ def kjs_group_topics(cat: Catalog) -> dict[str, list[str]]:
     return groups
 
 
-def kjs_groups(kafka: KafkaSettings) -> list[str]:
-    return list(kjs_group_topics(catalog(kafka)))
-
-
 def monitored_groups(
     kafka: KafkaSettings, named: Iterable[str] = (), include_kjs: bool = True
 ) -> dict[str, list[str]]:

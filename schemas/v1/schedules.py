@@ -123,7 +123,3 @@ class IntervalSchedule(_Recurring):
 
 
 Schedule = Annotated[OnceSchedule | CronSchedule | IntervalSchedule, Field(discriminator="type")]
-
-
-def utc(value: datetime) -> datetime:
-    return value.astimezone(ZoneInfo("UTC"))
