@@ -8,7 +8,7 @@ from aiohttp import web
 
 from api.deps import DEPS, QUOTAS, ApiDeps
 from api.errors import error_middleware
-from api.keys import Authenticator
+from api.jwt_auth import build_authenticator
 from api.metrics import METRICS, ApiMetrics, metrics_middleware
 from api.openapi import OPENAPI, build_openapi
 from api.routes import ROUTES
@@ -44,9 +44,8 @@ def build_app(deps: ApiDeps) -> web.Application:
     app[DEPS] = deps
     app[QUOTAS] = Quotas(deps.security)
     app[TENANTS] = tenants
-    app[AUTHENTICATOR] = deps.authenticator or Authenticator(
-        deps.pool, deps.security.auth_cache_s, deps.security.auth_stale_s
-    )
+    # API keys, and JWTs of KJS_JWT_ISSUER when it is set.
+    app[AUTHENTICATOR] = deps.authenticator or build_authenticator(deps.pool, deps.security)
     app[METRICS] = ApiMetrics(deps.registry)
     app[OPENAPI] = build_openapi(ROUTES)
     for route in ROUTES:

@@ -41,8 +41,11 @@ def decode_cursor(text: str) -> Cursor:
         payload = json.loads(raw)
         created_at = datetime.fromisoformat(payload["t"])
         row_id = UUID(payload["id"])
-    except (binascii.Error, ValueError, TypeError, KeyError) as exc:
+        if created_at.tzinfo is None:
+            raise ValueError("a naive time")
+        # The cursors this API writes are UTC. Another offset at the ends of the calendar
+        # (0001-01-01T00:00+14:00) has no UTC time, and would fail in the query instead.
+        created_at = created_at.astimezone(UTC)
+    except (binascii.Error, ValueError, TypeError, KeyError, OverflowError) as exc:
         raise InvalidCursor("not a cursor returned by this API") from exc
-    if created_at.tzinfo is None:
-        raise InvalidCursor("not a cursor returned by this API")
     return Cursor(created_at, row_id)

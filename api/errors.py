@@ -61,6 +61,12 @@ class TooManyRequests(ApiError):
         super().__init__(message, headers={"Retry-After": str(max(1, retry_after_s))})
 
 
+class TooLarge(ApiError):
+    """A body, or a part of it, over a size limit (HTTP 413); the message names the part."""
+
+    status = 413
+
+
 class Conflict(ApiError):
     status = 409
 

@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from api import commands, queries
 from api.deps import DEPS, QUOTAS
-from api.errors import Conflict, NotFound, TooManyRequests
+from api.errors import Conflict, NotFound, TooLarge, TooManyRequests
 from api.metrics import METRICS
 from api.models import (
     FINISHED,
@@ -24,7 +25,7 @@ from api.models import (
 from api.tenancy import TenantDenied, resolve_tenant
 from api.validation import parse_job_spec, validate_model
 from api.views import execution_view, job_view, model_response, next_cursor
-from scheduler.quotas import QuotaExceeded
+from scheduler.quotas import PayloadTooLarge, QuotaExceeded, target_bytes, usage_day
 from schemas.db import StoreUnavailable
 from schemas.v1.commands import CancelCommand
 
@@ -63,6 +64,29 @@ async def _within_quotas(request: web.Request, user_id: str) -> None:
         raise TooManyRequests(f"quota: {exc.reason}", exc.retry_after_header) from None
 
 
+def within_payload(request: web.Request, user_id: str, target: BaseModel) -> None:
+    """413 for a target over the tenant's payload limit (the owning shard checks it again)."""
+    try:
+        request.app[QUOTAS].check_payload(user_id, target_bytes(target))
+    except PayloadTooLarge as exc:
+        raise TooLarge(f"target: {exc.reason}") from None
+
+
+async def within_daily_runs(request: web.Request, user_id: str) -> None:
+    """429 + Retry-After (to the next UTC midnight) once today's runs reach the limit."""
+    quotas = request.app[QUOTAS]
+    if quotas.executions_cap(user_id) is None:
+        return
+    now = datetime.now(UTC)
+    try:
+        used = await queries.executions_today(request.app[DEPS].pool, user_id, usage_day(now))
+        quotas.check_executions(user_id, used, now)
+    except StoreUnavailable:
+        return  # the shard counts when it applies the trigger
+    except QuotaExceeded as exc:
+        raise TooManyRequests(f"quota: {exc.reason}", exc.retry_after_header) from None
+
+
 async def submit_job(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     with request.app[METRICS].timing_submit():
@@ -74,6 +98,7 @@ async def submit_job(request: web.Request) -> web.Response:
             reserved_topics=deps.reserved_topics,
         )
         await resolve_tenant(request, spec.user_id)
+        within_payload(request, spec.user_id, spec.target)
         await _within_quotas(request, spec.user_id)
         job_id = commands.job_id_for(spec)
         await commands.send(deps, commands.create_command(spec, job_id))

@@ -15,7 +15,13 @@ from aiohttp import web
 from api import commands, queries
 from api.deps import DEPS
 from api.errors import Conflict, NotFound
-from api.handlers_jobs import _JOB_NOT_FOUND, _job_id, _visible
+from api.handlers_jobs import (
+    _JOB_NOT_FOUND,
+    _job_id,
+    _visible,
+    within_daily_runs,
+    within_payload,
+)
 from api.models import LifecycleAccepted
 from api.validation import parse_json, validate_model
 from api.views import model_response
@@ -71,6 +77,7 @@ async def resume_job(request: web.Request) -> web.Response:
 
 async def trigger_job(request: web.Request) -> web.Response:
     job_id, user_id = await _owned_job(request, "trigger")
+    await within_daily_runs(request, user_id)
     await commands.send(
         request.app[DEPS], TriggerCommand(type="trigger", user_id=user_id, job_id=job_id)
     )
@@ -80,6 +87,8 @@ async def trigger_job(request: web.Request) -> web.Response:
 async def update_job(request: web.Request) -> web.Response:
     changes = validate_model(JobChanges, parse_json(await request.read()))
     job_id, user_id = await _owned_job(request, "update")
+    if changes.target is not None:
+        within_payload(request, user_id, changes.target)
     await commands.send(
         request.app[DEPS],
         UpdateCommand(type="update", user_id=user_id, job_id=job_id, changes=changes),

@@ -9,19 +9,19 @@ from __future__ import annotations
 from datetime import datetime
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.validation import parse_json, validate_model
 from api.views import model_response
 from scheduler.preview import MAX_COUNT, preview
-from schemas.v1.schedules import Schedule
+from schemas.v1.schedules import Instant, Schedule
 
 
 class PreviewRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid")
 
     schedule: Schedule
-    from_: AwareDatetime = Field(alias="from")
+    from_: Instant = Field(alias="from")
     count: int = Field(default=10, ge=1, le=MAX_COUNT)
 
 

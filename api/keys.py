@@ -1,5 +1,8 @@
 """API keys: created, listed and revoked by ``kjs keys``; verified by the API on every request.
 
+A bearer credential without the ``kjs_`` prefix is a JWT: with ``KJS_JWT_ISSUER`` set the
+``Authenticator`` hands it to its token verifier (``api.jwt_auth``), otherwise it is refused.
+
 A key is ``kjs_`` followed by 32 random bytes (urlsafe base64). Only its sha256 is stored
 (``kjs_api_keys.key_hash``): the key is high-entropy, so a slow password hash buys nothing,
 and a leaked table holds no usable credential. The key is shown once, when it is created.
@@ -20,7 +23,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, TypeAlias, cast
+from typing import Literal, Protocol, TypeAlias, TypeGuard, cast
 
 import asyncpg
 
@@ -37,13 +40,20 @@ class KeyError_(ValueError):
     """A key request that cannot be honoured (bad user id or scope)."""
 
 
+def is_user_id(value: object) -> TypeGuard[str]:
+    """The shape every tenant id has, whichever credential names it."""
+    return isinstance(value, str) and _USER_ID.match(value) is not None
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who a verified credential acts for."""
 
-    key_id: uuid.UUID
+    # The API key's id; None for a JWT.
+    key_id: uuid.UUID | None
     user_id: str
     scopes: frozenset[str]
+    source: Literal["api_key", "jwt"] = "api_key"
 
     def allows(self, scope: Scope) -> bool:
         # admin covers read and write; read and write are independent of each other.
@@ -69,7 +79,7 @@ def new_key() -> str:
 
 
 def _check(user_id: str, scopes: Iterable[str]) -> tuple[str, ...]:
-    if not _USER_ID.match(user_id):
+    if not is_user_id(user_id):
         raise KeyError_(f"invalid user id {user_id!r}")
     wanted = tuple(dict.fromkeys(scopes))
     if not wanted:
@@ -134,16 +144,36 @@ _LOOKUP = (
 )
 
 
+class TokenVerifier(Protocol):
+    async def verify(self, token: str) -> Principal:
+        """The token's principal; raises ``api.errors`` Unauthorized (or ServiceUnavailable)."""
+        ...
+
+
 class Authenticator:
-    def __init__(self, pool: asyncpg.Pool, cache_s: float = 5.0, stale_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        cache_s: float = 5.0,
+        stale_s: float = 300.0,
+        tokens: TokenVerifier | None = None,
+    ) -> None:
         self.pool = pool
+        # Verifies the bearer credentials that are not API keys (JWTs); None refuses them.
+        self.tokens = tokens
         self._cache_s = cache_s
         self._stale_s = stale_s
         # key hash -> (principal, monotonic time it was verified)
         self._cache: dict[bytes, tuple[Principal, float]] = {}
 
     async def authenticate(self, key: str) -> Principal | None:
-        """The key's principal, or None for a malformed, unknown or revoked key."""
+        """The key's principal, or None for a malformed, unknown or revoked key.
+
+        A credential without the ``kjs_`` prefix goes to the token verifier, when there is one,
+        which raises with the reason a token is refused.
+        """
+        if self.tokens is not None and not key.startswith(KEY_PREFIX):
+            return await self.tokens.verify(key)
         if not _KEY_SHAPE.match(key):
             return None
         digest = hash_key(key)

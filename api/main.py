@@ -40,6 +40,7 @@ async def run() -> None:
     """
     kafka, database = load(KafkaSettings), load(DatabaseSettings)
     api, scheduler = load(ApiSettings), load(SchedulerSettings)
+    security = load(SecuritySettings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     async with AsyncExitStack() as stack:
@@ -49,7 +50,7 @@ async def run() -> None:
 
         pool = await create_pool(database.model_copy(update={"db_pool_min": 0}))
         stack.push_async_callback(pool.close)
-        publisher = CommandPublisher(kafka.kafka_bootstrap, api.kafka_timeout_s)
+        publisher = CommandPublisher(kafka, api.kafka_timeout_s)
         stack.push_async_callback(publisher.close)
 
         deps = ApiDeps(
@@ -59,7 +60,7 @@ async def run() -> None:
             past_grace=timedelta(seconds=scheduler.past_grace_s),
             registry=REGISTRY,
             targets=load(TargetSettings),
-            security=load(SecuritySettings),
+            security=security,
         )
         runner = web.AppRunner(build_app(deps))
         await runner.setup()

@@ -60,7 +60,10 @@ CursorParam = Annotated[
 ]
 
 
-class _Query(BaseModel):
+class QueryModel(BaseModel):
+    """A query string's parameters: all strings on the wire, converted leniently
+    (``api.validation.validate_model``)."""
+
     # An unknown parameter is most likely a typo (``statuss=``): say so instead of ignoring it.
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -73,12 +76,12 @@ class _Query(BaseModel):
         return self.cursor or FIRST_PAGE
 
 
-class ListJobsQuery(_Query):
+class ListJobsQuery(QueryModel):
     user_id: UserId = USER_ID_FIELD
     status: JobStatus | None = None
 
 
-class ListExecutionsQuery(_Query):
+class ListExecutionsQuery(QueryModel):
     pass
 
 

@@ -12,7 +12,13 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel
-from pydantic.json_schema import JsonSchemaMode, models_json_schema
+from pydantic.json_schema import (
+    GenerateJsonSchema,
+    JsonSchemaMode,
+    JsonSchemaValue,
+    models_json_schema,
+)
+from pydantic_core import core_schema
 
 from api.routing import Route
 
@@ -22,6 +28,24 @@ _REF = "#/components/schemas/{model}"
 _PATH_PARAM = re.compile(r"\{(\w+)\}")
 _UUID: dict[str, Any] = {"type": "string", "format": "uuid"}
 _PATH_PARAM_SCHEMAS: dict[str, dict[str, Any]] = {"job_id": _UUID, "execution_id": _UUID}
+
+
+# An ISO 8601 date-time whose offset may be missing, as pydantic writes a naive ``datetime``.
+_WALL_TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?$"
+
+
+class _Schemas(GenerateJsonSchema):
+    """Pydantic's JSON Schemas, with ``format: date-time`` only where an offset is certain.
+
+    ``format: date-time`` is RFC 3339, which requires an offset. A field typed plain
+    ``datetime`` may hold a naive wall time (``PreviewFire.nominal``) and is written without
+    one, so documenting it as ``date-time`` would make valid answers violate the document.
+    """
+
+    def datetime_schema(self, schema: core_schema.DatetimeSchema) -> JsonSchemaValue:
+        if schema.get("tz_constraint") == "aware":
+            return super().datetime_schema(schema)
+        return {"type": "string", "pattern": _WALL_TIME}
 
 
 def _models(routes: Sequence[Route]) -> list[tuple[type[BaseModel], JsonSchemaMode]]:
@@ -36,7 +60,9 @@ def _models(routes: Sequence[Route]) -> list[tuple[type[BaseModel], JsonSchemaMo
 
 
 def _query_parameters(model: type[BaseModel]) -> Iterable[dict[str, Any]]:
-    schema = model.model_json_schema(mode="validation", ref_template=_REF)
+    schema = model.model_json_schema(
+        mode="validation", ref_template=_REF, schema_generator=_Schemas
+    )
     required = set(schema.get("required", ()))
     for name, prop in schema["properties"].items():
         yield {"name": name, "in": "query", "required": name in required, "schema": prop}
@@ -86,7 +112,9 @@ def _operation(route: Route, refs: Mapping[tuple[Any, JsonSchemaMode], Any]) -> 
 
 
 def build_openapi(routes: Sequence[Route], version: str = "1") -> dict[str, Any]:
-    refs, definitions = models_json_schema(_models(routes), ref_template=_REF)
+    refs, definitions = models_json_schema(
+        _models(routes), ref_template=_REF, schema_generator=_Schemas
+    )
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, refs)
@@ -100,6 +128,13 @@ def build_openapi(routes: Sequence[Route], version: str = "1") -> dict[str, Any]
         "paths": paths,
         "components": {
             "schemas": definitions.get("$defs", {}),
-            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A kjs API key (`kjs keys create`), or a JWT of the "
+                    "configured issuer when KJS_JWT_ISSUER is set.",
+                }
+            },
         },
     }

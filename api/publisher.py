@@ -18,6 +18,7 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from kjs.settings import KafkaSettings
 from topics.producer import durable_producer
 
 log = logging.getLogger(__name__)
@@ -33,11 +34,11 @@ class KafkaUnavailable(RuntimeError):
 class CommandPublisher:
     def __init__(
         self,
-        bootstrap: str,
+        kafka: KafkaSettings,
         timeout_s: float,
-        factory: Callable[[str], AIOKafkaProducer] = durable_producer,
+        factory: Callable[[KafkaSettings], AIOKafkaProducer] = durable_producer,
     ) -> None:
-        self._bootstrap = bootstrap
+        self._kafka = kafka
         self._timeout_s = timeout_s
         self._factory = factory
         self._producer: AIOKafkaProducer | None = None
@@ -80,7 +81,7 @@ class CommandPublisher:
         async with self._starting:
             if self._producer is None:
                 # aiokafka binds a producer to the running loop, so it is built here.
-                producer = self._factory(self._bootstrap)
+                producer = self._factory(self._kafka)
                 try:
                     await producer.start()
                 except BaseException:

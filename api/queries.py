@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable
+from datetime import date
 from typing import ParamSpec, TypeVar
 from uuid import UUID
 
 import asyncpg
 
 from api.cursor import Cursor
-from scheduler.quotas import ACTIVE_JOBS_SQL
+from scheduler.quotas import ACTIVE_JOBS_SQL, DAILY_USAGE_SQL
 from schemas.db import StoreUnavailable, is_unavailable
 
 P = ParamSpec("P")
@@ -101,6 +102,12 @@ async def get_execution(pool: asyncpg.Pool, execution_id: UUID) -> asyncpg.Recor
 async def active_jobs(pool: asyncpg.Pool, user_id: str, cap: int) -> int:
     """The tenant's scheduled, paused and queued jobs, counted up to ``cap``."""
     return int(await pool.fetchval(ACTIVE_JOBS_SQL, user_id, cap))
+
+
+@_store_errors
+async def executions_today(pool: asyncpg.Pool, user_id: str, day: date) -> int:
+    """The tenant's runs counted so far on ``day`` (UTC) by its owning shard."""
+    return int(await pool.fetchval(DAILY_USAGE_SQL, user_id, day) or 0)
 
 
 @_store_errors

@@ -32,6 +32,12 @@ from schemas.v1.jobs import JobSpec
 _NOT_FOUND = Reply("No such job (also for a malformed id).", ErrorBody)
 _BAD_REQUEST = Reply("Field errors, each naming the field.", FieldErrorsBody)
 _FORBIDDEN = Reply("The caller may not act for this user_id.", ErrorBody)
+_TOO_LARGE = Reply("The body, or the job's target, is larger than the limit.", ErrorBody)
+_DAILY_QUOTA = Reply(
+    "The tenant's executions per day are used up; Retry-After runs to the next UTC midnight.",
+    ErrorBody,
+    headers=("Retry-After",),
+)
 _UNAVAILABLE = Reply(
     "Kafka or Postgres is unavailable; retry after the given delay.",
     ErrorBody,
@@ -47,7 +53,7 @@ _ROUTES: tuple[Route, ...] = (
         {
             202: Reply("Accepted; the job is created asynchronously.", SubmitAccepted),
             403: _FORBIDDEN,
-            413: Reply("The body is larger than the limit.", ErrorBody),
+            413: _TOO_LARGE,
             422: _BAD_REQUEST,
             429: Reply(
                 "A quota of the tenant is used up (active jobs or submissions per second).",
@@ -104,6 +110,8 @@ _ROUTES: tuple[Route, ...] = (
                 202: Reply("Accepted; the owning shard applies it.", LifecycleAccepted),
                 404: _NOT_FOUND,
                 409: Reply("Illegal for the job's status.", ConflictBody),
+                # Only trigger spends a quota (executions per day); pause and resume never 429.
+                **({429: _DAILY_QUOTA} if action == "trigger" else {}),
                 503: _UNAVAILABLE,
             },
             tags=("jobs",),
@@ -123,6 +131,7 @@ _ROUTES: tuple[Route, ...] = (
             202: Reply("Accepted; the owning shard applies it.", LifecycleAccepted),
             404: _NOT_FOUND,
             409: Reply("Illegal for the job's status.", ConflictBody),
+            413: _TOO_LARGE,
             422: _BAD_REQUEST,
             503: _UNAVAILABLE,
         },
@@ -205,10 +214,13 @@ _ROUTES: tuple[Route, ...] = (
 )
 
 _UNAUTHORIZED = Reply(
-    "No API key, or an unknown or revoked one.", ErrorBody, headers=("WWW-Authenticate",)
+    "No credential, an unknown or revoked API key, or a JWT that does not verify.",
+    ErrorBody,
+    headers=("WWW-Authenticate",),
 )
 _NO_SCOPE = Reply(
-    "The API key lacks the scope (read for GET, write otherwise) or the tenant.", ErrorBody
+    "The API key or JWT lacks the scope (read for GET, write otherwise) or the tenant.",
+    ErrorBody,
 )
 
 

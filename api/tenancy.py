@@ -7,6 +7,9 @@ the request. ``credential_tenant`` then answers the tenant from the credential: 
 naming another tenant gets 403, and another tenant's job is reported absent (404) by the
 handlers. Every handler asks ``resolve_tenant`` before it touches a tenant's data.
 
+The credential is an API key (``kjs_...``) or, with ``KJS_JWT_ISSUER`` set, a JWT of that
+issuer (``api.jwt_auth``): both give a principal with a user id and scopes, used alike here.
+
 With ``KJS_AUTH_DISABLED=true`` (an explicit, logged choice) the claimed tenant is trusted.
 """
 
@@ -92,6 +95,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         raise Unauthorized("invalid or revoked API key")
     scope = required_scope(request.method, request.path)
     if not principal.allows(scope):
-        raise Forbidden(f"this API key lacks the {scope} scope")
+        credential = "API key" if principal.source == "api_key" else "token"
+        raise Forbidden(f"this {credential} lacks the {scope} scope")
     request[PRINCIPAL] = principal
     return await handler(request)

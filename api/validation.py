@@ -16,7 +16,9 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from api.errors import FieldError
+from api.models import QueryModel
 from kjs.settings import TargetSettings
+from schemas.v1.commands import integral_float
 from schemas.v1.jobs import JobSpec
 from schemas.v1.schedules import OnceSchedule
 from schemas.v1.target_policy import check_target
@@ -54,8 +56,12 @@ def error_message(error: ErrorDetails) -> str:
 
 
 def field_errors(exc: ValidationError, data: Any) -> list[tuple[str, str]]:
+    return _field_errors(exc.errors(include_url=False), data)
+
+
+def _field_errors(errors: Iterable[ErrorDetails], data: Any) -> list[tuple[str, str]]:
     found = []
-    for error in exc.errors(include_url=False):
+    for error in errors:
         loc = tuple(error["loc"])
         if error["type"] in _TAG_ERRORS:
             # A bad or missing tag is the client's mistake in the tag field itself.
@@ -65,17 +71,51 @@ def field_errors(exc: ValidationError, data: Any) -> list[tuple[str, str]]:
 
 
 def validate_model(model: type[M], data: Any) -> M:
+    """``data`` as ``model``, or a ``FieldError`` naming every wrong field.
+
+    A request body (parsed JSON) is validated strictly, as JSON: a number must be a JSON
+    number (not ``"30"``, not ``true``), a date-time must be an RFC 3339 string (not a Unix
+    timestamp), as the published schemas say, so nothing the contract forbids is accepted by
+    being coerced. The one exception is JSON Schema's own: ``3.0`` is an integer. A query
+    string has nothing but strings, so its models (``api.models.QueryModel``) are validated
+    leniently (``limit=10``).
+    """
+    if issubclass(model, QueryModel):
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise FieldError(field_errors(exc, data)) from exc
+    try:
+        return model.model_validate_json(json.dumps(data), strict=True)
+    except ValidationError as exc:
+        errors = [e for e in exc.errors(include_url=False) if not integral_float(e)]
+        if errors:
+            raise FieldError(_field_errors(errors, data)) from exc
+    # Only integral floats were refused: the lenient validation takes 3.0 for 3, and nothing
+    # else differs, since every other field passed the strict one.
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise FieldError(field_errors(exc, data)) from exc
 
 
+def _not_json(constant: str) -> Any:
+    # Python's parser takes NaN, Infinity and -Infinity; JSON (RFC 8259) has no such values.
+    raise ValueError(f"{constant} is not a JSON value")
+
+
 def parse_json(raw: bytes) -> Any:
+    """The body as JSON (RFC 8259, UTF-8), or a ``FieldError`` on ``body``.
+
+    A body that nests deeper than the interpreter's recursion limit is refused like any
+    other malformed one (the limit on what a target may hold is the model's, and smaller).
+    """
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return json.loads(raw, parse_constant=_not_json)
+    except (UnicodeDecodeError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
         raise FieldError([(BODY_FIELD, f"not valid JSON: {exc}")]) from exc
+    except RecursionError:
+        raise FieldError([(BODY_FIELD, "not valid JSON: nested too deeply")]) from None
 
 
 def past_errors(spec: JobSpec, now: datetime, grace: timedelta) -> Iterable[tuple[str, str]]:

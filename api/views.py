@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from api.cursor import Cursor, encode_cursor
 from api.models import ExecutionView, JobView
-from kjs.secrets import SENSITIVE_NAME
+from kjs.secrets import redact_target
 
 _EXECUTION_FIELDS = tuple(ExecutionView.model_fields)
 _LATEST = "le_"
@@ -27,26 +27,6 @@ def model_response(model: BaseModel, *, status: int = 200, **headers: str) -> we
 
 def execution_view(row: Mapping[str, Any], prefix: str = "") -> ExecutionView:
     return ExecutionView.model_validate({f: row[prefix + f] for f in _EXECUTION_FIELDS})
-
-
-# Header and environment names whose values are credentials (sealed at rest by the shard,
-# kjs.secrets): never shown back by the API.
-REDACTED = "[redacted]"
-
-
-def redact_target(target: Any) -> Any:
-    """The target with credential-like header (http) and env (script) values redacted."""
-    if not isinstance(target, Mapping):
-        return target
-    shown = dict(target)
-    for part in ("headers", "env"):
-        values = shown.get(part)
-        if isinstance(values, Mapping):
-            shown[part] = {
-                name: REDACTED if SENSITIVE_NAME.search(name) else value
-                for name, value in values.items()
-            }
-    return shown
 
 
 def job_view(row: Mapping[str, Any]) -> JobView:

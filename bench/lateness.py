@@ -87,13 +87,13 @@ async def main(args: argparse.Namespace) -> None:
     run = uuid.uuid4().hex[:8]
     kafka = KafkaSettings(namespace=f"bench{run}.")
     cat = catalog(kafka)
-    await create_topics(kafka.kafka_bootstrap, cat)
+    await create_topics(kafka, cat)
     sink = f"bench{run}.sink"
     from confluent_kafka.admin import NewTopic
 
     from topics.admin import admin_client
 
-    admin = admin_client(kafka.kafka_bootstrap)  # must outlive its futures
+    admin = admin_client(kafka)  # must outlive its futures
     await asyncio.wrap_future(admin.create_topics([NewTopic(sink, 6, 1)])[sink])
     admin_dsn = DatabaseSettings().database_url.get_secret_value()
     conn = await asyncpg.connect(admin_dsn)

@@ -121,7 +121,7 @@ async def scheduler_rss(dsn: str, kafka: KafkaSettings, settle_s: float) -> floa
 async def memory(args: argparse.Namespace) -> None:
     for label, n in (("empty", 0), (f"{args.pending:,} pending", args.pending)):
         kafka = KafkaSettings(namespace=f"benchmem{uuid.uuid4().hex[:6]}.")
-        await create_topics(kafka.kafka_bootstrap, catalog(kafka))
+        await create_topics(kafka, catalog(kafka))
         dsn = await fresh_database("mem")
         t0 = time.monotonic()
         start = datetime.now(UTC) + timedelta(minutes=5)
@@ -134,12 +134,12 @@ async def memory(args: argparse.Namespace) -> None:
 async def firing(args: argparse.Namespace) -> None:
     kafka = KafkaSettings(namespace=f"benchfire{uuid.uuid4().hex[:6]}.", command_partitions=1)
     cat: Catalog = catalog(kafka)
-    await create_topics(kafka.kafka_bootstrap, cat)
+    await create_topics(kafka, cat)
     dsn = await fresh_database("fire")
     pool = await create_pool(DatabaseSettings(db_pool_max=8), dsn=dsn)
     epoch = await store.claim_shard(pool, 0, "bench")
     await copy_jobs(dsn, args.fire, 1, datetime.now(UTC), 0)
-    producer = durable_producer(kafka.kafka_bootstrap, linger_ms=5)
+    producer = durable_producer(kafka, linger_ms=5)
     await producer.start()
 
     sender = ProducerSender(producer)

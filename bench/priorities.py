@@ -120,8 +120,8 @@ class Bench:
     # --- setup and teardown --------------------------------------------------------------
 
     async def start(self) -> None:
-        await create_topics(self.kafka.kafka_bootstrap, self.cat)
-        admin = admin_client(self.kafka.kafka_bootstrap)
+        await create_topics(self.kafka, self.cat)
+        admin = admin_client(self.kafka)
         await asyncio.wrap_future(admin.create_topics([NewTopic(self.sink, 6, 1)])[self.sink])
         conn = await asyncpg.connect(self.admin_dsn)
         try:
@@ -166,7 +166,7 @@ class Bench:
             await conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
         finally:
             await conn.close()
-        admin = admin_client(self.kafka.kafka_bootstrap)
+        admin = admin_client(self.kafka)
         names = [spec.name for spec in self.cat.all()] + [self.sink]
         for future in admin.delete_topics(names).values():
             await asyncio.wrap_future(future)

@@ -16,13 +16,13 @@ def _infra(args: argparse.Namespace) -> int:
 
 
 def _topics(args: argparse.Namespace) -> int:
-    from topics.admin import TopicLayoutError, create_topics
+    from topics.admin import KafkaRefused, TopicLayoutError, create_topics
     from topics.catalog import catalog
 
     kafka = load(KafkaSettings)
     try:
-        created = asyncio.run(create_topics(kafka.kafka_bootstrap, catalog(kafka)))
-    except TopicLayoutError as exc:
+        created = asyncio.run(create_topics(kafka, catalog(kafka)))
+    except (TopicLayoutError, KafkaRefused) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for name in created:
@@ -121,13 +121,13 @@ def _dlq(args: argparse.Namespace) -> int:
             print("error: replay needs --offset (and --partition)", file=sys.stderr)
             return 2
         try:
-            job_id = asyncio.run(replay(kafka.kafka_bootstrap, cat, args.partition, args.offset))
+            job_id = asyncio.run(replay(kafka, cat, args.partition, args.offset))
         except NotReplayable as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(f"replaying job {job_id}")
         return 0
-    for letter in asyncio.run(read_letters(kafka.kafka_bootstrap, cat, args.limit)):
+    for letter in asyncio.run(read_letters(kafka, cat, args.limit)):
         print(json.dumps(letter.__dict__, default=str))
     return 0
 

@@ -90,7 +90,7 @@ async def run_dev(infra: InfraSettings) -> int:
         key = None
     else:
         key = await dev_key(db.database_url.get_secret_value())
-    await create_topics(kafka.kafka_bootstrap, catalog(kafka))
+    await create_topics(kafka, catalog(kafka))
     _allow_local_targets()
     children = {name: await asyncio.create_subprocess_exec(*argv) for name, argv in _processes()}
     api = load(ApiSettings)

@@ -13,10 +13,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from kjs.settings import KafkaSettings
 from schemas.v1.commands import COMMAND
 from topics.catalog import Catalog
 from topics.dlq import REASON
 from topics.producer import durable_producer
+from topics.security import aiokafka_config
 
 
 @dataclass(frozen=True)
@@ -28,11 +30,9 @@ class Letter:
     value: Any
 
 
-async def read_letters(bootstrap: str, cat: Catalog, limit: int = 100) -> list[Letter]:
+async def read_letters(kafka: KafkaSettings, cat: Catalog, limit: int = 100) -> list[Letter]:
     """The newest ``limit`` dead letters of every partition, oldest first."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
-    )
+    consumer = AIOKafkaConsumer(**aiokafka_config(kafka), group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
         tps = [TopicPartition(cat.dlq.name, p) for p in range(cat.dlq.partitions)]
@@ -73,11 +73,11 @@ class NotReplayable(ValueError):
     pass
 
 
-async def replay(bootstrap: str, cat: Catalog, partition: int, offset: int) -> str:
+async def replay(kafka: KafkaSettings, cat: Catalog, partition: int, offset: int) -> str:
     """Produce the replay command of the dead letter at partition/offset; returns the job id."""
     letters = [
         letter
-        for letter in await read_letters(bootstrap, cat, limit=1_000_000)
+        for letter in await read_letters(kafka, cat, limit=1_000_000)
         if letter.partition == partition and letter.offset == offset
     ]
     if not letters:
@@ -86,7 +86,7 @@ async def replay(bootstrap: str, cat: Catalog, partition: int, offset: int) -> s
     if not isinstance(value, dict) or "replay" not in value:
         raise NotReplayable("this dead letter is a rejected command: fix it and submit it anew")
     command = COMMAND.validate_python(value["replay"])
-    producer = durable_producer(bootstrap)
+    producer = durable_producer(kafka)
     await producer.start()
     try:
         await producer.send_and_wait(

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "KJS_"
@@ -25,6 +25,9 @@ class _Section(BaseSettings):
 
 
 class KafkaSettings(_Section):
+    # A validation error must not echo the input: it holds the SASL password.
+    model_config = SettingsConfigDict(hide_input_in_errors=True)
+
     kafka_bootstrap: str = "127.0.0.1:9092"
     # Prefix for every topic and consumer group name: lets tests and several installations
     # share one cluster without seeing each other's records.
@@ -32,6 +35,69 @@ class KafkaSettings(_Section):
     command_partitions: int = Field(default=6, ge=1, le=1024)
     due_partitions: int = Field(default=6, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1, le=16)
+    # Transport security of every Kafka client kjs opens (librdkafka, aiokafka, faust), mapped
+    # in topics/security.py. SASL_* needs a mechanism, a username and a password; the SSL
+    # files are PEM (the CA file verifies the broker; cert + key are for mutual TLS).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    # Off only for a broker whose certificate does not name the host it is reached by.
+    kafka_ssl_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _transport_security(self) -> KafkaSettings:
+        problems = kafka_security_problems(self)
+        if problems:
+            raise ValueError("Kafka transport security: " + "; ".join(problems))
+        return self
+
+
+def kafka_security_problems(kafka: KafkaSettings) -> list[str]:
+    """What is wrong with the KJS_KAFKA_SECURITY_PROTOCOL/SASL/SSL combination, if anything."""
+    protocol = kafka.kafka_security_protocol
+    sasl = protocol.startswith("SASL_")
+    tls = protocol in ("SSL", "SASL_SSL")
+    problems = []
+    given = {
+        "KJS_KAFKA_SASL_MECHANISM": kafka.kafka_sasl_mechanism is not None,
+        "KJS_KAFKA_SASL_USERNAME": kafka.kafka_sasl_username is not None,
+        "KJS_KAFKA_SASL_PASSWORD": kafka.kafka_sasl_password is not None,
+    }
+    if sasl:
+        missing = [name for name, is_set in given.items() if not is_set]
+        if missing:
+            problems.append(f"{protocol} needs {', '.join(missing)}")
+    elif any(given.values()):
+        named = ", ".join(name for name, is_set in given.items() if is_set)
+        problems.append(f"{named} set but KJS_KAFKA_SECURITY_PROTOCOL={protocol} is not SASL_*")
+    files = {
+        "KJS_KAFKA_SSL_CAFILE": kafka.kafka_ssl_cafile,
+        "KJS_KAFKA_SSL_CERTFILE": kafka.kafka_ssl_certfile,
+        "KJS_KAFKA_SSL_KEYFILE": kafka.kafka_ssl_keyfile,
+    }
+    if not tls:
+        names = [name for name, path in files.items() if path is not None]
+        if kafka.kafka_ssl_key_password is not None:
+            names.append("KJS_KAFKA_SSL_KEY_PASSWORD")
+        if names:
+            problems.append(
+                f"{', '.join(names)} set but KJS_KAFKA_SECURITY_PROTOCOL={protocol} is not "
+                "SSL or SASL_SSL"
+            )
+        return problems
+    for name, path in files.items():
+        if path is not None and not path.is_file():
+            problems.append(f"{name}={path} is not a file")
+    if (kafka.kafka_ssl_certfile is None) != (kafka.kafka_ssl_keyfile is None):
+        problems.append("KJS_KAFKA_SSL_CERTFILE and KJS_KAFKA_SSL_KEYFILE go together")
+    if kafka.kafka_ssl_key_password is not None and kafka.kafka_ssl_keyfile is None:
+        problems.append("KJS_KAFKA_SSL_KEY_PASSWORD needs KJS_KAFKA_SSL_KEYFILE")
+    return problems
 
 
 class DatabaseSettings(_Section):
@@ -95,10 +161,18 @@ class QuotaLimits(BaseModel):
     # Sustained create commands per second, and the burst above it (a token bucket).
     submissions_per_s: float = Field(default=0.0, ge=0)
     burst: int = Field(default=0, ge=0)
+    # Occurrences fired and runs triggered per UTC day (retries of a run are not counted).
+    executions_per_day: int = Field(default=0, ge=0)
+    # The largest job target, as JSON: its body, arguments, statement and parameters.
+    payload_bytes: int = Field(default=0, ge=0)
 
 
 class SecuritySettings(_Section):
     """Authentication, quotas and secrets (README "Security")."""
+
+    # A validation error must not echo the input: it holds the secret keys (and perhaps a
+    # private key pasted into KJS_JWT_PUBLIC_KEYS by mistake).
+    model_config = SettingsConfigDict(hide_input_in_errors=True)
 
     # Auth is on everywhere, `kjs dev` included; only this explicit switch turns it off,
     # and every process that reads it logs a loud warning.
@@ -116,6 +190,132 @@ class SecuritySettings(_Section):
     # Fernet keys (JSON list) sealing secrets in job targets at rest; the first seals, all
     # open (rotation). Empty: stored as given (still redacted in API responses).
     secret_keys: list[SecretStr] = Field(default_factory=list)
+    # JWT bearer tokens from an identity provider (README "JWT authentication"): off unless
+    # jwt_issuer is set. Verified against the issuer's JWKS (jwt_jwks_url: https, or http on
+    # loopback) and/or PEM public keys (a JSON list), with asymmetric jwt_algorithms only.
+    jwt_issuer: str | None = None
+    # The token's aud must include this; unset, a token of the issuer for any audience passes.
+    jwt_audience: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_public_keys: list[str] = Field(default_factory=list)
+    jwt_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    # The claim naming the tenant (the same shape as an API key's user id), and the claim
+    # holding the scopes ("read write" or a list; "kjs:read" too; other scopes are ignored).
+    jwt_user_claim: str = "sub"
+    jwt_scope_claim: str = "scope"
+    jwt_leeway_s: float = Field(default=30.0, ge=0, le=300)
+    # Fetched signing keys are reused this long; a token with an unknown kid refetches sooner.
+    jwt_jwks_cache_s: float = Field(default=300.0, ge=1, le=86400)
+
+    @property
+    def jwt_enabled(self) -> bool:
+        return bool(self.jwt_issuer)
+
+    @model_validator(mode="after")
+    def _tiers_exist(self) -> SecuritySettings:
+        # A misspelt tier would silently give the tenant the default limits.
+        unknown = sorted(
+            f"{user}: {tier!r}"
+            for user, tier in self.quota_tenant_tiers.items()
+            if tier not in self.quota_tiers
+        )
+        if unknown:
+            raise ValueError(
+                "KJS_QUOTA_TENANT_TIERS names tiers that KJS_QUOTA_TIERS lacks "
+                f"({', '.join(unknown)}); known: {', '.join(sorted(self.quota_tiers)) or 'none'}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _jwt_settings(self) -> SecuritySettings:
+        problems = self.jwt_problems()
+        if problems:
+            raise ValueError("JWT authentication: " + "; ".join(problems))
+        return self
+
+    def jwt_problems(self) -> list[str]:
+        """What is wrong with the KJS_JWT_* settings, if anything."""
+        from ipaddress import ip_address
+        from urllib.parse import urlsplit
+
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+        # Asymmetric only: "none" is unsigned, and HS* would let anyone holding the issuer's
+        # public key (it is public) forge tokens (algorithm confusion).
+        asymmetric = "RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512 ES256K EdDSA".split()
+        problems = []
+        if not self.jwt_algorithms:
+            problems.append("KJS_JWT_ALGORITHMS is empty")
+        for alg in self.jwt_algorithms:
+            if alg.lower() == "none":
+                problems.append("KJS_JWT_ALGORITHMS: 'none' (unsigned tokens) is never accepted")
+            elif alg.upper().startswith("HS"):
+                problems.append(
+                    f"KJS_JWT_ALGORITHMS: {alg!r} is refused: a symmetric algorithm lets "
+                    "anyone who has the issuer's public key forge tokens"
+                )
+            elif alg not in asymmetric:
+                problems.append(
+                    f"KJS_JWT_ALGORITHMS: unknown algorithm {alg!r}; known: {', '.join(asymmetric)}"
+                )
+        if not self.jwt_issuer:
+            named = [
+                name
+                for name, is_set in (
+                    ("KJS_JWT_AUDIENCE", self.jwt_audience),
+                    ("KJS_JWT_JWKS_URL", self.jwt_jwks_url),
+                    ("KJS_JWT_PUBLIC_KEYS", self.jwt_public_keys),
+                )
+                if is_set
+            ]
+            if named:
+                problems.append(
+                    f"{', '.join(named)} set but KJS_JWT_ISSUER is not (JWT authentication is "
+                    "off without an issuer)"
+                )
+            return problems
+        if not self.jwt_jwks_url and not self.jwt_public_keys:
+            problems.append("KJS_JWT_ISSUER needs KJS_JWT_JWKS_URL or KJS_JWT_PUBLIC_KEYS")
+        if self.jwt_jwks_url:
+            url = urlsplit(self.jwt_jwks_url)
+            host = url.hostname or ""
+            try:
+                loopback = host == "localhost" or ip_address(host).is_loopback
+            except ValueError:
+                loopback = False
+            if not host or not (url.scheme == "https" or (url.scheme == "http" and loopback)):
+                problems.append(
+                    f"KJS_JWT_JWKS_URL={self.jwt_jwks_url!r} must be an https URL (http only "
+                    "on a loopback address)"
+                )
+        for i, pem in enumerate(self.jwt_public_keys):
+            where = f"KJS_JWT_PUBLIC_KEYS[{i}]"
+            if "PRIVATE KEY" in pem:
+                problems.append(f"{where} is a private key; give the issuer's public key")
+                continue
+            try:
+                key = serialization.load_pem_public_key(pem.encode())
+            except ValueError:
+                problems.append(f"{where} is not a PEM public key (-----BEGIN PUBLIC KEY-----)")
+                continue
+            if isinstance(key, rsa.RSAPublicKey) and key.key_size < 2048:
+                problems.append(f"{where} is an RSA key of {key.key_size} bits (2048 at least)")
+            elif not isinstance(
+                key,
+                rsa.RSAPublicKey
+                | ec.EllipticCurvePublicKey
+                | ed25519.Ed25519PublicKey
+                | ed448.Ed448PublicKey,
+            ):
+                problems.append(f"{where} is not an RSA, EC or Ed25519/Ed448 public key")
+        for name, claim in (
+            ("KJS_JWT_USER_CLAIM", self.jwt_user_claim),
+            ("KJS_JWT_SCOPE_CLAIM", self.jwt_scope_claim),
+        ):
+            if not claim:
+                problems.append(f"{name} is empty")
+        return problems
 
 
 class ApiSettings(_Section):

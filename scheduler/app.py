@@ -32,7 +32,9 @@ from kjs.settings import (
     TargetSettings,
     load,
 )
+from scheduler.command_batches import CommandBatches
 from scheduler.commands import CommandHandler
+from scheduler.daily_budget import DailyBudget
 from scheduler.firing import Dispatcher
 from scheduler.kafka_io import FaustSender
 from scheduler.quotas import Quotas
@@ -43,10 +45,14 @@ from scheduler.shards import NotOwned, Shards
 from scheduler.store import Fenced
 from schemas.db import create_pool
 from topics.catalog import Catalog, catalog
+from topics.security import faust_broker, faust_credentials
 
 log = logging.getLogger(__name__)
 RESULT_BATCH = 500
 RESULT_BATCH_WAIT_S = 0.005
+# Commands likewise: a burst of submissions is stored a shard's run of creates at a time.
+COMMAND_BATCH = 500
+COMMAND_BATCH_WAIT_S = 0.005
 
 
 @dataclass
@@ -55,7 +61,7 @@ class Runtime:
 
     pool: asyncpg.Pool
     shards: Shards
-    commands: CommandHandler
+    commands: CommandBatches
     results: ResultHandler
 
 
@@ -79,7 +85,8 @@ class SchedulerApp:
         self._datadir = tempfile.mkdtemp(prefix="kjs-scheduler-")
         self.app = faust.App(
             self.catalog.scheduler_group,
-            broker=[f"kafka://{b.strip()}" for b in self.kafka.kafka_bootstrap.split(",")],
+            broker=faust_broker(self.kafka),
+            broker_credentials=faust_credentials(self.kafka),
             key_serializer="raw",
             value_serializer="raw",
             web_enabled=False,
@@ -128,19 +135,22 @@ class SchedulerApp:
                 )
                 sender = FaustSender(self.app)
                 dispatcher = Dispatcher(pool, sender, self.catalog)
-                shards = Shards(pool, dispatcher, self.settings, self.owner)
+                quotas = Quotas(load(SecuritySettings))
+                shards = Shards(pool, dispatcher, self.settings, self.owner, DailyBudget(quotas))
                 self._runtime = Runtime(
                     pool=pool,
                     shards=shards,
-                    commands=CommandHandler(
-                        shards,
-                        pool,
-                        sender,
-                        self.catalog,
-                        self.settings,
-                        load(TargetSettings),
-                        Quotas(load(SecuritySettings)),
-                        box_from(load(SecuritySettings).secret_keys, "scheduler"),
+                    commands=CommandBatches(
+                        CommandHandler(
+                            shards,
+                            pool,
+                            sender,
+                            self.catalog,
+                            self.settings,
+                            load(TargetSettings),
+                            quotas,
+                            box_from(load(SecuritySettings).secret_keys, "scheduler"),
+                        )
                     ),
                     results=ResultHandler(shards, pool, sender, self.catalog),
                 )
@@ -166,9 +176,11 @@ class SchedulerApp:
         shutil.rmtree(self._datadir, ignore_errors=True)
 
     async def _consume_commands(self, stream: Any) -> None:
-        async for event in stream.events():
+        # take_events acknowledges the batch only after this body has applied it.
+        async for events in stream.take_events(COMMAND_BATCH, within=COMMAND_BATCH_WAIT_S):
             rt = await self.runtime()
-            await self._guarded(rt.commands.handle, _record(event))
+            for outcome in await rt.commands.handle_batch([_record(e) for e in events]):
+                self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
 
     async def _consume_results(self, stream: Any) -> None:
         # Results come in bursts (a burst of due jobs finishing together); recording the
@@ -184,16 +196,6 @@ class SchedulerApp:
                 outcomes = ["fenced"]
             for outcome in outcomes:
                 self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
-
-    async def _guarded(self, handle: Any, record: Record) -> None:
-        try:
-            outcome = await handle(record)
-        except (Fenced, NotOwned) as exc:
-            # The shard moved to another instance, which re-reads this record from the
-            # last committed offset; our stale generation cannot commit past it.
-            log.warning("not applying %s: %s", record.source, exc)
-            outcome = "fenced"
-        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
 
 
 def _record(event: Any) -> Record:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -16,17 +17,23 @@ from pydantic import ValidationError
 from kjs.secrets import SecretBox
 from kjs.settings import SchedulerSettings, SecuritySettings, TargetSettings
 from scheduler import store
+from scheduler.daily_budget import DailyBudget
 from scheduler.deadletters import dead_letter
 from scheduler.firing import SCHEDULE, effective_due
 from scheduler.kafka_io import Sender
 from scheduler.metrics import COMMANDS
 from scheduler.occurrences import first_run
-from scheduler.quotas import ACTIVE_JOBS_SQL, QuotaExceeded, Quotas
+from scheduler.quotas import (
+    ACTIVE_JOBS_SQL,
+    PayloadTooLarge,
+    QuotaExceeded,
+    Quotas,
+    target_bytes,
+)
 from scheduler.records import Record
 from scheduler.retrying import until_available
 from scheduler.shards import NotOwned, OwnedShard, Shards
 from schemas.v1.commands import (
-    COMMAND,
     AnyCommand,
     CancelCommand,
     CreateCommand,
@@ -35,10 +42,12 @@ from schemas.v1.commands import (
     ResumeCommand,
     TriggerCommand,
     UpdateCommand,
+    decode_command,
 )
 from schemas.v1.ids import job_id_for_key, job_id_for_record
 from schemas.v1.schedules import OnceSchedule
 from schemas.v1.target_policy import check_target, describe
+from schemas.v1.targets import Target
 from topics.catalog import Catalog
 from topics.partitioner import partition_for
 
@@ -105,7 +114,7 @@ class CommandHandler:
             if record.value is None:
                 raise Rejected("empty value")
             try:
-                command = COMMAND.validate_json(record.value)
+                command = decode_command(record.value)
             except ValidationError as exc:
                 raise Rejected(format_errors(exc)) from None
             kind = command.type
@@ -175,9 +184,19 @@ class CommandHandler:
         return "cancelled"
 
     async def _trigger(self, command: TriggerCommand, partition: int, shard: OwnedShard) -> str:
-        triggered = await store.trigger_job(
-            self.pool, partition, shard.epoch, command.user_id, command.job_id, datetime.now(UTC)
-        )
+        now = datetime.now(UTC)
+        try:
+            triggered = await store.trigger_job(
+                self.pool,
+                partition,
+                shard.epoch,
+                command.user_id,
+                command.job_id,
+                now,
+                partial(DailyBudget(self.quotas).take_one, user_id=command.user_id, now=now),
+            )
+        except QuotaExceeded as exc:
+            raise Rejected(f"quota: {exc.reason}") from None
         if isinstance(triggered, str):
             raise Rejected(f"trigger: job {command.job_id} is {triggered}")
         shard.timer.offer_retry(triggered.execution_id, triggered.due_at)
@@ -201,7 +220,9 @@ class CommandHandler:
         elif isinstance(command, ResumeCommand):
             allowed, changes = ("paused",), _set(status="scheduled")
         else:
-            allowed, changes = ("scheduled", "paused"), _sealed(self.secrets, command.changes, now)
+            if command.changes.target is not None:
+                self._within_payload(command.user_id, command.changes.target)
+            allowed, changes = ("scheduled", "paused"), _sealed(self.secrets, command, now)
         changed = await store.change_job(
             self.pool, partition, shard.epoch, command.user_id, command.job_id, allowed, changes
         )
@@ -215,13 +236,19 @@ class CommandHandler:
             )
         return {"pause": "paused", "resume": "resumed", "update": "updated"}[command.type]
 
+    def _within_payload(self, user_id: str, target: Target) -> None:
+        try:
+            self.quotas.check_payload(user_id, target_bytes(target))
+        except PayloadTooLarge as exc:
+            raise Rejected(f"quota: {exc.reason}") from None
+
     async def _within_quotas(self, user_id: str, job_id: UUID, record: Record) -> None:
         """Rejected ("quota: ...") past the tenant's limits. This shard sees every command of
         the tenant, so its count is the authoritative one; a redelivered create of a job that is
         already stored is not counted again (the insert reports it as a duplicate)."""
-        cap = self.quotas.active_cap(user_id)
-        if cap is None and not self.quotas.limits_for(user_id).submissions_per_s:
+        if not self.quotas.counts_creates(user_id):
             return
+        cap = self.quotas.active_cap(user_id)
         if await self.pool.fetchval("SELECT 1 FROM kjs_jobs WHERE job_id = $1", job_id):
             return
         try:
@@ -233,9 +260,13 @@ class CommandHandler:
         except QuotaExceeded as exc:
             raise Rejected(f"quota: {exc.reason}") from None
 
-    async def _create(self, command: CreateCommand, record: Record, shard: OwnedShard) -> str:
+    def new_job(
+        self, command: CreateCommand, record: Record, now: datetime
+    ) -> tuple[store.NewJob, datetime]:
+        """The row a create command stores, and when it is first due; ``Rejected`` when a
+        check refuses it (the past, the operator's policy, the payload limit, no occurrence).
+        Pure: the quotas that count (active jobs, submissions) are checked by the caller."""
         job = command.job
-        now = datetime.now(UTC)
         if isinstance(job.schedule, OnceSchedule):
             grace = timedelta(seconds=self.settings.past_grace_s)
             if job.schedule.at < now - grace:
@@ -246,32 +277,33 @@ class CommandHandler:
         violations = check_target(job.target, self.targets, self.reserved_topics)
         if violations:
             raise Rejected(f"target refused by the operator's policy: {describe(violations)}")
+        self._within_payload(job.user_id, job.target)
         first = first_run(job.schedule, now, anchor=now)
         if first is None:
             raise Rejected("schedule has no future occurrence")
         job_id = job_id_of(command, record)
-        await self._within_quotas(job.user_id, job_id, record)
-        inserted = await store.insert_job(
-            self.pool,
-            shard.epoch,
-            store.NewJob(
-                job_id=job_id,
-                user_id=job.user_id,
-                shard=record.partition,
-                name=job.name,
-                idempotency_key=job.idempotency_key,
-                schedule=job.schedule.model_dump(mode="json"),
-                target=self.secrets.seal_target(job.target.model_dump(mode="json")),
-                priority=job.priority,
-                retry=job.retry.model_dump(mode="json"),
-                next_run_at=first,
-                created_at=now,
-                source=record.source,
-            ),
+        row = store.NewJob(
+            job_id=job_id,
+            user_id=job.user_id,
+            shard=record.partition,
+            name=job.name,
+            idempotency_key=job.idempotency_key,
+            schedule=job.schedule.model_dump(mode="json"),
+            target=self.secrets.seal_target(job.target.model_dump(mode="json"), job.user_id),
+            priority=job.priority,
+            retry=job.retry.model_dump(mode="json"),
+            next_run_at=first,
+            created_at=now,
+            source=record.source,
         )
-        if not inserted:
+        return row, effective_due(job.schedule, job_id, first)
+
+    async def _create(self, command: CreateCommand, record: Record, shard: OwnedShard) -> str:
+        row, due = self.new_job(command, record, datetime.now(UTC))
+        await self._within_quotas(row.user_id, row.job_id, record)
+        if not await store.insert_job(self.pool, shard.epoch, row):
             return "duplicate"
-        shard.timer.offer(job_id, effective_due(job.schedule, job_id, first))
+        shard.timer.offer(row.job_id, due)
         return "created"
 
 
@@ -280,15 +312,15 @@ def _set(**values: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
 
 
 def _sealed(
-    secrets: SecretBox, changes: JobChanges, now: datetime
+    secrets: SecretBox, command: UpdateCommand, now: datetime
 ) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """``_update``'s columns, with a new target's secrets sealed as a created job's are."""
-    columns = _update(changes, now)
+    columns = _update(command.changes, now)
 
     def sealed(row: dict[str, Any]) -> dict[str, Any]:
         values = columns(row)
         if "target" in values:
-            values["target"] = secrets.seal_target(values["target"])
+            values["target"] = secrets.seal_target(values["target"], command.user_id)
         return values
 
     return sealed

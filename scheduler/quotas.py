@@ -10,6 +10,10 @@ instead of finding a dead letter later.
   ``burst`` above it). On the Kafka path the clock is the record's own timestamp, so a backlog
   that built up while the scheduler was down is judged at the pace it was submitted, and a
   replay of the same records decides the same way.
+- **Executions per day**: occurrences fired and runs triggered per UTC day, counted in
+  ``kjs_tenant_usage`` by the owning shard in the transaction that fires them
+  (``scheduler.daily_budget``). Retries of a run are not counted: the run was.
+- **Payload size**: the job's target as JSON (body, arguments, statement, parameters).
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from pydantic import BaseModel
 
 from kjs.settings import QuotaLimits, SecuritySettings
 
@@ -29,9 +36,25 @@ SELECT count(*) FROM (
     LIMIT $2
 ) active
 """
+DAILY_USAGE_SQL = "SELECT executions FROM kjs_tenant_usage WHERE user_id = $1 AND day = $2"
 # How long a client refused for its active-job count is told to wait.
 ACTIVE_RETRY_AFTER_S = 60
 _MAX_TENANTS = 100_000
+
+
+def usage_day(now: datetime) -> date:
+    """The UTC day a run counts against (``now`` must be aware)."""
+    return now.astimezone(UTC).date()
+
+
+def next_day_start(now: datetime) -> datetime:
+    """When the daily budget is full again: the next UTC midnight."""
+    return datetime.combine(usage_day(now) + timedelta(days=1), time(0), tzinfo=UTC)
+
+
+def target_bytes(target: BaseModel) -> int:
+    """A target's size for the payload limit: its JSON, as the shard stores it."""
+    return len(target.model_dump_json().encode())
 
 
 class QuotaExceeded(Exception):
@@ -87,6 +110,11 @@ class Quotas:
             )
         bucket.tokens -= 1.0
 
+    def counts_creates(self, user_id: str) -> bool:
+        """Whether a create of this tenant needs counting (an active-job or rate limit)."""
+        limits = self.limits_for(user_id)
+        return bool(limits.active_jobs or limits.submissions_per_s)
+
     def active_cap(self, user_id: str) -> int | None:
         """The active-job limit, or None when unlimited (then nothing needs counting)."""
         limit = self.limits_for(user_id).active_jobs
@@ -100,3 +128,28 @@ class Quotas:
                 f"{limit} active jobs (scheduled, paused or queued) is the limit",
                 ACTIVE_RETRY_AFTER_S,
             )
+
+    def executions_cap(self, user_id: str) -> int | None:
+        """The executions-per-day limit, or None when unlimited (then nothing is counted)."""
+        return self.limits_for(user_id).executions_per_day or None
+
+    def check_executions(self, user_id: str, used: int, now: datetime) -> None:
+        """Refuse one more run today when ``used`` runs already reach the daily limit."""
+        limit = self.limits_for(user_id).executions_per_day
+        if limit and used >= limit:
+            wait = (next_day_start(now) - now).total_seconds()
+            raise QuotaExceeded(f"{limit} executions per day (UTC) is the limit", wait)
+
+    def check_payload(self, user_id: str, size: int) -> None:
+        """Refuse a target whose JSON is larger than the tenant's payload limit."""
+        limit = self.limits_for(user_id).payload_bytes
+        if limit and size > limit:
+            raise PayloadTooLarge(f"the target is {size} bytes as JSON; the limit is {limit}")
+
+
+class PayloadTooLarge(Exception):
+    """A target over the tenant's payload limit: waiting does not help (413, not 429)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -16,6 +16,7 @@ import asyncpg
 
 from kjs.settings import SchedulerSettings
 from scheduler import store
+from scheduler.daily_budget import DailyBudget
 from scheduler.firing import Dispatcher
 from scheduler.metrics import DUE_NOT_FIRED, SHARDS_OWNED, TIMER_HELD
 from scheduler.timer import ShardTimer
@@ -44,8 +45,10 @@ class Shards:
         dispatcher: Dispatcher,
         settings: SchedulerSettings,
         owner: str,
+        budget: DailyBudget | None = None,
     ) -> None:
         self._pool = pool
+        self._budget = budget
         self._dispatcher = dispatcher
         self._settings = settings
         self._owner = owner
@@ -71,7 +74,9 @@ class Shards:
         await self.revoke(set(self._owned) - wanted)
         for shard in sorted(wanted - set(self._owned)):
             epoch = await store.claim_shard(self._pool, shard, self._owner)
-            timer = ShardTimer(shard, epoch, self._pool, self._dispatcher, self._settings)
+            timer = ShardTimer(
+                shard, epoch, self._pool, self._dispatcher, self._settings, self._budget
+            )
             task = asyncio.create_task(self._run_timer(timer), name=f"kjs-shard-{shard}")
             self._owned[shard] = OwnedShard(timer, task)
             log.info("shard %s assigned (epoch %s)", shard, epoch, extra={"shard": shard})

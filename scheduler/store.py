@@ -127,30 +127,42 @@ async def _fence(conn: asyncpg.Connection, shard: int, epoch: int) -> None:
 
 async def insert_job(pool: asyncpg.Pool, epoch: int, job: NewJob) -> bool:
     """Insert a job once; a repeat (same job_id, or same user and idempotency key) is a no-op."""
+    return job.job_id in await insert_jobs(pool, job.shard, epoch, [job])
+
+
+async def insert_jobs(pool: asyncpg.Pool, shard: int, epoch: int, jobs: list[NewJob]) -> set[UUID]:
+    """Insert a shard's jobs in one fenced statement; returns the ids it inserted. A repeat
+    (same job_id, or same user and idempotency key, in the table or earlier in ``jobs``) is
+    skipped, so a redelivered batch inserts nothing twice."""
     async with pool.acquire() as conn, conn.transaction():
-        await _fence(conn, job.shard, epoch)
-        status = await conn.execute(
+        await _fence(conn, shard, epoch)
+        rows = await conn.fetch(
             """
             INSERT INTO kjs_jobs (job_id, user_id, shard, name, idempotency_key, schedule,
                                   target, priority, retry, status, next_run_at, created_at,
                                   updated_at, source)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'scheduled', $10, $11, $11, $12)
+            SELECT j, u, $1, n, k, s, t, p, r, 'scheduled', nx, c, c, src
+            FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::jsonb[],
+                        $7::jsonb[], $8::text[], $9::jsonb[], $10::timestamptz[],
+                        $11::timestamptz[], $12::text[])
+                 AS t(j, u, n, k, s, t, p, r, nx, c, src)
             ON CONFLICT DO NOTHING
+            RETURNING job_id
             """,
-            job.job_id,
-            job.user_id,
-            job.shard,
-            job.name,
-            job.idempotency_key,
-            job.schedule,
-            job.target,
-            job.priority,
-            job.retry,
-            job.next_run_at,
-            job.created_at,
-            job.source,
+            shard,
+            [j.job_id for j in jobs],
+            [j.user_id for j in jobs],
+            [j.name for j in jobs],
+            [j.idempotency_key for j in jobs],
+            [j.schedule for j in jobs],
+            [j.target for j in jobs],
+            [j.priority for j in jobs],
+            [j.retry for j in jobs],
+            [j.next_run_at for j in jobs],
+            [j.created_at for j in jobs],
+            [j.source for j in jobs],
         )
-    return bool(status == "INSERT 0 1")
+    return {r["job_id"] for r in rows}
 
 
 async def cancel_job(pool: asyncpg.Pool, shard: int, epoch: int, user_id: str, job_id: UUID) -> str:
@@ -617,12 +629,20 @@ async def queue_retries(
 
 
 async def trigger_job(
-    pool: asyncpg.Pool, shard: int, epoch: int, user_id: str, job_id: UUID, now: datetime
+    pool: asyncpg.Pool,
+    shard: int,
+    epoch: int,
+    user_id: str,
+    job_id: UUID,
+    now: datetime,
+    count_run: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
 ) -> DueRetry | str:
     """Add one extra run of a job, due now; ``unknown`` or ``cancelled`` when refused.
 
     The extra run is an occurrence of its own (scheduled_for = now), so it never collides
     with a scheduled one, and a one-time job that had finished is 'queued' again.
+    ``count_run`` (the executions-per-day quota) counts it in the same transaction, or
+    raises to refuse it.
     """
     async with pool.acquire() as conn, conn.transaction():
         await _fence(conn, shard, epoch)
@@ -635,6 +655,8 @@ async def trigger_job(
             return "unknown"
         if job["status"] == "cancelled":
             return "cancelled"
+        if count_run is not None:
+            await count_run(conn)
         execution_id = execution_id_for(job_id, now, 1)
         await conn.execute(
             """
@@ -665,12 +687,19 @@ async def fire_due(
     job_ids: list[UUID],
     until: datetime,
     plan: Callable[[FiringJob], Fired],
+    ration: Callable[[asyncpg.Connection, list[Fired]], Awaitable[list[Fired]]] | None = None,
 ) -> list[Fired]:
-    """Lock the due jobs, let ``plan`` compute each occurrence, and write it, atomically."""
+    """Lock the due jobs, let ``plan`` compute each occurrence, and write it, atomically.
+
+    ``ration`` (the executions-per-day quota) may trim the planned runs, in the same
+    transaction, so the day's count and the execution rows commit together.
+    """
     async with pool.acquire() as conn, conn.transaction():
         await _fence(conn, shard, epoch)
         jobs = await lock_firing(conn, shard, job_ids, until)
         fired = [plan(job) for job in jobs]
+        if fired and ration is not None:
+            fired = await ration(conn, fired)
         if fired:
             await write_fired(conn, shard, fired)
     return fired

@@ -21,6 +21,7 @@ import asyncpg
 
 from kjs.settings import SchedulerSettings
 from scheduler import store
+from scheduler.daily_budget import DailyBudget
 from scheduler.firing import Dispatcher, due_of, plan, resend_outbox
 from scheduler.metrics import DUE_NOT_FIRED, SKIPPED, TIMER_HELD
 from scheduler.retrying import until_available
@@ -49,8 +50,10 @@ class ShardTimer:
         pool: asyncpg.Pool,
         dispatcher: Dispatcher,
         settings: SchedulerSettings,
+        budget: DailyBudget | None = None,
     ) -> None:
         self.shard = shard
+        self._budget = budget
         self.epoch = epoch
         self._pool = pool
         self._dispatcher = dispatcher
@@ -154,6 +157,7 @@ class ShardTimer:
                 batch[JOB],
                 until,
                 partial(plan, now=now, lead=self._lead),
+                None if self._budget is None else partial(self._budget.apply, now=now),
             )
             for f in fired:
                 occurrences += f.occurrences

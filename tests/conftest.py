@@ -7,6 +7,7 @@ so a run never sees another run's rows or records.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -36,23 +37,31 @@ async def services() -> None:
     await up(InfraSettings())
 
 
-@pytest.fixture(scope="session")
-async def database_url(services: None) -> AsyncIterator[str]:
+@contextlib.asynccontextmanager
+async def fresh_database(name: str) -> AsyncIterator[str]:
+    """A new, migrated database on the test Postgres (its DSN), dropped afterwards."""
     admin = _admin_dsn()
-    name = f"kjs_test_{RUN_ID}"
     conn = await asyncpg.connect(admin)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
     dsn = admin.rsplit("/", 1)[0] + "/" + name
-    await migrate_url(dsn)
-    yield dsn
-    conn = await asyncpg.connect(admin)
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await migrate_url(dsn)
+        yield dsn
     finally:
-        await conn.close()
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url(services: None) -> AsyncIterator[str]:
+    async with fresh_database(f"kjs_test_{RUN_ID}") as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +79,7 @@ def kafka_settings() -> KafkaSettings:
 @pytest.fixture(scope="session")
 async def topic_catalog(services: None, kafka_settings: KafkaSettings) -> Catalog:
     cat = catalog(kafka_settings)
-    await create_topics(kafka_settings.kafka_bootstrap, cat)
+    await create_topics(kafka_settings, cat)
     return cat
 
 

@@ -3,23 +3,70 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
+from typing import Any
 
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from kjs.settings import KafkaSettings
 from topics.catalog import Catalog, TopicSpec
+from topics.security import librdkafka_config
 
 
 class TopicLayoutError(RuntimeError):
     pass
 
 
-def admin_client(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap})
+class KafkaRefused(RuntimeError):
+    """The broker refused the connection: wrong SASL credentials or a failed TLS handshake."""
+
+
+class _Admin(AdminClient):
+    """An admin client that keeps the authentication and TLS errors librdkafka reports, which
+    otherwise surface only as a metadata timeout ("broker transport failure")."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        refusals: list[str] = []
+
+        # A closure over the list, not a bound method: no cycle, so the client (and its
+        # threads and connections) is freed as soon as the caller drops it.
+        def on_error(error: KafkaError) -> None:
+            if error.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL):
+                refusals.append(error.str())
+
+        with_callback: dict[str, Any] = {**config, "error_cb": on_error}
+        super().__init__(with_callback)
+        self.refusals = refusals
+
+
+def admin_client(kafka: KafkaSettings) -> AdminClient:
+    return _Admin(librdkafka_config(kafka))
+
+
+def _raise_if_refused(admin: AdminClient) -> None:
+    admin.poll(0)  # serves error_cb
+    refusals = getattr(admin, "refusals", None)
+    if refusals:
+        raise KafkaRefused(
+            f"Kafka refused the connection: {refusals[-1]}. Check KJS_KAFKA_SECURITY_PROTOCOL, "
+            "KJS_KAFKA_SASL_* and KJS_KAFKA_SSL_*."
+        )
 
 
 async def existing_partitions(admin: AdminClient, timeout_s: float = 10.0) -> dict[str, int]:
-    metadata = await asyncio.to_thread(admin.list_topics, timeout=timeout_s)
+    # Short attempts, so that refused credentials fail in about a second, not at the deadline.
+    deadline = time.monotonic() + timeout_s
+    while True:
+        attempt = max(0.1, min(1.0, deadline - time.monotonic()))
+        try:
+            metadata = await asyncio.to_thread(admin.list_topics, timeout=attempt)
+            break
+        except KafkaException:
+            _raise_if_refused(admin)
+            if time.monotonic() >= deadline:
+                raise
     return {name: len(t.partitions) for name, t in metadata.topics.items() if t.error is None}
 
 
@@ -47,9 +94,9 @@ def check_layout(cat: Catalog, existing: dict[str, int]) -> None:
         )
 
 
-async def create_topics(bootstrap: str, cat: Catalog, timeout_s: float = 30.0) -> list[str]:
+async def create_topics(kafka: KafkaSettings, cat: Catalog, timeout_s: float = 30.0) -> list[str]:
     """Create missing topics; returns the names created. Safe to run again."""
-    admin = admin_client(bootstrap)
+    admin = admin_client(kafka)
     existing = await existing_partitions(admin)
     check_layout(cat, existing)
     missing = [spec for spec in cat.all() if spec.name not in existing]

@@ -46,7 +46,7 @@ class LagOptions:
 
 def monitor_for(kafka: KafkaSettings, options: LagOptions) -> LagMonitor:
     groups = monitored_groups(kafka, options.groups, options.include_kjs)
-    reader = LagReader(kafka.kafka_bootstrap)
+    reader = LagReader(kafka)
     return LagMonitor(reader, groups, options.thresholds, options.drain_target_s)
 
 

@@ -38,7 +38,9 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from kjs.settings import KafkaSettings
 from topics.lag_figures import offset_lag, read_position
+from topics.security import aiokafka_config, librdkafka_config
 
 Key = tuple[str, int]
 
@@ -92,17 +94,17 @@ class LagReader:
 
     def __init__(
         self,
-        bootstrap: str,
+        kafka: KafkaSettings,
         *,
         record_timeout_s: float = RECORD_TIMEOUT_S,
         admin_timeout_s: float = ADMIN_TIMEOUT_S,
     ) -> None:
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.record_timeout_s = record_timeout_s
         self.admin_timeout_s = admin_timeout_s
         self._admin = AdminClient(
             {
-                "bootstrap.servers": bootstrap,
+                **librdkafka_config(kafka),
                 "client.id": "kjs-lag",
                 "socket.connection.setup.timeout.ms": int(admin_timeout_s * 1000),
             }
@@ -213,7 +215,7 @@ class LagReader:
             return (p.topic, p.partition, read_position(p.committed, p.start))
 
         keys = {k for g in reads for p in g.partitions if (k := wanted(p)) is not None}
-        found = await record_timestamps(self.bootstrap, keys, self.record_timeout_s)
+        found = await record_timestamps(self.kafka, keys, self.record_timeout_s)
         out = []
         for g in reads:
             rows = []
@@ -225,7 +227,7 @@ class LagReader:
 
 
 async def record_timestamps(
-    bootstrap: str, wanted: set[tuple[str, int, int]], timeout_s: float
+    kafka: KafkaSettings, wanted: set[tuple[str, int, int]], timeout_s: float
 ) -> dict[tuple[str, int, int], float | None]:
     """The timestamp (s) of the first record at or after each (topic, partition, offset).
 
@@ -242,7 +244,7 @@ async def record_timestamps(
         pending.setdefault((topic, partition), []).append(offset)
     found: dict[tuple[str, int, int], float | None] = {}
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **aiokafka_config(kafka),
         group_id=None,
         client_id="kjs-lag-records",
         enable_auto_commit=False,

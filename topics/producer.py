@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from aiokafka import AIOKafkaProducer
 
+from kjs.settings import KafkaSettings
+from topics.security import aiokafka_config
 
-def durable_producer(bootstrap: str, *, linger_ms: int = 0) -> AIOKafkaProducer:
+
+def durable_producer(kafka: KafkaSettings, *, linger_ms: int = 0) -> AIOKafkaProducer:
     # aiokafka's default partitioner is Java's murmur2, so keys land where faust and
     # the Java clients expect them.
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        **aiokafka_config(kafka),
         acks="all",
         enable_idempotence=True,
         linger_ms=linger_ms,

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TypeVar
 
 from aiokafka.structs import ConsumerRecord
 from pydantic import BaseModel, ValidationError
 
-from kjs.secrets import PREFIX, SecretBox, SecretError
+from kjs.secrets import (
+    SECRETS,
+    SecretBox,
+    SecretError,
+    fill_placeholders,
+    is_sealed,
+    scrub,
+    secret_values,
+)
 from schemas.v1.events import DueEvent, ResultEvent
 from topics.dlq import DEAD_LETTERS, DeadLetter
 from workers.claims import Claimer
@@ -65,12 +73,26 @@ def dead_letter_for(record: ConsumerRecord, reason: str) -> DeadLetter:
 T = TypeVar("T", bound=BaseModel)
 
 
-def opened(secrets: SecretBox, target: T) -> T:
-    """The target with its sealed secrets opened (kjs.secrets); as it is when it has none."""
-    parts = [getattr(target, part, None) or {} for part in ("headers", "env")]
-    if not any(isinstance(v, str) and v.startswith(PREFIX) for p in parts for v in p.values()):
+def opened(secrets: SecretBox, target: T, user_id: str) -> T:
+    """The target as it is to run: its sealed secrets opened for the job's tenant and its
+    ``{{secrets.NAME}}`` placeholders filled (kjs.secrets); as it is when it has neither."""
+    data = target.model_dump(mode="json")
+    if not is_sealed(data) and not data.get(SECRETS):
         return target
-    return type(target).model_validate(secrets.open_target(target.model_dump(mode="json")))
+    return type(target).model_validate(fill_placeholders(secrets.open_target(data, user_id)))
+
+
+def scrubbed(outcome: Outcome, target: BaseModel) -> Outcome:
+    """The outcome without the target's secret values in its excerpt or error (a target that
+    echoes its Authorization header must not put it in the execution log)."""
+    values = secret_values(target.model_dump(mode="json"))
+    if not values:
+        return outcome
+    return replace(
+        outcome,
+        output_excerpt=scrub(outcome.output_excerpt, values),
+        error=scrub(outcome.error, values),
+    )
 
 
 @dataclass(frozen=True)
@@ -185,11 +207,11 @@ class ExecutionService:
     async def _run(self, event: DueEvent) -> Outcome:
         attempt = Attempt(event.execution_id, event.job_id, event.user_id, event.attempt)
         try:
-            target = opened(self.secrets, event.target)
+            target = opened(self.secrets, event.target, event.user_id)
         except SecretError as exc:
             return Outcome.failure(str(exc), retryable=False)
         try:
-            return await self.registry.run(target, attempt)
+            return scrubbed(await self.registry.run(target, attempt), target)
         except Exception as exc:
             # The execution is claimed: it must be reported, whatever the runner did.
             log.exception("runner for %s raised", event.target.type, extra=_context(event))

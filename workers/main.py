@@ -35,6 +35,7 @@ from schemas.db import StoreUnavailable, create_pool
 from schemas.v1.addresses import AddressGuard
 from topics.catalog import catalog
 from topics.producer import durable_producer
+from topics.security import aiokafka_config
 from workers.backoff import DEFAULT_BACKOFF
 from workers.claims import Claimer
 from workers.execution import ExecutionService
@@ -149,7 +150,7 @@ class Worker:
         closed by ``stack`` in reverse order, so a start that fails halfway leaves nothing
         open."""
         cat = catalog(self._kafka)
-        producer = durable_producer(self._kafka.kafka_bootstrap)
+        producer = durable_producer(self._kafka)
         await producer.start()
         stack.push_async_callback(producer.stop)
         # Every connection's DNS answers pass the SSRF guard (workers.targets.http).
@@ -177,7 +178,7 @@ class Worker:
             secrets=self._secrets,
         )
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._kafka.kafka_bootstrap,
+            **aiokafka_config(self._kafka),
             group_id=cat.worker_group(self.lane),
             client_id=self.id,
             enable_auto_commit=False,

@@ -108,3 +108,11 @@ CREATE TABLE kjs_api_keys (
 );
 
 CREATE INDEX kjs_api_keys_by_user ON kjs_api_keys (user_id, created_at);
+
+-- Per-tenant daily usage (0006), for the executions-per-day quota; written by the owning shard.
+CREATE TABLE kjs_tenant_usage (
+    user_id     text NOT NULL CHECK (length(user_id) BETWEEN 1 AND 128),
+    day         date NOT NULL,
+    executions  integer NOT NULL DEFAULT 0 CHECK (executions >= 0),
+    PRIMARY KEY (user_id, day)
+);

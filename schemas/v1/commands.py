@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from schemas.v1.jobs import USER_ID_FIELD, Priority, RetryPolicy, SubmittedJob, UserId
 from schemas.v1.schedules import Schedule
@@ -90,3 +91,26 @@ AnyCommand = (
 )
 Command = Annotated[AnyCommand, Field(discriminator="type")]
 COMMAND = TypeAdapter[AnyCommand](Command)
+
+
+def integral_float(error: ErrorDetails) -> bool:
+    """A strict-mode complaint about ``3.0`` for an integer, which JSON Schema allows."""
+    value = error["input"]
+    return error["type"] == "int_type" and isinstance(value, float) and value.is_integer()
+
+
+def decode_command(raw: bytes | str) -> AnyCommand:
+    """A ``jobs.commands`` record value as a command, exactly as the exported JSON Schema says.
+
+    Strict JSON validation: a number must be a JSON number (not ``"30"``, not ``true``) and a
+    date-time an RFC 3339 string (not a Unix timestamp); ``COMMAND.validate_json`` alone
+    would coerce those. The one leniency is JSON Schema's own: ``3.0`` is an integer.
+    Raises ``pydantic.ValidationError``.
+    """
+    try:
+        return COMMAND.validate_json(raw, strict=True)
+    except ValidationError as exc:
+        if not all(integral_float(error) for error in exc.errors()):
+            raise
+    # Only integral floats were refused; every other field passed the strict validation.
+    return COMMAND.validate_json(raw)

@@ -3,15 +3,58 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 # A croniter "random" field: R, R(1-5), R/3 (hashed H needs a hash id and is refused anyway).
 _RANDOM = re.compile(r"[Rr](\(\d+-\d+\))?(/\d+)?")
+
+# The instants a schedule may name. Python's datetime ends at 9999-12-31 in every zone, so
+# 9999-12-31T23:00-14:00 (year 10000 in UTC) or 0001-01-01T00:00+14:00 (year 0) cannot even
+# be converted to UTC, and occurrences computed near the end of time overflow. Far inside
+# both ends, so schedule arithmetic (an interval step, a cron search, jitter) never leaves
+# the representable range.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _within_range(value: datetime) -> datetime:
+    # Comparing aware datetimes subtracts their offsets, which overflows at the very ends:
+    # compare naive UTC wall times computed without leaving the range.
+    offset = value.utcoffset()
+    assert offset is not None  # AwareDatetime
+    naive = value.replace(tzinfo=None)
+    if (
+        naive.year <= 1
+        or naive.year >= 9999
+        or not (EARLIEST.replace(tzinfo=None) <= naive - offset < LATEST.replace(tzinfo=None))
+    ):
+        raise ValueError(
+            f"must be between {EARLIEST.isoformat()} and {LATEST.isoformat()} (exclusive)"
+        )
+    return value
+
+
+# An aware date-time (RFC 3339 with an offset) between EARLIEST and LATEST.
+Instant = Annotated[
+    AwareDatetime,
+    AfterValidator(_within_range),
+    Field(
+        description="RFC 3339 date-time with an offset, from 1970-01-01 to before 9000-01-01 UTC"
+    ),
+]
 
 
 class _Input(BaseModel):
@@ -38,8 +81,8 @@ class DstPolicy(_Input):
 class _Recurring(_Input):
     """Bounds and policies shared by recurring schedules."""
 
-    start_at: AwareDatetime | None = None
-    end_at: AwareDatetime | None = None
+    start_at: Instant | None = None
+    end_at: Instant | None = None
     max_runs: int | None = Field(default=None, ge=1)
     # Each occurrence starts a random delay in [0, jitter_s) after its time; the delay is a
     # function of (job, occurrence), so a restart does not move it.
@@ -62,7 +105,7 @@ class _Recurring(_Input):
 
 class OnceSchedule(_Input):
     type: Literal["once"]
-    at: AwareDatetime
+    at: Instant
 
 
 class CronSchedule(_Recurring):

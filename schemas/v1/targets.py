@@ -2,9 +2,55 @@
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
+
+# How deeply a JSON value in a target (a body, a record value, SQL parameters) may nest. Real
+# payloads nest a handful of levels; a deeper one is a mistake or an attack on every parser
+# and serializer it passes through (the API's, the command log's, the worker's).
+MAX_JSON_DEPTH = 64
+
+
+def _plain_json(value: Any) -> Any:
+    """``value`` if it is JSON that every consumer reads the same: finite numbers, bounded depth.
+
+    NaN and Infinity are not JSON (RFC 8259); Python's parser accepts them, and pydantic would
+    write them out as ``null``, so the job would send something else than it was given.
+    Walked with an explicit stack, so a deep value cannot exhaust the interpreter's.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("numbers must be finite (NaN and Infinity are not JSON)")
+        if isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"must not nest deeper than {MAX_JSON_DEPTH} levels")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return value
+
+
+# Any JSON value, with finite numbers and at most MAX_JSON_DEPTH levels of nesting.
+JsonData = Annotated[Any, AfterValidator(_plain_json)]
+
+
+# {{secrets.NAME}}: a reference from an HTTP target's headers or body to one of its secrets.
+PLACEHOLDER = re.compile(r"\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_]{0,63})\s*\}\}")
+SecretName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+
+
+def _placeholders(value: Any) -> set[str]:
+    if isinstance(value, str):
+        return set(PLACEHOLDER.findall(value))
+    if isinstance(value, dict):
+        return {n for v in value.values() for n in _placeholders(v)}
+    if isinstance(value, list):
+        return {n for v in value for n in _placeholders(v)}
+    return set()
 
 
 class _Input(BaseModel):
@@ -17,10 +63,24 @@ class HttpTarget(_Input):
     url: AnyHttpUrl
     headers: dict[str, str] = Field(default_factory=dict)
     # A JSON value is sent as JSON; a string is sent as it is.
-    body: Any = None
+    body: JsonData = None
     timeout_s: float = Field(default=10.0, gt=0, le=3600)
     # The statuses that count as success; empty means any 2xx.
     success_statuses: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=list)
+    # Values sealed at rest and never shown back; header values and body strings refer to
+    # them as {{secrets.NAME}}, filled in by the worker just before the request.
+    # (Values are not bounded here: the same model carries them sealed, a third longer.)
+    secrets: dict[SecretName, str] = Field(default_factory=dict, max_length=32)
+
+    @model_validator(mode="after")
+    def _placeholders_name_secrets(self) -> HttpTarget:
+        for part, value in (("headers", self.headers), ("body", self.body)):
+            unknown = sorted(_placeholders(value) - set(self.secrets))
+            if unknown:
+                raise ValueError(
+                    f"{part} refers to {{{{secrets.{unknown[0]}}}}}, which is not in secrets"
+                )
+        return self
 
 
 class ScriptTarget(_Input):
@@ -40,7 +100,7 @@ class SqlTarget(_Input):
     # The name of an operator-configured connection; a DSN never travels in a job.
     connection: str = Field(min_length=1, max_length=100)
     statement: str = Field(min_length=1, max_length=100_000)
-    params: list[Any] = Field(default_factory=list)
+    params: Annotated[list[Any], AfterValidator(_plain_json)] = Field(default_factory=list)
     timeout_s: float = Field(default=30.0, gt=0, le=86400)
 
 
@@ -48,7 +108,7 @@ class KafkaTarget(_Input):
     type: Literal["kafka"]
     topic: str = Field(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
     key: str | None = None
-    value: Any = None
+    value: JsonData = None
     headers: dict[str, str] = Field(default_factory=dict)
     # How long the broker may take to acknowledge the delivery.
     timeout_s: float = Field(default=10.0, gt=0, le=3600)

@@ -31,6 +31,8 @@ from topics.catalog import Catalog
 
 QUOTA_ACTIVE_TENANT = f"qa-{RUN_ID}"
 QUOTA_RATE_TENANT = f"qr-{RUN_ID}"
+QUOTA_DAILY_TENANT = f"qd-{RUN_ID}"
+QUOTA_PAYLOAD_TENANT = f"qp-{RUN_ID}"
 SECRET_KEY = Fernet.generate_key().decode()
 
 
@@ -57,6 +59,9 @@ class Target:
     # Scripted answers per hook name, used in order; then 200 (after ``slow`` seconds).
     script: dict[str, list[tuple[int, dict[str, str]]]] = field(default_factory=dict)
     slow: dict[str, float] = field(default_factory=dict)
+    # Hooks that answer with what they were sent (headers and body), as a careless echo
+    # endpoint would: what the worker keeps of the answer must not reveal a secret.
+    echo: set[str] = field(default_factory=set)
 
     def answer(self, name: str, *replies: tuple[int, dict[str, str]]) -> None:
         self.script[name] = list(replies)
@@ -81,11 +86,13 @@ async def target() -> AsyncIterator[Target]:
         tgt.hits.append(Hit(name, datetime.now(UTC), dict(request.headers), await request.read()))
         if name in tgt.slow:
             await asyncio.sleep(tgt.slow[name])  # the slow target being simulated
+        sent = {"headers": dict(request.headers), "body": (await request.read()).decode()}
+        answer = sent if name in tgt.echo else {}
         replies = tgt.script.get(name)
         if replies:
             status, headers = replies.pop(0)
-            return web.json_response({"ok": False}, status=status, headers=headers)
-        return web.json_response({"ok": True})
+            return web.json_response({"ok": False, **answer}, status=status, headers=headers)
+        return web.json_response({"ok": True, **answer})
 
     app = web.Application()
     app.router.add_route("*", "/hook/{name}", hook)
@@ -171,13 +178,14 @@ class Stack:
         """Produce a command to jobs.commands as any Kafka client would (murmur2 key)."""
         from topics.producer import durable_producer
 
-        producer = durable_producer(self.env["KJS_KAFKA_BOOTSTRAP"])
+        producer = durable_producer(KafkaSettings(kafka_bootstrap=self.env["KJS_KAFKA_BOOTSTRAP"]))
         await producer.start()
         try:
             await producer.send_and_wait(
                 self.catalog.commands.name,
                 json.dumps(command).encode(),
-                key=command["user_id"].encode(),
+                # A create names its tenant inside the job; the others at the top.
+                key=(command.get("user_id") or command["job"]["user_id"]).encode(),
             )
         finally:
             await producer.stop()
@@ -224,12 +232,19 @@ async def stack(
             {
                 "two-active": {"active_jobs": 2},
                 "slow": {"submissions_per_s": 0.001, "burst": 2},
+                "two-a-day": {"executions_per_day": 2},
+                "small": {"payload_bytes": 1000},
             }
         ),
         # Secrets in targets are sealed at rest with this key (kjs.secrets).
         KJS_SECRET_KEYS=json.dumps([SECRET_KEY]),
         KJS_QUOTA_TENANT_TIERS=json.dumps(
-            {QUOTA_ACTIVE_TENANT: "two-active", QUOTA_RATE_TENANT: "slow"}
+            {
+                QUOTA_ACTIVE_TENANT: "two-active",
+                QUOTA_RATE_TENANT: "slow",
+                QUOTA_DAILY_TENANT: "two-a-day",
+                QUOTA_PAYLOAD_TENANT: "small",
+            }
         ),
     )
     kjs = [sys.executable, "-m", "kjs.cli"]

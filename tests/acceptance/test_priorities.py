@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from kjs.settings import KafkaSettings
 from tests.acceptance.conftest import Stack, Target
 from tests.acceptance.test_walking_skeleton import once_job
 from topics.producer import durable_producer
@@ -56,7 +57,9 @@ async def test_a_critical_job_runs_while_the_low_lane_is_flooded(
 
 async def produce_all(stack: Stack, commands: list[dict[str, Any]]) -> None:
     """Many commands through one producer (the stack's helper opens one per command)."""
-    producer = durable_producer(stack.env["KJS_KAFKA_BOOTSTRAP"], linger_ms=5)
+    producer = durable_producer(
+        KafkaSettings(kafka_bootstrap=stack.env["KJS_KAFKA_BOOTSTRAP"]), linger_ms=5
+    )
     await producer.start()
     try:
         acks = [

@@ -157,7 +157,7 @@ class Stack:
     async def produce(self, key: str, value: bytes) -> tuple[int, int]:
         """Produce to jobs.commands as any client would; returns (partition, offset)."""
         if self.producer is None:
-            self.producer = durable_producer(self.bootstrap)
+            self.producer = durable_producer(KafkaSettings(kafka_bootstrap=self.bootstrap))
             await self.producer.start()
         md = await self.producer.send_and_wait(self.catalog.commands.name, value, key=key.encode())
         return int(md.partition), int(md.offset)
@@ -343,7 +343,7 @@ async def running_stack(
         due_partitions=PARTITIONS,
     )
     cat = catalog(ks)
-    await create_topics(ks.kafka_bootstrap, cat)
+    await create_topics(ks, cat)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KJS_")}
     env.update(
         KJS_KAFKA_BOOTSTRAP=cluster.bootstrap,

@@ -45,7 +45,7 @@ READ_ONLY = {("POST", "/v1/schedules/preview")}
 
 @pytest.fixture(scope="module")
 async def publisher(kafka_settings: KafkaSettings) -> AsyncIterator[CommandPublisher]:
-    p = CommandPublisher(kafka_settings.kafka_bootstrap, timeout_s=10.0)
+    p = CommandPublisher(kafka_settings, timeout_s=10.0)
     yield p
     await p.close()
 

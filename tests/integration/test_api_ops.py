@@ -28,7 +28,7 @@ DEAD_POSTGRES = "postgresql://kjs@127.0.0.1:1/kjs"
 
 @pytest.fixture(scope="module")
 async def publisher(kafka_settings: KafkaSettings) -> AsyncIterator[CommandPublisher]:
-    p = CommandPublisher(kafka_settings.kafka_bootstrap, timeout_s=10.0)
+    p = CommandPublisher(kafka_settings, timeout_s=10.0)
     yield p
     await p.close()
 
@@ -60,7 +60,7 @@ async def test_ready_when_postgres_and_kafka_answer(client: Client) -> None:
 async def test_not_ready_without_kafka_but_still_alive(
     pool: asyncpg.Pool, topic_catalog: Catalog
 ) -> None:
-    dead = CommandPublisher("127.0.0.1:1", timeout_s=1.0)
+    dead = CommandPublisher(KafkaSettings(kafka_bootstrap="127.0.0.1:1"), timeout_s=1.0)
     try:
         deps = ApiDeps(pool, dead, topic_catalog, GRACE)
         async with TestClient(TestServer(build_app(deps))) as c:

@@ -29,7 +29,7 @@ T0 = datetime(2025, 5, 1, 8, 0, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 async def publisher(kafka_settings: KafkaSettings) -> AsyncIterator[CommandPublisher]:
-    p = CommandPublisher(kafka_settings.kafka_bootstrap, timeout_s=10.0)
+    p = CommandPublisher(kafka_settings, timeout_s=10.0)
     yield p
     await p.close()
 

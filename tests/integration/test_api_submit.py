@@ -34,7 +34,7 @@ GRACE = timedelta(seconds=60)
 
 @pytest.fixture(scope="module")
 async def publisher(kafka_settings: KafkaSettings) -> AsyncIterator[CommandPublisher]:
-    p = CommandPublisher(kafka_settings.kafka_bootstrap, timeout_s=10.0)
+    p = CommandPublisher(kafka_settings, timeout_s=10.0)
     yield p
     await p.close()
 
@@ -228,7 +228,7 @@ async def test_kafka_refusing_connections_is_503_and_nothing_is_written(
     user_id: str,
     auth_headers: dict[str, str],
 ) -> None:
-    dead = CommandPublisher("127.0.0.1:1", timeout_s=2.0)
+    dead = CommandPublisher(KafkaSettings(kafka_bootstrap="127.0.0.1:1"), timeout_s=2.0)
     try:
         async with TestClient(
             TestServer(build_app(_deps(pool, dead, topic_catalog))), headers=auth_headers
@@ -253,7 +253,7 @@ async def test_a_broker_that_never_answers_times_out_to_503(
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    hung = CommandPublisher(f"127.0.0.1:{port}", timeout_s=1.0)
+    hung = CommandPublisher(KafkaSettings(kafka_bootstrap=f"127.0.0.1:{port}"), timeout_s=1.0)
     try:
         async with TestClient(
             TestServer(build_app(_deps(pool, hung, topic_catalog))), headers=auth_headers
@@ -354,7 +354,7 @@ async def test_cancel_with_kafka_down_is_503(
     pool: asyncpg.Pool, topic_catalog: Catalog, user_id: str, auth_headers: dict[str, str]
 ) -> None:
     job_id = await _insert_job(pool, user_id, "scheduled")
-    dead = CommandPublisher("127.0.0.1:1", timeout_s=2.0)
+    dead = CommandPublisher(KafkaSettings(kafka_bootstrap="127.0.0.1:1"), timeout_s=2.0)
     try:
         async with TestClient(
             TestServer(build_app(_deps(pool, dead, topic_catalog))), headers=auth_headers

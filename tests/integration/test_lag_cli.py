@@ -35,7 +35,7 @@ async def installation(services: None) -> tuple[dict[str, str], Catalog]:
         namespace=f"lagc{uuid.uuid4().hex[:10]}.", command_partitions=1, due_partitions=1
     )
     cat = catalog(settings)
-    await create_topics(settings.kafka_bootstrap, cat)
+    await create_topics(settings, cat)
     topic = cat.due["normal"].name
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()

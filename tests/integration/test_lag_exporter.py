@@ -37,7 +37,7 @@ async def lane(services: None) -> tuple[KafkaSettings, Catalog]:
         namespace=f"lagx{uuid.uuid4().hex[:10]}.", command_partitions=1, due_partitions=1
     )
     cat = catalog(settings)
-    await create_topics(settings.kafka_bootstrap, cat)
+    await create_topics(settings, cat)
     topic = cat.due["normal"].name
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()
@@ -57,7 +57,7 @@ async def lane(services: None) -> tuple[KafkaSettings, Catalog]:
 @pytest.fixture
 async def exporter(lane: tuple[KafkaSettings, Catalog]) -> AsyncIterator[str]:
     settings, _ = lane
-    monitor = LagMonitor(LagReader(settings.kafka_bootstrap), monitored_groups(settings))
+    monitor = LagMonitor(LagReader(settings), monitored_groups(settings))
     exp = LagExporter(monitor, "127.0.0.1", 0, interval_s=0.2)
     port = await exp.start()
     stop = asyncio.Event()

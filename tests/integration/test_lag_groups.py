@@ -94,7 +94,7 @@ async def world(services: None) -> World:
         namespace=f"lag{uuid.uuid4().hex[:10]}.", command_partitions=2, due_partitions=2
     )
     cat = catalog(settings)
-    await create_topics(settings.kafka_bootstrap, cat)
+    await create_topics(settings, cat)
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     low, critical, normal = (cat.due[lane].name for lane in ("low", "critical", "normal"))
     await produce(settings.kafka_bootstrap, low, {0: 3}, old=True)
@@ -193,7 +193,7 @@ async def assert_agrees_with_kafka(world: World, report: LagReport, group: str) 
 
 @pytest.fixture(scope="module")
 async def report(world: World) -> LagReport:
-    monitor = LagMonitor(LagReader(world.bootstrap), monitored_groups(world.settings))
+    monitor = LagMonitor(LagReader(world.settings), monitored_groups(world.settings))
     return await monitor.sample()
 
 
@@ -269,13 +269,13 @@ async def test_kafka_tool_has_nothing_for_the_group_that_never_committed(
 
 async def test_named_group_that_does_not_exist_is_err(world: World) -> None:
     name = f"{world.settings.namespace}nobody"
-    monitor = LagMonitor(LagReader(world.bootstrap), {name: []})
+    monitor = LagMonitor(LagReader(world.settings), {name: []})
     (group,) = (await monitor.sample()).groups
     assert group.status is Status.ERR and "no such group" in group.reason
 
 
 async def test_unreachable_broker_is_err_on_every_group() -> None:
-    reader = LagReader("127.0.0.1:1", admin_timeout_s=1.0)
+    reader = LagReader(KafkaSettings(kafka_bootstrap="127.0.0.1:1"), admin_timeout_s=1.0)
     monitor = LagMonitor(reader, {"g": ["t"]})
     (group,) = (await monitor.sample()).groups
     assert group.status is Status.ERR
@@ -317,7 +317,7 @@ async def test_group_committing_while_behind(
     topic, group, consumer = busy
     tps = [AioTopicPartition(topic, p) for p in (0, 1)]
     th = Thresholds(window=3, min_samples=3, stop_after_s=120.0)
-    monitor = LagMonitor(LagReader(world.bootstrap), {group: []}, th)
+    monitor = LagMonitor(LagReader(world.settings), {group: []}, th)
 
     async def commit(offset: int) -> None:
         await consumer.commit({tp: offset for tp in tps})

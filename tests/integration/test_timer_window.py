@@ -26,7 +26,7 @@ pytestmark = pytest.mark.services
 async def sender(topic_catalog: Catalog) -> AsyncIterator[ProducerSender]:
     from kjs.settings import KafkaSettings
 
-    producer = durable_producer(KafkaSettings().kafka_bootstrap)
+    producer = durable_producer(KafkaSettings())
     await producer.start()
     yield ProducerSender(producer)
     await producer.stop()

@@ -53,7 +53,7 @@ async def test_the_worker_process_stops_cleanly_on_a_signal(
 ) -> None:
     namespace = f"{kafka_settings.namespace}s{uuid.uuid4().hex[:8]}."
     settings = kafka_settings.model_copy(update={"namespace": namespace})
-    await create_topics(settings.kafka_bootstrap, catalog(settings))
+    await create_topics(settings, catalog(settings))
     env = {k: v for k, v in os.environ.items() if not k.startswith("KJS_")}
     env |= {
         "KJS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,

@@ -108,7 +108,7 @@ async def http_target() -> AsyncIterator[RecordingTarget]:
 async def lane_kafka(services: None, kafka_settings: KafkaSettings) -> KafkaSettings:
     ns = f"{kafka_settings.namespace}w{uuid.uuid4().hex[:8]}."
     settings = kafka_settings.model_copy(update={"namespace": ns})
-    await create_topics(settings.kafka_bootstrap, catalog(settings))
+    await create_topics(settings, catalog(settings))
     return settings
 
 
@@ -119,7 +119,7 @@ def cat(lane_kafka: KafkaSettings) -> Catalog:
 
 @pytest.fixture
 async def producer(lane_kafka: KafkaSettings) -> AsyncIterator[AIOKafkaProducer]:
-    p = durable_producer(lane_kafka.kafka_bootstrap)
+    p = durable_producer(lane_kafka)
     try:
         await p.start()
         yield p

@@ -1,0 +1,137 @@
+"""The executions-per-day quota, applied by the shard in the transaction that fires.
+
+The shard that owns a tenant fires all of its runs, so it alone counts them: today's count is
+read from ``kjs_tenant_usage`` and written back in the same fenced transaction as the
+execution rows, so a crash, a replay or a failover never counts a run twice or forgets one.
+Only tenants whose tier has a daily limit are counted, so the unlimited case costs nothing.
+
+A run past the limit is not lost silently:
+
+- a recurring job's occurrence is skipped, recorded as a 'skipped' execution with the
+  reason ``quota: ...``, and the job moves on to its next occurrence;
+- a job with no further occurrence (a one-time job, or a recurring job's last run) is
+  deferred, not dropped: its run moves to the next UTC midnight, when the budget is full again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import datetime
+
+import asyncpg
+
+from scheduler.quotas import Quotas, next_day_start, usage_day
+from scheduler.store import Fired, Skip
+
+# Rows are created first, then locked (two statements: the second needs a snapshot that sees
+# a row another transaction inserted meanwhile), so the count of every limited tenant in the
+# batch is locked: a trigger applied meanwhile by the same shard waits for this fire, and
+# never counts past it. (Usage rows are always locked after the job rows, by the fire and by
+# a trigger, so the two cannot deadlock.)
+CREATE_TODAY_SQL = """
+INSERT INTO kjs_tenant_usage (user_id, day, executions)
+SELECT u, $1, 0 FROM unnest($2::text[]) AS t(u)
+ON CONFLICT DO NOTHING
+"""
+LOCK_TODAY_SQL = """
+SELECT user_id, executions FROM kjs_tenant_usage
+WHERE day = $1 AND user_id = ANY($2::text[])
+FOR UPDATE
+"""
+COUNT_SQL = """
+INSERT INTO kjs_tenant_usage (user_id, day, executions)
+SELECT u, $2, n FROM unnest($1::text[], $3::int[]) AS t(u, n)
+ON CONFLICT (user_id, day) DO UPDATE
+    SET executions = kjs_tenant_usage.executions + EXCLUDED.executions
+"""
+# One run more, unless the day's limit ($3) is reached: no row back means refused.
+TAKE_ONE_SQL = """
+INSERT INTO kjs_tenant_usage (user_id, day, executions) VALUES ($1, $2, 1)
+ON CONFLICT (user_id, day) DO UPDATE SET executions = kjs_tenant_usage.executions + 1
+WHERE kjs_tenant_usage.executions < $3
+RETURNING executions
+"""
+
+
+def ration(
+    fired: list[Fired], used: Mapping[str, int], limits: Mapping[str, int], now: datetime
+) -> tuple[list[Fired], dict[str, int]]:
+    """Trim each limited tenant's runs to what is left of its day; returns the fired jobs as
+    they are to be written and the runs each limited tenant spends. Pure.
+
+    ``limits`` holds the tenants with a daily limit only; the others pass untouched. Jobs are
+    served in the order given (the timer's due order), so the earliest runs win.
+    """
+    left = {user: max(0, limit - used.get(user, 0)) for user, limit in limits.items()}
+    spent = dict.fromkeys(limits, 0)
+    out: list[Fired] = []
+    reason = "quota: {} executions per day (UTC) is the limit"
+    for f in fired:
+        if f.user_id not in left or len(f.occurrences) <= left[f.user_id]:
+            if f.user_id in left:
+                left[f.user_id] -= len(f.occurrences)
+                spent[f.user_id] += len(f.occurrences)
+            out.append(f)
+            continue
+        keep = left[f.user_id]
+        left[f.user_id] = 0
+        spent[f.user_id] += keep
+        dropped = f.occurrences[keep:]
+        if f.next_run_at is None and not keep:
+            # Nothing after it: defer the run to tomorrow's budget rather than lose it.
+            tomorrow = next_day_start(now)
+            out.append(
+                replace(
+                    f,
+                    occurrences=[],
+                    next_run_at=tomorrow,
+                    next_due=tomorrow,
+                    cancel_active=False,
+                    buffer=None,
+                )
+            )
+            continue
+        skips = [Skip(o.scheduled_for, reason.format(limits[f.user_id])) for o in dropped]
+        out.append(
+            replace(
+                f,
+                occurrences=f.occurrences[:keep],
+                skipped=sorted([*f.skipped, *skips], key=lambda k: k.scheduled_for),
+                skipped_total=f.skipped_total + len(skips),
+            )
+        )
+    return out, {user: n for user, n in spent.items() if n}
+
+
+class DailyBudget:
+    """Reads and counts the day's runs of the limited tenants, inside the caller's transaction."""
+
+    def __init__(self, quotas: Quotas) -> None:
+        self._quotas = quotas
+
+    def _limits(self, users: set[str]) -> dict[str, int]:
+        caps = {user: self._quotas.executions_cap(user) for user in users}
+        return {user: cap for user, cap in caps.items() if cap is not None}
+
+    async def apply(
+        self, conn: asyncpg.Connection, fired: list[Fired], *, now: datetime
+    ) -> list[Fired]:
+        limits = self._limits({f.user_id for f in fired})
+        if not limits:
+            return fired
+        day = usage_day(now)
+        await conn.execute(CREATE_TODAY_SQL, day, list(limits))
+        rows = await conn.fetch(LOCK_TODAY_SQL, day, list(limits))
+        out, spent = ration(fired, {r["user_id"]: r["executions"] for r in rows}, limits, now)
+        if spent:
+            await conn.execute(COUNT_SQL, list(spent), day, list(spent.values()))
+        return out
+
+    async def take_one(self, conn: asyncpg.Connection, user_id: str, now: datetime) -> None:
+        """Count one triggered run; ``QuotaExceeded`` when today's budget is spent."""
+        cap = self._quotas.executions_cap(user_id)
+        if cap is None:
+            return
+        if await conn.fetchval(TAKE_ONE_SQL, user_id, usage_day(now), cap) is None:
+            self._quotas.check_executions(user_id, cap, now)
