@@ -12,7 +12,7 @@ disturb nor depend on the shared one:
 - the SCRAM user bootstrapped into the cluster metadata when the storage is formatted
   (``kafka-storage format --add-scram``), so it exists before the first client connects;
 - for TLS, a CA and a broker certificate (for ``localhost`` and ``127.0.0.1``) made with
-  ``cryptography`` (:func:`make_pki`), the broker's as a PEM key store.
+  ``cryptography`` (``infra.pki.make_pki``), the broker's as a PEM key store.
 
 Ready means what it means for the shared broker (a topic can be created, the group
 coordinator answers), checked through kjs's own client mapping (topics/security.py).
@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
-import ipaddress
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -43,6 +41,7 @@ from infra.broker import (
 )
 from infra.jars import resolve_jars
 from infra.paths import Layout
+from infra.pki import TLS_HOST, Pki, make_pki
 from infra.process import (
     LOOPBACK,
     InfraError,
@@ -56,86 +55,12 @@ from kjs.settings import InfraSettings, KafkaSettings
 from topics.security import librdkafka_config
 
 SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule"
-TLS_HOST = "localhost"  # the name the TLS listener is advertised (and verified) by
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
         return int(s.getsockname()[1])
-
-
-@dataclass(frozen=True)
-class Pki:
-    ca: Path  # the CA certificate clients trust (KJS_KAFKA_SSL_CAFILE)
-    broker: Path  # the broker's private key and certificate chain, PEM
-
-
-def make_pki(directory: Path, hosts: tuple[str, ...] = (TLS_HOST, LOOPBACK)) -> Pki:
-    """A fresh CA and a broker certificate it signed, valid for ``hosts`` for a day."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kjs test CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = []
-    for host in hosts:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    pem = serialization.Encoding.PEM
-    pki = Pki(directory / "ca.pem", directory / "broker.pem")
-    pki.ca.write_bytes(ca_cert.public_bytes(pem))
-    # Kafka's PEM key store: the PKCS#8 key, then the chain from the leaf up.
-    private = key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    pki.broker.write_bytes(private + cert.public_bytes(pem) + ca_cert.public_bytes(pem))
-    pki.broker.chmod(0o600)
-    return pki
 
 
 @dataclass
@@ -228,7 +153,7 @@ def _overrides(
     if pki is not None:
         props |= {
             "ssl.keystore.type": "PEM",
-            "ssl.keystore.location": str(pki.broker),
+            "ssl.keystore.location": str(pki.server),
             "ssl.client.auth": "none",
         }
     return props

@@ -49,9 +49,10 @@ from api.publisher import CommandPublisher
 from api.routes import ROUTES
 from kjs.settings import DatabaseSettings, KafkaSettings
 from schemas.db import create_pool
-from tests.conftest import bearer, make_api_key
+from tests.conftest import RUN_ID, bearer, make_api_key
 from tests.integration.test_api_read import insert_execution, insert_job
-from topics.catalog import Catalog
+from topics.admin import create_topics
+from topics.catalog import Catalog, catalog
 
 pytestmark = pytest.mark.services
 
@@ -122,13 +123,25 @@ async def seed(pool: asyncpg.Pool) -> _Seed:
 
 
 @pytest.fixture(scope="module")
+async def fuzz_topics(services: None) -> tuple[KafkaSettings, Catalog]:
+    """Topics of the fuzzing's own: no scheduler of the session consumes its commands, so the
+    seeded jobs keep the statuses each operation needs (a fuzzed cancel stays unapplied)."""
+    kafka = KafkaSettings(namespace=f"t{RUN_ID}fuzz.", command_partitions=3, due_partitions=3)
+    cat = catalog(kafka)
+    await create_topics(kafka, cat)
+    return kafka, cat
+
+
+@pytest.fixture(scope="module")
 def live_api(
-    seed: _Seed, database_url: str, kafka_settings: KafkaSettings, topic_catalog: Catalog
+    seed: _Seed, database_url: str, fuzz_topics: tuple[KafkaSettings, Catalog]
 ) -> Iterator[LiveApi]:
     """The real app on a free port, served from a thread that owns its event loop."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="fuzz-api", daemon=True)
     thread.start()
+
+    kafka_settings, topic_catalog = fuzz_topics
 
     async def start() -> tuple[web.AppRunner, asyncpg.Pool, CommandPublisher, int]:
         db = await create_pool(DatabaseSettings(), dsn=database_url)

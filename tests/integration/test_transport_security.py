@@ -27,8 +27,7 @@ from aiokafka.errors import KafkaConnectionError
 from api.publisher import CommandPublisher, KafkaUnavailable
 from infra.secure_broker import SecureBroker, kafka_env, start_secure_broker
 from kjs.dlq import read_letters
-from kjs.settings import DatabaseSettings, KafkaSettings
-from schemas.db import StoreUnavailable, create_pool
+from kjs.settings import KafkaSettings
 from tests.acceptance.conftest import Process, free_port
 from tests.conftest import RUN_ID, bearer, make_api_key
 from tests.integration.worker_harness import RecordingTarget, http_target
@@ -243,14 +242,6 @@ async def test_tls_verifies_the_broker_certificate(
     finally:
         await producer.stop()
     assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
-
-
-async def test_postgres_tls_options_pass_through_the_dsn(database_url: str) -> None:
-    """sslmode & co. reach asyncpg through KJS_DATABASE_URL: the dev Postgres has TLS off,
-    so requiring it must fail, which a dropped option would not."""
-    settings = DatabaseSettings(database_url=f"{database_url}?sslmode=require")
-    with pytest.raises(StoreUnavailable, match="SSL"):
-        await create_pool(settings)
 
 
 def test_the_broker_has_no_plaintext_listener(broker: SecureBroker) -> None:

@@ -11,7 +11,7 @@ from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from faust.types.auth import AuthProtocol, SASLMechanism
 from pydantic import ValidationError
 
-from infra.secure_broker import Pki, make_pki
+from infra.pki import Pki, make_pki
 from kjs.settings import KafkaSettings, check_environment, known_env_names
 from topics.security import (
     aiokafka_config,
@@ -97,12 +97,12 @@ def test_mutual_tls_files_and_hostname_check(pki: Pki) -> None:
     kafka = KafkaSettings(
         kafka_security_protocol="SSL",
         kafka_ssl_cafile=pki.ca,
-        kafka_ssl_certfile=pki.broker,
-        kafka_ssl_keyfile=pki.broker,
+        kafka_ssl_certfile=pki.server,
+        kafka_ssl_keyfile=pki.server,
         kafka_ssl_check_hostname=False,
     )
     rd = librdkafka_config(kafka)
-    assert rd["ssl.certificate.location"] == rd["ssl.key.location"] == str(pki.broker)
+    assert rd["ssl.certificate.location"] == rd["ssl.key.location"] == str(pki.server)
     assert rd["ssl.endpoint.identification.algorithm"] == "none"
     assert "sasl.mechanisms" not in rd
     context = ssl_context(kafka)
@@ -117,8 +117,8 @@ def test_mutual_tls_files_and_hostname_check(pki: Pki) -> None:
 def test_key_password_is_passed_to_librdkafka(pki: Pki) -> None:
     kafka = KafkaSettings(
         kafka_security_protocol="SSL",
-        kafka_ssl_certfile=pki.broker,
-        kafka_ssl_keyfile=pki.broker,
+        kafka_ssl_certfile=pki.server,
+        kafka_ssl_keyfile=pki.server,
         kafka_ssl_key_password="k",
     )
     assert librdkafka_config(kafka)["ssl.key.password"] == "k"
