@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import SecretStr
 
-from schemas.v1.targets import PLACEHOLDER
+from schemas.v1.targets import PLACEHOLDER, json_strings
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class SecretBox:
 
 def is_sealed(target: Mapping[str, Any]) -> bool:
     """Whether any string of the target is a sealed value (else there is nothing to open)."""
-    return any(text.startswith(PREFIX) for text in _strings(target))
+    return any(text.startswith(PREFIX) for text in json_strings(target))
 
 
 def map_secrets(target: Mapping[str, Any], change: Change) -> dict[str, Any]:
@@ -188,17 +188,6 @@ def _every_string(value: Any, change: Change) -> Any:
     if isinstance(value, list):
         return [_every_string(v, change) for v in value]
     return value
-
-
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, Mapping):
-        for v in value.values():
-            yield from _strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _strings(v)
 
 
 def box_from(keys: Sequence[SecretStr], process: str) -> SecretBox:

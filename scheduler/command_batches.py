@@ -13,16 +13,13 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pydantic import ValidationError
-
 from scheduler import store
 from scheduler.commands import CommandHandler, Rejected
 from scheduler.metrics import COMMANDS
 from scheduler.records import Record
 from scheduler.retrying import until_available
 from scheduler.shards import NotOwned
-from schemas.v1.commands import CreateCommand, decode_command
-from topics.partitioner import partition_for
+from schemas.v1.commands import CreateCommand
 
 log = logging.getLogger(__name__)
 
@@ -87,19 +84,14 @@ class CommandBatches:
         creates need no counting (active jobs, submissions). Refusals are not decided here:
         the one-by-one path re-reads the record and dead-letters it with its reason."""
         handler = self.handler
-        if record.value is None or record.key is None:
-            return None
         try:
-            command = decode_command(record.value)
-        except ValidationError:
-            return None
-        if not isinstance(command, CreateCommand) or record.key != command.user_id.encode():
-            return None
-        if partition_for(record.key, handler.catalog.commands.partitions) != record.partition:
-            return None
-        if handler.quotas.counts_creates(command.user_id):
-            return None
-        try:
+            command = handler.parse(record)
+            if not isinstance(command, CreateCommand):
+                return None
+            if handler.home_of(command) != record.partition:
+                return None
+            if handler.quotas.counts_creates(command.user_id):
+                return None
             row, due = handler.new_job(command, record, datetime.now(UTC))
         except Rejected:
             return None

@@ -107,21 +107,30 @@ class CommandHandler:
         COMMANDS.labels(kind, outcome).inc()
         return outcome
 
+    def parse(self, record: Record) -> AnyCommand:
+        """The record's command; ``Rejected`` for an empty or invalid value, or a key that is
+        not the command's user_id."""
+        if record.value is None:
+            raise Rejected("empty value")
+        try:
+            command = decode_command(record.value)
+        except ValidationError as exc:
+            raise Rejected(format_errors(exc)) from None
+        if record.key is None or record.key != command.user_id.encode():
+            raise Rejected(f"record key {record.key!r} is not the command's user_id")
+        return command
+
+    def home_of(self, command: AnyCommand) -> int:
+        """The partition (shard) of the command's tenant: murmur2 of its user_id."""
+        return partition_for(command.user_id.encode(), self.catalog.commands.partitions)
+
     async def _handle(self, record: Record) -> tuple[str, str]:
         """(command type or "invalid", outcome)."""
         kind = "invalid"
         try:
-            if record.value is None:
-                raise Rejected("empty value")
-            try:
-                command = decode_command(record.value)
-            except ValidationError as exc:
-                raise Rejected(format_errors(exc)) from None
+            command = self.parse(record)
             kind = command.type
-            user_id = command.user_id
-            if record.key is None or record.key != user_id.encode():
-                raise Rejected(f"record key {record.key!r} is not the command's user_id")
-            home = partition_for(record.key, self.catalog.commands.partitions)
+            home = self.home_of(command)
             if home != record.partition:
                 await self._reroute(command, record, home)
                 return kind, "rerouted"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
@@ -43,14 +44,20 @@ PLACEHOLDER = re.compile(r"\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_]{0,63})\s*\}\}"
 SecretName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 
 
-def _placeholders(value: Any) -> set[str]:
+def json_strings(value: Any) -> Iterator[str]:
+    """Every string value inside a JSON value (not the keys)."""
     if isinstance(value, str):
-        return set(PLACEHOLDER.findall(value))
-    if isinstance(value, dict):
-        return {n for v in value.values() for n in _placeholders(v)}
-    if isinstance(value, list):
-        return {n for v in value for n in _placeholders(v)}
-    return set()
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from json_strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from json_strings(v)
+
+
+def _placeholders(value: Any) -> set[str]:
+    return {name for text in json_strings(value) for name in PLACEHOLDER.findall(text)}
 
 
 class _Input(BaseModel):

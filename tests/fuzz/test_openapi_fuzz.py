@@ -71,8 +71,7 @@ NEGATIVE_CHECKS = [schemathesis.checks.not_a_server_error, checks.negative_data_
 
 
 @dataclass(frozen=True)
-class LiveApi:
-    base_url: str
+class _Seed:
     tenant: str
     admin_key: str
     read_key: str
@@ -81,12 +80,10 @@ class LiveApi:
 
 
 @dataclass(frozen=True)
-class _Seed:
-    tenant: str
-    admin_key: str
-    read_key: str
-    job_ids: tuple[uuid.UUID, ...]
-    execution_ids: tuple[uuid.UUID, ...]
+class LiveApi(_Seed):
+    """The seeded tenant, and where the API that serves it listens."""
+
+    base_url: str
 
 
 @pytest.fixture(scope="module")
@@ -162,14 +159,7 @@ def live_api(
         await db.close()
 
     try:
-        api = LiveApi(
-            f"http://127.0.0.1:{port}",
-            seed.tenant,
-            seed.admin_key,
-            seed.read_key,
-            seed.job_ids,
-            seed.execution_ids,
-        )
+        api = LiveApi(**vars(seed), base_url=f"http://127.0.0.1:{port}")
         _AIM["api"] = api
         yield api
     finally:
