@@ -437,7 +437,7 @@ async def record_result(
         row = await conn.fetchrow(
             """
             UPDATE kjs_executions
-            SET status = $2, started_at = COALESCE(started_at, $3), finished_at = $4,
+            SET status = $2, started_at = COALESCE($3, started_at), finished_at = $4,
                 worker = COALESCE(worker, $5), http_status = $6, output_excerpt = $7,
                 error = $8, lease_until = NULL
             WHERE execution_id = $1 AND status IN ('queued', 'running')
@@ -546,7 +546,7 @@ async def record_successes(
             jobs = await conn.fetch(
                 """
                 UPDATE kjs_executions AS e
-                SET status = 'succeeded', started_at = COALESCE(e.started_at, t.started),
+                SET status = 'succeeded', started_at = COALESCE(t.started, e.started_at),
                     finished_at = t.finished, worker = COALESCE(e.worker, t.worker),
                     http_status = t.http, output_excerpt = t.excerpt, error = NULL,
                     lease_until = NULL

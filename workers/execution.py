@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from aiokafka.structs import ConsumerRecord
@@ -40,6 +40,12 @@ log = logging.getLogger(__name__)
 
 # How long an attempt cut off by shutdown may take to report itself as interrupted.
 INTERRUPT_REPORT_S = 5.0
+# How long before its instant an execution is claimed. The claim's round trip to Postgres is
+# then paid before the instant, not in the job's lateness, and a burst's claims go in large
+# batches while nothing runs yet. A cancel must land before the claim to stop a run, so this
+# is also how close to its instant an execution can still be cancelled.
+CLAIM_AHEAD_S = 0.1
+CLAIM_AHEAD = timedelta(seconds=CLAIM_AHEAD_S)
 
 
 def start_instant(event: DueEvent) -> datetime:
@@ -118,17 +124,22 @@ class ExecutionService:
         1. Parse the value as a ``DueEvent``. A record that does not parse is sent to the
            dead-letter topic, with the reason, and is done: a poison record never stops
            the partition.
-        2. Hold the event until its ``scheduled_for``, or its ``not_before`` when that is
-           later (a retry's backoff), on the wall clock; then take a slot.
+        2. Hold the event until ``CLAIM_AHEAD_S`` before its start instant: its
+           ``scheduled_for``, or its ``not_before`` when that is later (a retry's backoff),
+           on the wall clock.
         3. Claim the execution: queued -> running with a short lease, a compare-and-set in
            Postgres (batched with the claims of other records due together), retried while
            Postgres is unreachable. Nothing claimed (already started, finished or
            cancelled) means done without running: at most one start.
-        4. Hold the lease (the ``LeaseKeeper`` extends it, batched, while the attempt runs).
+        4. Hold the lease (the ``LeaseKeeper`` extends it, batched, until the shard has the
+           result), hold until the instant, then take a slot: a claimed execution waiting
+           for a slot keeps its lease, so overload turns into lateness, never into a
+           lapsed lease and a second run.
         5. Check the target against the operator's policy; a refusal is the outcome.
            Otherwise run it through the registry; its failures are an outcome too.
         6. Report the attempt as one ``ResultEvent`` on ``jobs.results`` and wait for the
-           ack. The owning scheduler shard records the final status from it.
+           ack; the lease is then handed over (``LeaseKeeper.release(reported=True)``).
+           The owning scheduler shard records the final status from the result.
         7. Cut off by shutdown after the claim: report the attempt as interrupted (failed,
            retryable, so the shard schedules the next attempt with its backoff instead of
            waiting for the lease to lapse), within ``INTERRUPT_REPORT_S``, and leave the
@@ -161,21 +172,29 @@ class ExecutionService:
             DEAD_LETTERS.labels("worker").inc()
 
     async def _execute(self, event: DueEvent) -> None:
-        await hold_until(start_instant(event))
-        async with self.slots:
-            await self._claim_run_report(event)
-
-    async def _claim_run_report(self, event: DueEvent) -> None:
+        instant = start_instant(event)
+        await hold_until(instant - CLAIM_AHEAD)
         claimed = await self.claimer.claim(event.execution_id)
-        lane = event.lane
         if claimed is None:
             log.info(
                 "execution %s is not queued any more; not running it",
                 event.execution_id,
                 extra=_context(event),
             )
-            SKIPPED_REDELIVERIES.labels(lane).inc()
+            SKIPPED_REDELIVERIES.labels(event.lane).inc()
             return
+        self.leases.hold(event.execution_id)
+        reported = False
+        try:
+            await hold_until(instant)
+            async with self.slots:
+                reported = await self._run_report(event)
+        finally:
+            self.leases.release(event.execution_id, reported=reported)
+
+    async def _run_report(self, event: DueEvent) -> bool:
+        """Run a claimed execution and report it; True once its result is acked."""
+        lane = event.lane
         started_at = utc_now()
         LATENESS.labels(lane).observe(max(0.0, (started_at - start_instant(event)).total_seconds()))
         IN_FLIGHT.labels(lane).inc()
@@ -184,7 +203,6 @@ class ExecutionService:
             event.execution_id,
             (started_at - start_instant(event)).total_seconds() * 1000,
         )
-        self.leases.hold(event.execution_id)
         outcome: Outcome | None = None
         try:
             outcome = self.guard.refusal(event.target)
@@ -197,12 +215,12 @@ class ExecutionService:
                 "succeeded" if outcome.succeeded else "failed", lane, event.target.type
             ).inc()
             await self.reporter.result(self._result(event, outcome, started_at))
+            return True
         except asyncio.CancelledError:
             await self._report_interrupted(event, outcome, started_at)
             raise
         finally:
             IN_FLIGHT.labels(lane).dec()
-            self.leases.release(event.execution_id)
 
     async def _run(self, event: DueEvent) -> Outcome:
         attempt = Attempt(event.execution_id, event.job_id, event.user_id, event.attempt)

@@ -8,6 +8,13 @@ reaper can act on ``status = 'running' AND lease_until < now()`` with confidence
 
 The statement only touches rows still ``running`` under this worker's name: once the shard
 recorded the result, or gave the execution to someone else, the lease is not ours to extend.
+
+A reported attempt is not finished in Postgres until the shard has consumed its result from
+``jobs.results``, which under load can take longer than the lease. Its lease is therefore
+handed over, not dropped: the next heartbeat extends it to ``REPORTED_TTL_S``, long enough for
+any sane results lag, so an overloaded shard never mistakes a done attempt for a dead worker
+and runs it again. The result is durable in Kafka by then (acked), so nothing waits on this
+worker being alive any more.
 """
 
 from __future__ import annotations
@@ -20,15 +27,19 @@ import asyncpg
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_INTERVAL_S = 5.0
-# Six missed heartbeats: a Postgres blip or a long GC pause does not look like a dead worker.
-LEASE_TTL_S = 30.0
+HEARTBEAT_INTERVAL_S = 1.0
+# Seven missed heartbeats: a Postgres blip or a GC pause does not look like a dead worker, and
+# a killed worker's execution runs again within about 9 s (the lease, then the shard's reaper,
+# which looks every second: scheduler.timer.REAP_INTERVAL_S).
+LEASE_TTL_S = 8.0
+# The lease of an attempt whose result is acked in jobs.results, until the shard records it.
+REPORTED_TTL_S = 600.0
 MAX_BATCH = 1000
 
 EXTEND_SQL = """
 UPDATE kjs_executions AS e
-   SET lease_until = now() + make_interval(secs => $3)
-  FROM unnest($1::uuid[]) AS h (execution_id)
+   SET lease_until = now() + make_interval(secs => h.secs)
+  FROM unnest($1::uuid[], $3::float8[]) AS h (execution_id, secs)
  WHERE e.execution_id = h.execution_id
    AND e.status = 'running'
    AND e.worker = $2
@@ -54,34 +65,55 @@ class LeaseKeeper:
         # A count per id: a re-dispatched execution can be claimed again by this worker
         # while its first attempt here still winds down.
         self._held: dict[UUID, int] = {}
+        # Released after their result was acked: handed to the shard at the next heartbeat.
+        self._reported: set[UUID] = set()
         # Heartbeats sent; tests wait on it instead of on time.
         self.beats = 0
 
     def hold(self, execution_id: UUID) -> None:
         self._held[execution_id] = self._held.get(execution_id, 0) + 1
 
-    def release(self, execution_id: UUID) -> None:
+    def release(self, execution_id: UUID, *, reported: bool = False) -> None:
+        """Stop holding a lease. ``reported``: the attempt's result is acked in Kafka, so the
+        lease is extended once more, to ``REPORTED_TTL_S``, for the shard to record it."""
         count = self._held.pop(execution_id, 0) - 1
         if count > 0:
             self._held[execution_id] = count
+        elif reported:
+            self._reported.add(execution_id)
 
     def held(self) -> frozenset[UUID]:
         return frozenset(self._held)
 
+    @property
+    def idle(self) -> bool:
+        return not self._held and not self._reported
+
     async def extend(self) -> set[UUID]:
-        """Extend every held lease now; returns the ids whose lease was extended.
+        """Extend every held lease now, and hand over the reported ones; returns the ids
+        whose lease was extended.
 
         Sorted, and in bounded batches: each statement locks its rows in one order and
         briefly, so it cannot deadlock with another worker's or hold up the shard's writes.
+        A reported id is forgotten once sent: the shard records most within milliseconds, so
+        the statement finds nothing to do for them (and a failed one is retried next time).
         """
-        ids = sorted(self._held)
+        reported, self._reported = self._reported, set()
+        ttl = {i: self.ttl_s for i in self._held}
+        ttl.update((i, REPORTED_TTL_S) for i in reported if i not in ttl)
+        ids = sorted(ttl)
         extended: set[UUID] = set()
-        for start in range(0, len(ids), MAX_BATCH):
-            rows = await self._pool.fetch(
-                EXTEND_SQL, ids[start : start + MAX_BATCH], self._worker, self.ttl_s
-            )
-            extended.update(row["execution_id"] for row in rows)
-        lost = set(ids) - extended
+        try:
+            for start in range(0, len(ids), MAX_BATCH):
+                chunk = ids[start : start + MAX_BATCH]
+                rows = await self._pool.fetch(
+                    EXTEND_SQL, chunk, self._worker, [ttl[i] for i in chunk]
+                )
+                extended.update(row["execution_id"] for row in rows)
+        except BaseException:
+            self._reported |= reported
+            raise
+        lost = set(self._held) - extended
         if lost:
             # Recorded or reassigned meanwhile; the attempt itself goes on to its report.
             log.debug("leases no longer ours: %s", sorted(lost))
@@ -92,9 +124,11 @@ class LeaseKeeper:
         """Extend leases every ``interval_s`` until cancelled; a failure waits for the next."""
         while True:
             await asyncio.sleep(self.interval_s)
-            if not self._held:
+            if self.idle:
                 continue
             try:
                 await self.extend()
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                log.warning("extending %d leases failed: %s", len(self._held), exc)
+                log.warning(
+                    "extending %d leases failed: %s", len(self._held) + len(self._reported), exc
+                )

@@ -90,6 +90,8 @@ CREATE INDEX kjs_executions_pending ON kjs_executions (shard, due_at) WHERE stat
 -- The retention pruner's batches: finished executions, oldest first.
 CREATE INDEX kjs_executions_finished ON kjs_executions (finished_at)
     WHERE finished_at IS NOT NULL;
+-- The shard's lease reaper, every second (0007).
+CREATE INDEX kjs_executions_leased ON kjs_executions (shard, lease_until) WHERE status = 'running';
 
 -- API keys (0005). Only the sha256 of each key is stored; the key itself is shown once, by
 -- `kjs keys create`. A key acts for exactly one tenant (user_id) with a set of scopes.
