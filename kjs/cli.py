@@ -73,10 +73,42 @@ def _scheduler(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    if args.processes > 1:
+        return asyncio.run(_worker_processes(args))
+    import uvloop
+
     from workers.main import run
 
-    asyncio.run(run(args.lane, metrics_port=args.metrics_port))
+    uvloop.run(run(args.lane, metrics_port=args.metrics_port))
     return 0
+
+
+async def _worker_processes(args: argparse.Namespace) -> int:
+    """``kjs worker --processes N``: N worker processes of one lane, one per core, each a
+    member of the lane's group (Python runs one core per process). Child i serves its
+    metrics on ``--metrics-port`` + i, and is worker ``<KJS_WORKER_ID>-i`` when an id is set
+    (else host-pid, unique as it is)."""
+    from kjs.children import run_until_stopped, start_children
+    from kjs.settings import WorkerSettings
+
+    base_id = load(WorkerSettings).worker_id
+    argvs, env = {}, {}
+    for i in range(args.processes):
+        name = f"worker-{args.lane}-{i}"
+        argv = [sys.executable, "-m", "kjs.cli", "worker", "--lane", args.lane]
+        if args.metrics_port is not None:
+            argv += ["--metrics-port", str(args.metrics_port + i)]
+        argvs[name] = argv
+        if base_id:
+            env[name] = {"KJS_WORKER_ID": f"{base_id}-{i}"}
+    return await run_until_stopped(await start_children(argvs, env))
+
+
+def _processes(text: str) -> int:
+    n = int(text)
+    if not 1 <= n <= 256:
+        raise argparse.ArgumentTypeError(f"--processes must be 1 to 256, not {n}")
+    return n
 
 
 def _api(args: argparse.Namespace) -> int:
@@ -151,7 +183,17 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--metrics-port", type=int, help="serve /metrics, /healthz, /readyz")
     w = sub.add_parser("worker", help="run a worker for one lane")
     w.add_argument("--lane", choices=LANES, default="normal")
-    w.add_argument("--metrics-port", type=int, help="serve /metrics, /healthz, /readyz")
+    w.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve /metrics, /healthz, /readyz (process i of --processes on this port + i)",
+    )
+    w.add_argument(
+        "--processes",
+        type=_processes,
+        default=1,
+        help="run N worker processes of the lane, to use N cores (default 1)",
+    )
     sub.add_parser("api", help="run the HTTP API")
     i = sub.add_parser("infra", help="the local broker and database")
     i.add_argument("action", choices=("up", "down", "status", "logs"))

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import os
-import signal
 import sys
 import time
 
 from infra import supervisor
+from kjs.children import run_until_stopped, start_children
 from kjs.settings import (
     LANES,
     ApiSettings,
@@ -26,7 +24,6 @@ from topics.admin import create_topics
 from topics.catalog import catalog
 
 log = logging.getLogger("kjs.dev")
-STOP_GRACE_S = 20.0
 
 
 # The ports infra/monitoring/prometheus.yml scrapes.
@@ -92,7 +89,7 @@ async def run_dev(infra: InfraSettings) -> int:
         key = await dev_key(db.database_url.get_secret_value())
     await create_topics(kafka, catalog(kafka))
     _allow_local_targets()
-    children = {name: await asyncio.create_subprocess_exec(*argv) for name, argv in _processes()}
+    children = await start_children(dict(_processes()))
     api = load(ApiSettings)
     log.info(
         "kjs is up in %.1fs: API on http://%s:%d, Ctrl-C to stop",
@@ -109,20 +106,7 @@ async def run_dev(infra: InfraSettings) -> int:
             f"http://{api.api_host}:{api.api_port}/v1/jobs?user_id={DEV_TENANT}",
             flush=True,
         )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    waits = {asyncio.ensure_future(p.wait()): name for name, p in children.items()}
-    stopper = asyncio.ensure_future(stop.wait())
-    done, _ = await asyncio.wait([*waits, stopper], return_when=asyncio.FIRST_COMPLETED)
-    code = 0
-    for fut in done:
-        if fut in waits:
-            log.error("%s exited with %s; stopping everything", waits[fut], fut.result())
-            code = 1
-    await _stop_children(children)
-    stopper.cancel()
+    code = await run_until_stopped(children)
     if not already:
         await supervisor.down(infra)
     return code
@@ -135,17 +119,3 @@ def _allow_local_targets() -> None:
     if "KJS_HTTP_ALLOWLIST" not in os.environ:
         os.environ["KJS_HTTP_ALLOWLIST"] = json.dumps(["127.0.0.1", "::1"])
         log.warning("kjs dev: HTTP targets on loopback are allowed (KJS_HTTP_ALLOWLIST)")
-
-
-async def _stop_children(children: dict[str, asyncio.subprocess.Process]) -> None:
-    for proc in children.values():
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-    for name, proc in children.items():
-        try:
-            await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
-        except TimeoutError:
-            log.warning("%s did not stop in %.0fs; killing it", name, STOP_GRACE_S)
-            proc.kill()
-            await proc.wait()

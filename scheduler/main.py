@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import faust
+import uvloop
 
 from kjs.logs import logging_config
 from kjs.ops_server import publish_build_info
@@ -24,6 +27,8 @@ def run(loglevel: str | None = None, metrics_port: int | None = None) -> None:
         load(KafkaSettings), load(DatabaseSettings), load(SchedulerSettings), observability=obs
     )
     publish_build_info("scheduler")
+    # Before faust's worker makes its loop (mode asks the policy for one): uvloop.
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     level = loglevel or obs.log_level
     # faust installs its own logging unless handed a config: hand it ours.
     worker = faust.Worker(
