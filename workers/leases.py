@@ -36,13 +36,23 @@ LEASE_TTL_S = 8.0
 REPORTED_TTL_S = 600.0
 MAX_BATCH = 1000
 
+# SKIP LOCKED: a heartbeat never waits on the shard. A row it finds locked is being written
+# by its owner (recording its result, almost always), so there is nothing to extend, and a
+# heartbeat that waited would deadlock with a bulk result write locking the same rows in
+# another order. A running lease skipped this way is extended by the next beat.
 EXTEND_SQL = """
+WITH mine AS (
+    SELECT e.execution_id, h.secs
+      FROM kjs_executions AS e
+      JOIN unnest($1::uuid[], $3::float8[]) AS h (execution_id, secs) USING (execution_id)
+     WHERE e.status = 'running'
+       AND e.worker = $2
+       FOR UPDATE OF e SKIP LOCKED
+)
 UPDATE kjs_executions AS e
-   SET lease_until = now() + make_interval(secs => h.secs)
-  FROM unnest($1::uuid[], $3::float8[]) AS h (execution_id, secs)
- WHERE e.execution_id = h.execution_id
-   AND e.status = 'running'
-   AND e.worker = $2
+   SET lease_until = now() + make_interval(secs => mine.secs)
+  FROM mine
+ WHERE e.execution_id = mine.execution_id
 RETURNING e.execution_id
 """
 
