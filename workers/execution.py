@@ -22,7 +22,7 @@ from kjs.secrets import (
 )
 from schemas.v1.events import DueEvent, ResultEvent
 from topics.dlq import DEAD_LETTERS, DeadLetter
-from workers.claims import Claimer
+from workers.claims import COALESCE_S, Claimer
 from workers.leases import LeaseKeeper
 from workers.metrics import (
     DURATION,
@@ -176,7 +176,8 @@ class ExecutionService:
     async def _execute(self, event: DueEvent) -> None:
         instant = start_instant(event)
         await hold_until(instant - CLAIM_AHEAD)
-        claimed = await self.claimer.claim(event.execution_id)
+        early = (instant - utc_now()).total_seconds() > COALESCE_S
+        claimed = await self.claimer.claim(event.execution_id, urgent=not early)
         if claimed is None:
             log.info(
                 "execution %s is not queued any more; not running it",

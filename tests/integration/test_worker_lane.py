@@ -45,6 +45,7 @@ from tests.integration.worker_harness import (
 from topics.catalog import Catalog
 from topics.dlq import REASON, SOURCE_OFFSET
 from topics.partitioner import partition_for
+from workers.execution import CLAIM_AHEAD_S
 from workers.main import Worker
 
 pytestmark = pytest.mark.services
@@ -192,7 +193,7 @@ async def test_a_redelivered_event_of_an_execution_that_is_not_queued_is_not_run
     assert [r.execution_id for r in produced] == [later.execution_id]
 
 
-async def test_a_cancel_inside_the_lead_wins_over_the_start(
+async def test_a_cancel_inside_the_lead_before_the_claim_wins_over_the_start(
     worker: Worker,
     pool: asyncpg.Pool,
     producer: AIOKafkaProducer,
@@ -205,7 +206,7 @@ async def test_a_cancel_inside_the_lead_wins_over_the_start(
 ) -> None:
     shard = shard_of(user_id, lane_kafka)
     job_id = await insert_job(pool, user_id, shard, http_target.url)
-    scheduled_for = datetime.now(UTC) + timedelta(seconds=2)
+    scheduled_for = datetime.now(UTC) + timedelta(seconds=CLAIM_AHEAD_S + 2)
     execution = await insert_execution(pool, job_id, user_id, shard, scheduled_for)
 
     sent = await send_due(producer, cat, due_event(execution, http_target.url))
@@ -221,7 +222,8 @@ async def test_a_cancel_inside_the_lead_wins_over_the_start(
     )
     await committed(sent.partition, sent.offset)
 
-    assert datetime.now(UTC) >= scheduled_for  # it was held to its instant, then dropped
+    # It was held to its claim, a second before its instant, and dropped there.
+    assert datetime.now(UTC) >= scheduled_for - timedelta(seconds=CLAIM_AHEAD_S)
     assert http_target.hits_for(execution.execution_id) == []
     assert (await execution_row(pool, execution.execution_id))["status"] == "cancelled"
     assert await results.read_to_end() == []
