@@ -5,8 +5,8 @@
 Starts the local services (``infra``), a fresh database and topic namespace, one
 ``kjs scheduler`` and one ``kjs worker --lane normal`` as subprocesses. Jobs are submitted
 straight to ``jobs.commands`` well ahead of their time, so submission cost is not measured.
-Lateness is the execution's ``started_at`` (set by the worker's claim, on the instant it
-starts the target) minus its ``scheduled_for``. Prints p50/p99/max lateness, the burst's
+Lateness is the execution's ``started_at`` (the worker's start of the target, recorded
+with its result) minus its ``scheduled_for``. Prints p50/p99/max lateness, the burst's
 drain time (last start minus the due second) and the processes' peak RSS.
 """
 
@@ -74,7 +74,7 @@ async def _wait_started(pool: asyncpg.Pool, n: int, deadline_s: float) -> None:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         done = await pool.fetchval(
-            "SELECT count(*) FROM kjs_executions WHERE started_at IS NOT NULL"
+            "SELECT count(*) FROM kjs_executions WHERE finished_at IS NOT NULL"
         )
         if done >= n:
             return

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from scheduler import store
 from scheduler.commands import CommandHandler, Rejected
+from scheduler.firing import fires_close
 from scheduler.metrics import COMMANDS
 from scheduler.records import Record
 from scheduler.retrying import until_available
@@ -118,7 +119,7 @@ class CommandBatches:
             job_id = create.row.job_id
             if job_id in inserted:
                 inserted.discard(job_id)  # the same job again later in the batch: a repeat
-                shard.timer.offer(job_id, create.due)
+                shard.timer.offer(job_id, create.due, close=fires_close(create.row.schedule))
                 outcomes.append("created")
             else:
                 outcomes.append("duplicate")

@@ -19,7 +19,7 @@ from kjs.settings import SchedulerSettings, SecuritySettings, TargetSettings
 from scheduler import store
 from scheduler.daily_budget import DailyBudget
 from scheduler.deadletters import dead_letter
-from scheduler.firing import SCHEDULE, effective_due
+from scheduler.firing import SCHEDULE, effective_due, fires_close
 from scheduler.kafka_io import Sender
 from scheduler.metrics import COMMANDS
 from scheduler.occurrences import first_run
@@ -241,7 +241,9 @@ class CommandHandler:
         if changed.status == "scheduled" and changed.next_run_at is not None:
             schedule = SCHEDULE.validate_python(changed.schedule)
             shard.timer.offer(
-                command.job_id, effective_due(schedule, command.job_id, changed.next_run_at)
+                command.job_id,
+                effective_due(schedule, command.job_id, changed.next_run_at),
+                close=fires_close(schedule),
             )
         return {"pause": "paused", "resume": "resumed", "update": "updated"}[command.type]
 
@@ -312,7 +314,7 @@ class CommandHandler:
         await self._within_quotas(row.user_id, row.job_id, record)
         if not await store.insert_job(self.pool, shard.epoch, row):
             return "duplicate"
-        shard.timer.offer(row.job_id, due)
+        shard.timer.offer(row.job_id, due, close=fires_close(row.schedule))
         return "created"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -44,7 +45,24 @@ def _occurrence(
     )
 
 
-def plan(job: store.FiringJob, now: datetime, lead: timedelta = timedelta(0)) -> store.Fired:
+def fires_close(schedule: Schedule | dict[str, Any]) -> bool:
+    """Whether a job's overlap policy decides at fire time (forbid, replace, buffer_one): such
+    a job is fired close to its instant, when "is the previous run still running?" is the
+    question that matters, not a whole lead ahead (scheduler.timer.CLOSE_LEAD)."""
+    overlap = (
+        schedule.get("overlap")
+        if isinstance(schedule, dict)
+        else getattr(schedule, "overlap", None)
+    )
+    return overlap not in (None, "allow")
+
+
+def plan(
+    job: store.FiringJob,
+    now: datetime,
+    lead: timedelta = timedelta(0),
+    close_lead: timedelta | None = None,
+) -> store.Fired:
     """What firing a due job means: which occurrences run, which are skipped, what next.
 
     1. List the occurrences due by now + lead, from the job's next_run_at on (more than one
@@ -66,7 +84,8 @@ def plan(job: store.FiringJob, now: datetime, lead: timedelta = timedelta(0)) ->
     schedule = SCHEDULE.validate_python(job.schedule)
     if isinstance(schedule, OnceSchedule):  # (not reached: the type check above)
         return store.Fired(job.job_id, job.user_id, job.priority, [_occurrence(job, first)], None)
-    horizon = now + lead
+    close = fires_close(schedule)
+    horizon = now + (close_lead if close and close_lead is not None else lead)
     due = [first, *occurrences(schedule, first, job.created_at, CATCHUP_SCAN, until=horizon)]
     scan_capped = len(due) > CATCHUP_SCAN
     grace = timedelta(seconds=schedule.misfire_grace_s)
@@ -114,6 +133,7 @@ def plan(job: store.FiringJob, now: datetime, lead: timedelta = timedelta(0)) ->
         cancel_active=cancel_active,
         buffer=buffer,
         next_due=None if nxt is None else effective_due(schedule, job.job_id, nxt),
+        close=close,
     )
 
 

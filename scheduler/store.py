@@ -102,6 +102,8 @@ class Fired:
     buffer: datetime | None = None
     # next_run_at plus its jitter: when the timer must fire it.
     next_due: datetime | None = None
+    # Fire the next run close to its instant, not a lead ahead (firing.fires_close).
+    close: bool = False
 
 
 async def claim_shard(pool: asyncpg.Pool, shard: int, owner: str) -> int:
@@ -238,6 +240,16 @@ async def change_job(
             job_id,
             *(values[name] for name in names),
         )
+        if after["status"] == "paused":
+            # Occurrences fired ahead (the lead) but not yet due: a pause lands before them,
+            # as it would have before the lead existed. A worker's claim only takes 'queued'
+            # rows, so this wins until the claim, a second before the instant.
+            await conn.execute(
+                "UPDATE kjs_executions SET status = 'skipped', finished_at = now(),"
+                " error = 'paused: the job was paused before this run started'"
+                " WHERE job_id = $1 AND status = 'queued' AND scheduled_for > now()",
+                job_id,
+            )
     return Changed(after["status"], after["next_run_at"], after["schedule"])
 
 

@@ -41,7 +41,9 @@ COALESCE_S = 0.05
 CLAIM_SQL = """
 UPDATE kjs_executions AS e
    SET status = 'running',
-       started_at = now(),
+       -- Claimed up to a second ahead: the run starts on its instant (the result then
+       -- records the real start).
+       started_at = GREATEST(now(), e.scheduled_for, e.due_at),
        worker = $3,
        lease_until = now() + make_interval(secs => c.lease_s)
   FROM unnest($1::uuid[], $2::float8[]) AS c (execution_id, lease_s)
