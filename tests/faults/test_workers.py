@@ -33,7 +33,10 @@ async def test_worker_killed_mid_job_reruns_with_the_same_key(
                 " WHERE job_id = ANY($1::uuid[]) AND status = 'running' AND worker = 'w1'",
                 ids,
             )
-            return [r["execution_id"] for r in rows] or None
+            # Claimed is not started: a worker claims a second ahead of the instant. A victim
+            # is a run w1 had started at the target when it died.
+            started = {c.key for c in target.calls}
+            return [r["execution_id"] for r in rows if r["execution_id"] in started] or None
 
         victims = await eventually(running_on_w1, 30, interval_s=0.05, what="w1 to run jobs")
         since = datetime.now(UTC)
