@@ -38,7 +38,7 @@ FIRE_BATCH = 1000
 # produced early; the worker still claims a second ahead and starts each on its instant.
 FIRE_TICK = timedelta(milliseconds=500)
 # How often the shard looks for lapsed worker leases (an indexed query, kjs_executions_leased):
-# with the workers' 8 s lease, a killed worker's execution runs again within about 9 s.
+# with the workers' 7 s lease, a killed worker's execution runs again within about 8.5 s.
 REAP_INTERVAL_S = 1.0
 # A recurring job with an overlap policy other than "allow" fires this close to its instant,
 # not a whole lead ahead: its policy looks at whether the previous run is still running,

@@ -28,10 +28,11 @@ import asyncpg
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_S = 1.0
-# Seven missed heartbeats: a Postgres blip or a GC pause does not look like a dead worker, and
-# a killed worker's execution runs again within about 9 s (the lease, then the shard's reaper,
-# which looks every second: scheduler.timer.REAP_INTERVAL_S).
-LEASE_TTL_S = 8.0
+# Six missed heartbeats: a Postgres blip or a GC pause does not look like a dead worker, and
+# a killed worker's execution runs again within about 8.5 s (the lease, then the shard's
+# reaper, which looks every second: scheduler.timer.REAP_INTERVAL_S, then a live member of
+# the lane, which has its partitions by then: workers.main.WorkerTuning.session_timeout_ms).
+LEASE_TTL_S = 7.0
 # The lease of an attempt whose result is acked in jobs.results, until the shard records it.
 REPORTED_TTL_S = 600.0
 MAX_BATCH = 1000

@@ -61,6 +61,10 @@ class WorkerTuning:
     # The consumer's max.poll.interval.ms; the lane loop polls far more often than this
     # whatever its jobs do, so a long job never costs the group a rebalance.
     max_poll_interval_ms: int = 300_000
+    # A killed worker's partitions move after this (the brokers' default minimum), before
+    # its leases lapse (7 s), so the shard's re-dispatch of its runs finds a live member.
+    session_timeout_ms: int = 6_000
+    consumer_heartbeat_ms: int = 1_000
     retention_interval_s: float = 3600.0
     retention_batch: int = DEFAULT_BATCH
 
@@ -184,6 +188,8 @@ class Worker:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_interval_ms=tuning.max_poll_interval_ms,
+            session_timeout_ms=tuning.session_timeout_ms,
+            heartbeat_interval_ms=tuning.consumer_heartbeat_ms,
         )
         loop = LaneLoop(
             consumer,
