@@ -73,8 +73,8 @@ class ShardTimer:
         self._window = timedelta(seconds=settings.window_s)
         # Two kinds of entries: a job's next occurrence, and a failed attempt's retry.
         self._due: dict[tuple[str, UUID], datetime] = {}
-        # (when to fire it, kind, key, due): fired once "when" is within a tick of now.
-        self._heap: list[tuple[datetime, str, UUID, datetime]] = []
+        # (when to fire it, kind, key, due, close): see _pop_due.
+        self._heap: list[tuple[datetime, str, UUID, datetime, bool]] = []
         self._horizon = datetime.min.replace(tzinfo=UTC)
         self._wake = asyncio.Event()
         self._dispatch_slots = asyncio.Semaphore(DISPATCHES_IN_FLIGHT)
@@ -98,11 +98,8 @@ class ShardTimer:
     def _hold(self, kind: str, key: UUID, due_at: datetime, close: bool = False) -> None:
         if due_at <= self._horizon and self._due.get((kind, key)) != due_at:
             self._due[(kind, key)] = due_at
-            # Popped once fire_at <= now + tick: a close one when due <= now + CLOSE_LEAD.
-            fire_at = (
-                due_at - min(CLOSE_LEAD, self._lead) + FIRE_TICK if close else due_at - self._lead
-            )
-            heapq.heappush(self._heap, (fire_at, kind, key, due_at))
+            fire_at = due_at - (min(CLOSE_LEAD, self._lead) if close else self._lead)
+            heapq.heappush(self._heap, (fire_at, kind, key, due_at, close))
             self._wake.set()
 
     async def run(self) -> None:
@@ -112,8 +109,9 @@ class ShardTimer:
         2. Every half window, reload the jobs and retries due within the window and re-send
            outbox entries that a failed dispatch left behind.
         3. Every ``REAP_INTERVAL_S``, re-dispatch executions whose worker's lease lapsed.
-        4. In between, sleep until the earliest held job is a lead away, then fire every
-           job due by now + lead + ``FIRE_TICK`` in one batch.
+        4. In between, sleep until the earliest held job is a lead away (``CLOSE_LEAD`` for
+           a close one), then fire it with every job due within the next ``FIRE_TICK``, in
+           one batch.
         Postgres or Kafka being down delays firing; it never drops a held job.
         """
         try:
@@ -132,7 +130,7 @@ class ShardTimer:
             if time.monotonic() >= next_reap:
                 await self._retrying(self._reap)
                 next_reap = time.monotonic() + REAP_INTERVAL_S
-            batch = self._pop_due(utcnow() + FIRE_TICK)
+            batch = self._pop_due(utcnow())
             if batch:
                 await self._retrying(partial(self._fire, batch))
                 continue
@@ -157,15 +155,30 @@ class ShardTimer:
             )
             await self._dispatcher.dispatch(self.shard, expired)
 
-    def _pop_due(self, until: datetime) -> dict[str, list[UUID]]:
+    def _pop_due(self, now: datetime) -> dict[str, list[UUID]]:
+        """Once the earliest entry's fire time has come, take it and every entry whose fire
+        time is within ``FIRE_TICK`` (up to ``FIRE_BATCH``): the next fire is then a tick
+        away at the earliest, so a steady stream is fired a tick at a time, not a job at a
+        time. A close entry (``CLOSE_LEAD``) is never taken before its own fire time."""
+        if not self._heap or self._heap[0][0] > now:
+            return {}
         batch: dict[str, list[UUID]] = {JOB: [], RETRY: []}
         taken = 0
+        not_yet = []
+        until = now + FIRE_TICK
         while self._heap and self._heap[0][0] <= until and taken < FIRE_BATCH:
-            _, kind, key, due_at = heapq.heappop(self._heap)
-            if self._due.get((kind, key)) == due_at:  # else superseded or forgotten
-                del self._due[(kind, key)]
-                batch[kind].append(key)
-                taken += 1
+            entry = heapq.heappop(self._heap)
+            fire_at, kind, key, due_at, close = entry
+            if self._due.get((kind, key)) != due_at:
+                continue  # superseded or forgotten
+            if close and fire_at > now:
+                not_yet.append(entry)
+                continue
+            del self._due[(kind, key)]
+            batch[kind].append(key)
+            taken += 1
+        for entry in not_yet:
+            heapq.heappush(self._heap, entry)
         return batch if taken else {}
 
     async def _fire(self, batch: dict[str, list[UUID]]) -> None:
@@ -220,7 +233,7 @@ class ShardTimer:
     async def _sleep(self, wake_at: float) -> None:
         timeout = wake_at - time.monotonic()
         if self._heap:
-            until_fire = (self._heap[0][0] - FIRE_TICK - utcnow()).total_seconds()
+            until_fire = (self._heap[0][0] - utcnow()).total_seconds()
             timeout = min(timeout, until_fire)
         self._wake.clear()
         if timeout <= 0:

@@ -73,11 +73,16 @@ async def test_far_jobs_stay_in_postgres_until_their_window_comes(
             return await _count_status(pool, [j.job_id for j in far], "queued") == len(far)
 
         await eventually(all_fired, timeout_s=20, what="the far jobs to fire when due")
-        fired = await pool.fetch(
-            "SELECT dispatched_at FROM kjs_executions WHERE job_id = ANY($1::uuid[])",
-            [j.job_id for j in far],
-        )
-        assert all(r["dispatched_at"] is not None for r in fired)
+
+        async def all_dispatched() -> bool:
+            # Marked once Kafka acknowledged the due events, just after the fire's commit.
+            fired = await pool.fetch(
+                "SELECT dispatched_at FROM kjs_executions WHERE job_id = ANY($1::uuid[])",
+                [j.job_id for j in far],
+            )
+            return len(fired) == len(far) and all(r["dispatched_at"] is not None for r in fired)
+
+        await eventually(all_dispatched, timeout_s=10, what="their due events to be acknowledged")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
