@@ -160,6 +160,7 @@ async def one_run(args: argparse.Namespace, processes: int, rate: int) -> Run:
                 "type": "create",
                 "job": {
                     "user_id": user,
+                    "name": "capacity",
                     "schedule": {"type": "once", "at": _iso(at)},
                     "target": {
                         "type": "http",
@@ -193,6 +194,8 @@ async def one_run(args: argparse.Namespace, processes: int, rate: int) -> Run:
         nginx.send_signal(signal.SIGQUIT)
         await nginx.wait()
     seen = Counter(job for job, _ in starts)
+    if not seen:
+        raise SystemExit("no job reached the target: see the scheduler's dead letters above")
     late_ms = [(arrived - sched) * 1000 for _, (sched, arrived) in _first(starts).items()]
     cpu = {name: 1000 * max(0.0, after[name] - before[name]) / n for name in before}
     shutil.rmtree(work, ignore_errors=True)

@@ -34,4 +34,8 @@ def run(loglevel: str | None = None, metrics_port: int | None = None) -> None:
     worker = faust.Worker(
         scheduler.app, loglevel=level, quiet=True, logging_config=logging_config(obs, level)
     )
+    # faust's terminal spinner sets the root logger to DEBUG to spin on every record, which
+    # makes aiokafka build a debug record per fetch and per produce (2% of the scheduler's
+    # CPU under load) and prints cursor escapes into the logs.
+    worker.spinner = None
     worker.execute_from_commandline()

@@ -29,11 +29,21 @@ async def create_pool(settings: DatabaseSettings, dsn: str | None = None) -> asy
             min_size=settings.db_pool_min,
             max_size=settings.db_pool_max,
             init=_init_connection,
+            reset=_reset_connection,
         )
     except (OSError, asyncpg.PostgresError) as exc:
         raise StoreUnavailable(f"cannot connect to Postgres: {exc}") from exc
     assert pool is not None
     return pool
+
+
+async def _reset_connection(conn: asyncpg.Connection) -> None:
+    """What a connection needs before it goes back to the pool: only a rollback of a
+    transaction left open. asyncpg's default reset (advisory unlock, CLOSE ALL, UNLISTEN,
+    RESET ALL) is a round trip on every release, and kjs's own connections keep no session
+    state (the migration lock is transaction-level; user SQL targets have pools of their own)."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
 
 
 def is_unavailable(exc: BaseException) -> bool:
