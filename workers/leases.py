@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from uuid import UUID
 
 import asyncpg
@@ -59,6 +60,14 @@ RETURNING e.execution_id
 
 
 class LeaseKeeper:
+    """The leases of one worker's claimed executions, renewed shortly before they run out.
+
+    A lease is renewed only when less than ``renew_within`` of it is left, so an attempt
+    shorter than that (most of them) costs no renewal at all, and a long one a write every
+    ``ttl - renew_within`` seconds; a reported one is handed over at the same point, by then
+    usually recorded by the shard (the statement then writes nothing).
+    """
+
     def __init__(
         self,
         pool: asyncpg.Pool,
@@ -73,16 +82,25 @@ class LeaseKeeper:
         self._worker = worker
         self.interval_s = interval_s
         self.ttl_s = ttl_s
+        # Three heartbeats of slack (or half the lease): a late beat still renews in time.
+        self.renew_within = max(3 * interval_s, ttl_s / 2)
         # A count per id: a re-dispatched execution can be claimed again by this worker
         # while its first attempt here still winds down.
         self._held: dict[UUID, int] = {}
-        # Released after their result was acked: handed to the shard at the next heartbeat.
+        # Released after their result was acked: handed to the shard before they run out.
         self._reported: set[UUID] = set()
+        # When the lease this worker last set runs out (monotonic), held and reported ids.
+        self._expires: dict[UUID, float] = {}
         # Heartbeats sent; tests wait on it instead of on time.
         self.beats = 0
 
     def hold(self, execution_id: UUID) -> None:
-        self._held[execution_id] = self._held.get(execution_id, 0) + 1
+        """Hold the lease a claim just took (``ttl_s`` long)."""
+        count = self._held.get(execution_id, 0)
+        self._held[execution_id] = count + 1
+        self._reported.discard(execution_id)
+        if count == 0:
+            self._expires[execution_id] = time.monotonic() + self.ttl_s
 
     def release(self, execution_id: UUID, *, reported: bool = False) -> None:
         """Stop holding a lease. ``reported``: the attempt's result is acked in Kafka, so the
@@ -92,6 +110,8 @@ class LeaseKeeper:
             self._held[execution_id] = count
         elif reported:
             self._reported.add(execution_id)
+        else:
+            self._expires.pop(execution_id, None)
 
     def held(self) -> frozenset[UUID]:
         return frozenset(self._held)
@@ -100,31 +120,36 @@ class LeaseKeeper:
     def idle(self) -> bool:
         return not self._held and not self._reported
 
-    async def extend(self) -> set[UUID]:
-        """Extend every held lease now, and hand over the reported ones; returns the ids
-        whose lease was extended.
+    async def extend(self, *, due_only: bool = False) -> set[UUID]:
+        """Extend the held leases and hand over the reported ones (with ``due_only``, only
+        those with less than ``renew_within`` left); returns the ids extended.
 
         Sorted, and in bounded batches: each statement locks its rows in one order and
         briefly, so it cannot deadlock with another worker's or hold up the shard's writes.
-        A reported id is forgotten once sent: the shard records most within milliseconds, so
-        the statement finds nothing to do for them (and a failed one is retried next time).
+        A reported id is forgotten once sent: the shard has usually recorded it by then, so
+        the statement writes nothing for it (and a failed statement is retried next time).
         """
-        reported, self._reported = self._reported, set()
-        ttl = {i: self.ttl_s for i in self._held}
-        ttl.update((i, REPORTED_TTL_S) for i in reported if i not in ttl)
+        now = time.monotonic()
+        if due_only:
+            due = {i for i, at in self._expires.items() if at - now < self.renew_within}
+        else:
+            due = set(self._held) | self._reported
+        ttl = {i: self.ttl_s for i in due if i in self._held}
+        ttl.update((i, REPORTED_TTL_S) for i in due & self._reported if i not in ttl)
         ids = sorted(ttl)
         extended: set[UUID] = set()
-        try:
-            for start in range(0, len(ids), MAX_BATCH):
-                chunk = ids[start : start + MAX_BATCH]
-                rows = await self._pool.fetch(
-                    EXTEND_SQL, chunk, self._worker, [ttl[i] for i in chunk]
-                )
-                extended.update(row["execution_id"] for row in rows)
-        except BaseException:
-            self._reported |= reported
-            raise
-        lost = set(self._held) - extended
+        for start in range(0, len(ids), MAX_BATCH):
+            chunk = ids[start : start + MAX_BATCH]
+            rows = await self._pool.fetch(EXTEND_SQL, chunk, self._worker, [ttl[i] for i in chunk])
+            extended.update(row["execution_id"] for row in rows)
+        for i in ids:
+            if i in self._held:
+                if i in extended:
+                    self._expires[i] = now + self.ttl_s
+            else:
+                self._reported.discard(i)
+                self._expires.pop(i, None)
+        lost = set(ttl) & set(self._held) - extended
         if lost:
             # Recorded or reassigned meanwhile; the attempt itself goes on to its report.
             log.debug("leases no longer ours: %s", sorted(lost))
@@ -138,7 +163,7 @@ class LeaseKeeper:
             if self.idle:
                 continue
             try:
-                await self.extend()
+                await self.extend(due_only=True)
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
                 log.warning(
                     "extending %d leases failed: %s", len(self._held) + len(self._reported), exc

@@ -147,3 +147,25 @@ async def test_a_lease_held_twice_is_kept_until_both_release_it(pool: asyncpg.Po
     assert keeper.held() == {execution_id}
     keeper.release(execution_id)
     assert keeper.held() == frozenset()
+
+
+async def test_a_heartbeat_renews_only_the_leases_about_to_run_out(
+    pool: asyncpg.Pool, user_id: str
+) -> None:
+    """A lease with more than ``renew_within`` left costs no write: short attempts (most of
+    them) finish on the lease their claim took."""
+    (fresh,) = await queued_ids(pool, user_id, 1)
+    keeper = LeaseKeeper(pool, "w-renew", interval_s=1, ttl_s=600)
+    claim = await Claimer(pool, "w-renew", lease_s=600).claim(fresh)
+    assert claim is not None
+    keeper.hold(fresh)
+
+    assert await keeper.extend(due_only=True) == set()
+    row = await pool.fetchrow(
+        "SELECT lease_until FROM kjs_executions WHERE execution_id = $1", fresh
+    )
+    assert row["lease_until"] == claim.lease_until
+
+    short = LeaseKeeper(pool, "w-renew", interval_s=1, ttl_s=2)  # 2 s left < renew_within (3 s)
+    short.hold(fresh)
+    assert await short.extend(due_only=True) == {fresh}
