@@ -95,7 +95,10 @@ async def _worker_processes(args: argparse.Namespace) -> int:
     argvs, env = {}, {}
     for i in range(args.processes):
         name = f"worker-{args.lane}-{i}"
-        argv = [sys.executable, "-m", "kjs.cli", "worker", "--lane", args.lane]
+        argv = [sys.executable, "-m", "kjs.cli"]
+        if args.loglevel:
+            argv += ["--loglevel", args.loglevel]
+        argv += ["worker", "--lane", args.lane]
         if args.metrics_port is not None:
             argv += ["--metrics-port", str(args.metrics_port + i)]
         argvs[name] = argv
