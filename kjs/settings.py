@@ -113,7 +113,7 @@ class SchedulerSettings(_Section):
     # scheduler crash are already with the workers (failover hides behind it). A change to
     # a job inside its occurrence's lead applies from the next one; a cancel still wins
     # until the worker's claim (workers.execution.CLAIM_AHEAD_S before the instant).
-    lead_ms: int = Field(default=2000, ge=0, le=10_000)
+    lead_ms: int = Field(default=3000, ge=0, le=10_000)
     # Only jobs due within this window are held in a shard's memory (invariant 4).
     window_s: float = Field(default=30.0, gt=1.0, le=3600.0)
     # A `once` job whose time is further in the past than this is refused.
@@ -121,9 +121,10 @@ class SchedulerSettings(_Section):
     scheduler_id: str = ""
     # How long the group waits for a silent scheduler before its shards move (failover time
     # after a hard crash); a clean shutdown leaves the group at once. 6 s is the brokers'
-    # default group.min.session.timeout.ms; with the 2 s lead, a job due just after a crash
-    # fires about 5 s late at worst (shorter would make a busy scheduler's GC pause a
-    # rebalance, which the epoch fence makes safe but not free).
+    # default group.min.session.timeout.ms; the shards fire again 6-7 s after a crash, and
+    # with the 3 s lead a job due just after it fires about 4 s late at worst (a shorter
+    # session would make a busy scheduler's GC pause a rebalance, which the epoch fence
+    # makes safe but not free).
     session_timeout_s: float = Field(default=6.0, ge=6.0, le=300.0)
 
 

@@ -44,7 +44,7 @@ INTERRUPT_REPORT_S = 5.0
 # then paid before the instant, not in the job's lateness, and a burst's claims go in large
 # batches while nothing runs yet (10,000 claims take about a second on a busy 2-core
 # machine). A cancel must land before the claim to stop a run, so this is also how close
-# to its instant an execution can still be cancelled. The shard's lead (2 s by default)
+# to its instant an execution can still be cancelled. The shard's lead (3 s by default)
 # must exceed it, or the claim happens on arrival, late by the difference.
 CLAIM_AHEAD_S = 1.0
 CLAIM_AHEAD = timedelta(seconds=CLAIM_AHEAD_S)
@@ -142,10 +142,12 @@ class ExecutionService:
         6. Report the attempt as one ``ResultEvent`` on ``jobs.results`` and wait for the
            ack; the lease is then handed over (``LeaseKeeper.release(reported=True)``).
            The owning scheduler shard records the final status from the result.
-        7. Cut off by shutdown after the claim: report the attempt as interrupted (failed,
+        7. Cut off by shutdown after the start: report the attempt as interrupted (failed,
            retryable, so the shard schedules the next attempt with its backoff instead of
            waiting for the lease to lapse), within ``INTERRUPT_REPORT_S``, and leave the
            record uncommitted (its redelivery finds the execution claimed and skips it).
+           Cut off between the claim and the start: nothing ran, so nothing is reported;
+           the lease lapses and the shard re-dispatches the execution with the same id.
 
         The caller then marks the offset done, and the commit loop commits the contiguous
         prefix of done offsets (``workers.offsets``).
