@@ -2,7 +2,8 @@
 
 A claim is a compare-and-set on the execution's status, so of all deliveries of one
 execution (a redelivery after a crash or a rebalance, a duplicate due event) exactly one
-starts it, and a cancel that landed inside the dispatch lead wins over the start.
+starts it, and a cancel that landed before the claim (a second before the instant) wins
+over the start.
 
 Claims are made a second ahead of the instant (workers.execution.CLAIM_AHEAD_S), so a claim
 may wait a little to share its statement: the first claim asked for opens a batch that
