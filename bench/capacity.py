@@ -35,12 +35,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 from aiokafka import AIOKafkaProducer
 
+from bench.databases import fresh_database
 from infra.supervisor import status, up
-from kjs.settings import DatabaseSettings, InfraSettings, KafkaSettings
-from schemas.db import migrate_url
+from kjs.settings import InfraSettings, KafkaSettings
 from topics.admin import create_topics
 from topics.catalog import catalog
 
@@ -123,12 +122,7 @@ async def one_run(args: argparse.Namespace, processes: int, rate: int) -> Run:
     run = uuid.uuid4().hex[:8]
     kafka = KafkaSettings(namespace=f"cap{run}.")
     await create_topics(kafka, catalog(kafka))
-    admin_dsn = DatabaseSettings().database_url.get_secret_value()
-    conn = await asyncpg.connect(admin_dsn)
-    await conn.execute(f'CREATE DATABASE "kjs_cap_{run}"')
-    await conn.close()
-    dsn = admin_dsn.rsplit("/", 1)[0] + f"/kjs_cap_{run}"
-    await migrate_url(dsn)
+    dsn = await fresh_database("capacity")
     work = Path(tempfile.mkdtemp(prefix="kjs-capacity-"))
     (work / "body").mkdir()
     (work / "nginx.conf").write_text(NGINX_CONF.format(dir=work, port=args.port))

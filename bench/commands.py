@@ -21,10 +21,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
+from bench.databases import fresh_database
 from bench.lateness import _submit
 from infra.supervisor import up
-from kjs.settings import DatabaseSettings, InfraSettings, KafkaSettings
-from schemas.db import migrate_url
+from kjs.settings import InfraSettings, KafkaSettings
 from topics.admin import create_topics
 from topics.catalog import catalog
 
@@ -45,12 +45,7 @@ async def main(args: argparse.Namespace) -> None:
     kafka = KafkaSettings(namespace=f"bench{run}.")
     cat = catalog(kafka)
     await create_topics(kafka, cat)
-    admin_dsn = DatabaseSettings().database_url.get_secret_value()
-    conn = await asyncpg.connect(admin_dsn)
-    await conn.execute(f'CREATE DATABASE "kjs_bench_{run}"')
-    await conn.close()
-    dsn = admin_dsn.rsplit("/", 1)[0] + f"/kjs_bench_{run}"
-    await migrate_url(dsn)
+    dsn = await fresh_database("commands")
     env = {**os.environ, "KJS_NAMESPACE": kafka.namespace, "KJS_DATABASE_URL": dsn}
     kjs = [sys.executable, "-m", "kjs.cli", "--loglevel", "warning"]
     scheduler = await asyncio.create_subprocess_exec(*kjs, "scheduler", env=env)

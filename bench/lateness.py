@@ -26,9 +26,9 @@ from pathlib import Path
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
+from bench.databases import fresh_database
 from infra.supervisor import up
-from kjs.settings import DatabaseSettings, InfraSettings, KafkaSettings
-from schemas.db import migrate_url
+from kjs.settings import InfraSettings, KafkaSettings
 from topics.admin import create_topics
 from topics.catalog import catalog
 
@@ -95,12 +95,7 @@ async def main(args: argparse.Namespace) -> None:
 
     admin = admin_client(kafka)  # must outlive its futures
     await asyncio.wrap_future(admin.create_topics([NewTopic(sink, 6, 1)])[sink])
-    admin_dsn = DatabaseSettings().database_url.get_secret_value()
-    conn = await asyncpg.connect(admin_dsn)
-    await conn.execute(f'CREATE DATABASE "kjs_bench_{run}"')
-    await conn.close()
-    dsn = admin_dsn.rsplit("/", 1)[0] + f"/kjs_bench_{run}"
-    await migrate_url(dsn)
+    dsn = await fresh_database("lateness")
     env = {
         **os.environ,
         "KJS_NAMESPACE": kafka.namespace,

@@ -25,13 +25,14 @@ from pathlib import Path
 
 import asyncpg
 
+from bench.databases import fresh_database
 from infra.supervisor import up
 from kjs.settings import DatabaseSettings, InfraSettings, KafkaSettings, SchedulerSettings
 from scheduler import store
 from scheduler.firing import Dispatcher
 from scheduler.kafka_io import ProducerSender
 from scheduler.timer import ShardTimer
-from schemas.db import create_pool, migrate_url
+from schemas.db import create_pool
 from topics.admin import create_topics
 from topics.catalog import Catalog, catalog
 from topics.partitioner import partition_for
@@ -43,17 +44,6 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-async def fresh_database(tag: str) -> str:
-    admin = DatabaseSettings().database_url.get_secret_value()
-    name = f"kjs_bench_{tag}_{uuid.uuid4().hex[:6]}"
-    conn = await asyncpg.connect(admin)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    dsn = admin.rsplit("/", 1)[0] + "/" + name
-    await migrate_url(dsn)
-    return dsn
 
 
 async def copy_jobs(dsn: str, n: int, partitions: int, start: datetime, span_s: float) -> None:
