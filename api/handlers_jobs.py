@@ -23,7 +23,7 @@ from api.models import (
     SubmitAccepted,
 )
 from api.tenancy import TenantDenied, resolve_tenant
-from api.validation import parse_job_spec, validate_model
+from api.validation import parse_submission, validate_model
 from api.views import execution_view, job_view, model_response, next_cursor
 from scheduler.quotas import PayloadTooLarge, QuotaExceeded, target_bytes, usage_day
 from schemas.db import StoreUnavailable
@@ -90,14 +90,15 @@ async def within_daily_runs(request: web.Request, user_id: str) -> None:
 async def submit_job(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     with request.app[METRICS].timing_submit():
-        spec = parse_job_spec(
+        submission = parse_submission(
             await request.read(),
             now=datetime.now(UTC),
             grace=deps.past_grace,
             policy=deps.targets,
             reserved_topics=deps.reserved_topics,
         )
-        await resolve_tenant(request, spec.user_id)
+        # Left out, the tenant is the credential's; named, the credential must cover it.
+        spec = submission.for_tenant(await resolve_tenant(request, submission.user_id))
         within_payload(request, spec.user_id, spec.target)
         await _within_quotas(request, spec.user_id)
         job_id = commands.job_id_for(spec)
@@ -130,9 +131,9 @@ async def cancel_job(request: web.Request) -> web.Response:
 
 async def list_jobs(request: web.Request) -> web.Response:
     query = validate_model(ListJobsQuery, dict(request.query))
-    await resolve_tenant(request, query.user_id)
+    tenant = await resolve_tenant(request, query.user_id)
     rows = await queries.list_jobs(
-        request.app[DEPS].pool, query.user_id, query.status, query.after, query.limit + 1
+        request.app[DEPS].pool, tenant, query.status, query.after, query.limit + 1
     )
     page = JobPage(
         jobs=[job_view(row) for row in rows[: query.limit]],

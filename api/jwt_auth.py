@@ -223,6 +223,7 @@ class JwtVerifier:
         self._algorithms = tuple(security.jwt_algorithms)
         self._user_claim = security.jwt_user_claim
         self._scope_claim = security.jwt_scope_claim
+        self._tenants_claim = security.jwt_tenants_claim
         self._leeway = security.jwt_leeway_s
         required = dict.fromkeys(["exp", "iss", "sub", self._user_claim])
         if self.audience is not None:
@@ -305,12 +306,18 @@ class JwtVerifier:
         return f"invalid token: {exc}"
 
     def _principal(self, claims: dict[str, Any]) -> Principal:
+        scopes = self._scopes(claims)
+        if claims.get(self._tenants_claim) is not None:
+            return self._service_principal(claims[self._tenants_claim], scopes)
         user_id = claims.get(self._user_claim)
         if not is_user_id(user_id):
             raise TokenRejected(
                 f"token claim {self._user_claim!r} is not a kjs user id "
                 "(1 to 128 of A-Z a-z 0-9 . _ : @ -)"
             )
+        return Principal(None, user_id, scopes, "jwt")
+
+    def _scopes(self, claims: dict[str, Any]) -> frozenset[str]:
         raw = claims.get(self._scope_claim, [])
         if isinstance(raw, str):
             raw = raw.split()
@@ -320,7 +327,18 @@ class JwtVerifier:
                 "of strings"
             )
         named = {s.removeprefix(SCOPE_PREFIX) for s in raw}
-        return Principal(None, user_id, frozenset(s for s in SCOPES if s in named), "jwt")
+        return frozenset(s for s in SCOPES if s in named)
+
+    def _service_principal(self, tenants: object, scopes: frozenset[str]) -> Principal:
+        """A service token: its tenants claim is "*" (every tenant) or a list of user ids."""
+        if tenants == "*":
+            return Principal(None, None, scopes, "jwt", all_tenants=True)
+        if not isinstance(tenants, list) or not tenants or not all(map(is_user_id, tenants)):
+            raise TokenRejected(
+                f'token claim {self._tenants_claim!r} must be "*" or a non-empty list of kjs '
+                "user ids"
+            )
+        return Principal(None, None, scopes, "jwt", tenants=frozenset(tenants))
 
 
 def build_authenticator(pool: asyncpg.Pool, security: SecuritySettings) -> Authenticator:

@@ -47,23 +47,64 @@ def is_user_id(value: object) -> TypeGuard[str]:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a verified credential acts for."""
+    """Who a verified credential acts for.
+
+    A tenant credential acts for one tenant (``user_id``), which requests may leave unnamed. A
+    service credential (a platform backend submitting for many tenants) acts for the tenants in
+    ``tenants``, or for every tenant when ``all_tenants``; its requests name the tenant.
+    """
 
     # The API key's id; None for a JWT.
     key_id: uuid.UUID | None
-    user_id: str
+    # The one tenant of a tenant credential; None for a service credential.
+    user_id: str | None
     scopes: frozenset[str]
     source: Literal["api_key", "jwt"] = "api_key"
+    tenants: frozenset[str] = frozenset()
+    all_tenants: bool = False
 
     def allows(self, scope: Scope) -> bool:
         # admin covers read and write; read and write are independent of each other.
         return scope in self.scopes or "admin" in self.scopes
 
+    def covers(self, tenant: str) -> bool:
+        return self.all_tenants or tenant == self.user_id or tenant in self.tenants
+
+    def acts_for(self) -> str:
+        """The tenants, as an error message names them."""
+        if self.user_id is not None:
+            return f"the tenant {self.user_id!r}"
+        if self.all_tenants:
+            return "every tenant"
+        return "the tenants " + ", ".join(repr(t) for t in sorted(self.tenants))
+
+
+@dataclass(frozen=True)
+class ActsFor:
+    """What a new key acts for: one tenant, a list of tenants, or all (exactly one is set)."""
+
+    user_id: str | None = None
+    tenants: tuple[str, ...] = ()
+    all_tenants: bool = False
+
+    def __post_init__(self) -> None:
+        given = (self.user_id is not None) + bool(self.tenants) + self.all_tenants
+        if given != 1:
+            raise KeyError_("a key acts for one tenant, a list of tenants, or all tenants")
+        for tenant in (self.user_id,) if self.user_id is not None else self.tenants:
+            if not is_user_id(tenant):
+                raise KeyError_(f"invalid user id {tenant!r}")
+
+    def describe(self) -> str:
+        if self.user_id is not None:
+            return self.user_id
+        return "all tenants" if self.all_tenants else "tenants " + ",".join(self.tenants)
+
 
 @dataclass(frozen=True)
 class KeyInfo:
     key_id: uuid.UUID
-    user_id: str
+    acts_for: ActsFor
     scopes: tuple[str, ...]
     name: str
     created_at: datetime
@@ -78,9 +119,7 @@ def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def _check(user_id: str, scopes: Iterable[str]) -> tuple[str, ...]:
-    if not is_user_id(user_id):
-        raise KeyError_(f"invalid user id {user_id!r}")
+def _check(scopes: Iterable[str]) -> tuple[str, ...]:
     wanted = tuple(dict.fromkeys(scopes))
     if not wanted:
         raise KeyError_("a key needs at least one scope")
@@ -94,16 +133,21 @@ Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
 
 async def create_key(
-    db: Executor, user_id: str, scopes: Iterable[str], name: str = ""
+    db: Executor, acts_for: ActsFor | str, scopes: Iterable[str], name: str = ""
 ) -> tuple[uuid.UUID, str]:
-    """Store a new key's hash; return its id and the key (shown once, never stored)."""
-    wanted = _check(user_id, scopes)
+    """Store a new key's hash; return its id and the key (shown once, never stored).
+
+    ``acts_for`` is a tenant's user id, or an ``ActsFor`` for a service key."""
+    who = ActsFor(user_id=acts_for) if isinstance(acts_for, str) else acts_for
+    wanted = _check(scopes)
     key_id, key = uuid.uuid4(), new_key()
     await db.execute(
-        "INSERT INTO kjs_api_keys (key_id, user_id, key_hash, scopes, name)"
-        " VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO kjs_api_keys (key_id, user_id, tenants, all_tenants, key_hash, scopes, name)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
         key_id,
-        user_id,
+        who.user_id,
+        list(who.tenants) or None,
+        who.all_tenants,
         hash_key(key),
         list(wanted),
         name,
@@ -112,15 +156,18 @@ async def create_key(
 
 
 async def list_keys(db: Executor, user_id: str | None = None) -> list[KeyInfo]:
+    """Every key, or those that act for ``user_id`` (service keys covering it included)."""
     rows = await db.fetch(
-        "SELECT key_id, user_id, scopes, name, created_at, revoked_at FROM kjs_api_keys"
-        " WHERE $1::text IS NULL OR user_id = $1 ORDER BY user_id, created_at",
+        "SELECT key_id, user_id, tenants, all_tenants, scopes, name, created_at, revoked_at"
+        " FROM kjs_api_keys"
+        " WHERE $1::text IS NULL OR user_id = $1 OR $1 = ANY(tenants) OR all_tenants"
+        " ORDER BY user_id NULLS LAST, created_at",
         user_id,
     )
     return [
         KeyInfo(
             r["key_id"],
-            r["user_id"],
+            ActsFor(r["user_id"], tuple(r["tenants"] or ()), r["all_tenants"]),
             tuple(r["scopes"]),
             r["name"],
             r["created_at"],
@@ -140,7 +187,8 @@ async def revoke_key(db: Executor, key_id: uuid.UUID) -> bool:
 
 
 _LOOKUP = (
-    "SELECT key_id, user_id, key_hash, scopes, revoked_at FROM kjs_api_keys WHERE key_hash = $1"
+    "SELECT key_id, user_id, tenants, all_tenants, key_hash, scopes, revoked_at"
+    " FROM kjs_api_keys WHERE key_hash = $1"
 )
 
 
@@ -196,7 +244,13 @@ class Authenticator:
         ):
             self._cache.pop(digest, None)
             return None
-        principal = Principal(row["key_id"], row["user_id"], frozenset(row["scopes"]))
+        principal = Principal(
+            row["key_id"],
+            row["user_id"],
+            frozenset(row["scopes"]),
+            tenants=frozenset(row["tenants"] or ()),
+            all_tenants=row["all_tenants"],
+        )
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[digest] = (principal, now)

@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from api.cursor import FIRST_PAGE, Cursor, decode_cursor
-from schemas.v1.jobs import USER_ID_FIELD, Priority, RetryPolicy, UserId
+from schemas.v1.jobs import USER_ID, Priority, RetryPolicy, UserId
 from schemas.v1.schedules import Schedule
 from schemas.v1.targets import Target
 
@@ -77,7 +77,8 @@ class QueryModel(BaseModel):
 
 
 class ListJobsQuery(QueryModel):
-    user_id: UserId = USER_ID_FIELD
+    # Left out: the tenant of the request's credential.
+    user_id: UserId | None = Field(default=None, min_length=1, max_length=128, pattern=USER_ID)
     status: JobStatus | None = None
 
 

@@ -27,11 +27,14 @@ from api.models import (
 )
 from api.routing import Reply, Route
 from schemas.v1.commands import JobChanges
-from schemas.v1.jobs import JobSpec
+from schemas.v1.jobs import JobSubmission
 
 _NOT_FOUND = Reply("No such job (also for a malformed id).", ErrorBody)
 _BAD_REQUEST = Reply("Field errors, each naming the field.", FieldErrorsBody)
-_FORBIDDEN = Reply("The caller may not act for this user_id.", ErrorBody)
+_FORBIDDEN = Reply(
+    "The credential does not act for this user_id; the message names the tenants it acts for.",
+    ErrorBody,
+)
 _TOO_LARGE = Reply("The body, or the job's target, is larger than the limit.", ErrorBody)
 _DAILY_QUOTA = Reply(
     "The tenant's executions per day are used up; Retry-After runs to the next UTC midnight.",
@@ -62,7 +65,7 @@ _ROUTES: tuple[Route, ...] = (
             ),
             503: _UNAVAILABLE,
         },
-        body=JobSpec,
+        body=JobSubmission,
         tags=("jobs",),
     ),
     Route(

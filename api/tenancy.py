@@ -3,9 +3,12 @@
 With authentication on (the default), ``auth_middleware`` verifies the request's
 ``Authorization: Bearer <key>`` for every ``/v1/`` route, checks the scope the method needs
 (``read`` for GET, ``write`` for the rest; ``admin`` covers both) and stores the principal on
-the request. ``credential_tenant`` then answers the tenant from the credential: a body or query
-naming another tenant gets 403, and another tenant's job is reported absent (404) by the
-handlers. Every handler asks ``resolve_tenant`` before it touches a tenant's data.
+the request. ``credential_tenant`` then answers the tenant from the credential: a request may leave
+``user_id`` out and acts for the credential's tenant; a body or query naming a tenant the
+credential does not cover gets 403 saying which tenants it covers, and another tenant's job is
+reported absent (404) by the handlers. A service credential (``kjs keys create --tenants a,b``
+or ``--all-tenants``) acts for several tenants, so its requests name one. Every handler asks
+``resolve_tenant`` before it touches a tenant's data.
 
 The credential is an API key (``kjs_...``) or, with ``KJS_JWT_ISSUER`` set, a JWT of that
 issuer (``api.jwt_auth``): both give a principal with a user id and scopes, used alike here.
@@ -19,11 +22,11 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from api.errors import Forbidden, Unauthorized
+from api.errors import FieldError, Forbidden, Unauthorized
 from api.keys import Authenticator, Principal, Scope
 
-# (request, the user_id the request names) -> the user_id its credential covers.
-TenantResolver = Callable[[web.Request, str], Awaitable[str]]
+# (request, the user_id the request names or None) -> the tenant the request acts for.
+TenantResolver = Callable[[web.Request, str | None], Awaitable[str]]
 
 TENANTS: web.AppKey[TenantResolver] = web.AppKey("kjs_api_tenants")
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("kjs_api_authenticator")
@@ -39,29 +42,43 @@ READ_ONLY_POSTS = frozenset({"/v1/schedules/preview"})
 
 
 class TenantDenied(Forbidden):
-    def __init__(self) -> None:
-        super().__init__("not allowed for this user_id")
+    def __init__(self, claimed: str, principal: Principal) -> None:
+        credential = "API key" if principal.source == "api_key" else "token"
+        super().__init__(
+            f"not allowed for user_id {claimed!r}: this {credential} acts for "
+            f"{principal.acts_for()}"
+        )
 
 
-async def trust_claimed_user(request: web.Request, claimed_user_id: str) -> str:
+def _tenant_needed(why: str) -> FieldError:
+    return FieldError([("user_id", f"required: {why}")])
+
+
+async def trust_claimed_user(request: web.Request, claimed_user_id: str | None) -> str:
     """Auth disabled: no credentials exist, the claimed tenant is taken as it is."""
+    if claimed_user_id is None:
+        raise _tenant_needed("authentication is disabled, so no credential names the tenant")
     return claimed_user_id
 
 
-async def credential_tenant(request: web.Request, claimed_user_id: str) -> str:
-    """The tenant of the request's verified credential (set by ``auth_middleware``)."""
+async def credential_tenant(request: web.Request, claimed_user_id: str | None) -> str:
+    """The tenant a request acts for, by its verified credential (set by ``auth_middleware``):
+    the claimed one if the credential covers it, else the credential's own tenant."""
     principal = request.get(PRINCIPAL)
     if principal is None:
         raise Unauthorized("missing or invalid API key")
-    return principal.user_id
+    if claimed_user_id is None:
+        if principal.user_id is None:
+            raise _tenant_needed(f"this service credential acts for {principal.acts_for()}")
+        return principal.user_id
+    if not principal.covers(claimed_user_id):
+        raise TenantDenied(claimed_user_id, principal)
+    return claimed_user_id
 
 
-async def resolve_tenant(request: web.Request, claimed_user_id: str) -> str:
+async def resolve_tenant(request: web.Request, claimed_user_id: str | None) -> str:
     """The tenant the request acts for; refuses a claim its credential does not cover."""
-    tenant = await request.app[TENANTS](request, claimed_user_id)
-    if tenant != claimed_user_id:
-        raise TenantDenied()
-    return tenant
+    return await request.app[TENANTS](request, claimed_user_id)
 
 
 def required_scope(method: str, path: str = "") -> Scope:

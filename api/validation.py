@@ -19,7 +19,7 @@ from api.errors import FieldError
 from api.models import QueryModel
 from kjs.settings import TargetSettings
 from schemas.v1.commands import integral_float
-from schemas.v1.jobs import JobSpec
+from schemas.v1.jobs import JobSubmission
 from schemas.v1.schedules import OnceSchedule
 from schemas.v1.target_policy import check_target
 
@@ -118,7 +118,7 @@ def parse_json(raw: bytes) -> Any:
         raise FieldError([(BODY_FIELD, "not valid JSON: nested too deeply")]) from None
 
 
-def past_errors(spec: JobSpec, now: datetime, grace: timedelta) -> Iterable[tuple[str, str]]:
+def past_errors(spec: JobSubmission, now: datetime, grace: timedelta) -> Iterable[tuple[str, str]]:
     """A ``once`` job too far in the past would fire at once or never: refuse it.
 
     The model cannot check this, because it does not know "now"; ``now`` is passed in so that
@@ -133,22 +133,22 @@ def past_errors(spec: JobSpec, now: datetime, grace: timedelta) -> Iterable[tupl
         )
 
 
-def parse_job_spec(
+def parse_submission(
     raw: bytes,
     *,
     now: datetime,
     grace: timedelta,
     policy: TargetSettings | None = None,
     reserved_topics: Collection[str] = (),
-) -> JobSpec:
-    """The body as a ``JobSpec``, or a ``FieldError`` naming every field that is wrong.
+) -> JobSubmission:
+    """The body as a ``JobSubmission``, or a ``FieldError`` naming every field that is wrong.
 
     1. Parse and validate the shape (pydantic): types, ranges, union tags.
     2. Check what the model cannot know: the time (``now``) and the operator's target
        policy (``schemas.v1.target_policy``), the same rules the scheduler and the
        workers enforce later, so a job that would be refused there is refused here.
     """
-    spec = validate_model(JobSpec, parse_json(raw))
+    spec = validate_model(JobSubmission, parse_json(raw))
     problems = list(past_errors(spec, now, grace))
     if policy is not None:
         problems.extend(check_target(spec.target, policy, reserved_topics))

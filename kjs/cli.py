@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 
+from kjs import jobs_command
 from kjs.settings import LANES, DatabaseSettings, InfraSettings, KafkaSettings, load
 
 
@@ -23,7 +24,7 @@ def _topics(args: argparse.Namespace) -> int:
     try:
         created = asyncio.run(create_topics(kafka, catalog(kafka)))
     except (TopicLayoutError, KafkaRefused) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"kjs: {exc}", file=sys.stderr)
         return 2
     for name in created:
         print(f"created {name}")
@@ -43,24 +44,31 @@ def _db(args: argparse.Namespace) -> int:
 def _keys(args: argparse.Namespace) -> int:
     import uuid
 
+    from api.keys import ActsFor, KeyError_
     from kjs.keys_command import create, listing, revoke
 
     dsn = load(DatabaseSettings).database_url.get_secret_value()
     if args.action == "create":
-        if not args.user_id:
-            print("error: keys create needs --user-id", file=sys.stderr)
+        tenants = tuple(t for arg in (args.tenants or []) for t in arg.split(",") if t)
+        try:
+            acts_for = ActsFor(args.user_id, tenants, args.all_tenants)
+        except KeyError_ as exc:
+            print(
+                f"kjs: keys create needs one of --user-id, --tenants, --all-tenants: {exc}",
+                file=sys.stderr,
+            )
             return 2
         scopes = [s for arg in (args.scope or ["read,write"]) for s in arg.split(",") if s]
-        return asyncio.run(create(dsn, args.user_id, scopes, args.name))
+        return asyncio.run(create(dsn, acts_for, scopes, args.name))
     if args.action == "list":
         return asyncio.run(listing(dsn, args.user_id, args.json))
     if not args.key_id:
-        print("error: keys revoke needs a KEY_ID", file=sys.stderr)
+        print("kjs: keys revoke needs a KEY_ID", file=sys.stderr)
         return 2
     try:
         key_id = uuid.UUID(args.key_id)
     except ValueError:
-        print(f"error: {args.key_id!r} is not a key id", file=sys.stderr)
+        print(f"kjs: {args.key_id!r} is not a key id", file=sys.stderr)
         return 2
     return asyncio.run(revoke(dsn, key_id))
 
@@ -153,12 +161,12 @@ def _dlq(args: argparse.Namespace) -> int:
     cat = catalog(kafka)
     if args.action == "replay":
         if args.offset is None:
-            print("error: replay needs --offset (and --partition)", file=sys.stderr)
+            print("kjs: dlq replay needs --offset (and --partition)", file=sys.stderr)
             return 2
         try:
             job_id = asyncio.run(replay(kafka, cat, args.partition, args.offset))
         except NotReplayable as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"kjs: {exc}", file=sys.stderr)
             return 2
         print(f"replaying job {job_id}")
         return 0
@@ -207,12 +215,20 @@ def parser() -> argparse.ArgumentParser:
     k = sub.add_parser(
         "keys",
         help="API keys: create (prints the key once), list, revoke",
-        description="API keys act for one tenant (--user-id) with scopes read, write, admin "
+        description="An API key acts for one tenant (--user-id), or, as a service key, for "
+        "several (--tenants a,b) or all (--all-tenants), with scopes read, write, admin "
         "(admin covers read and write). Only a hash of each key is stored.",
     )
     k.add_argument("action", choices=("create", "list", "revoke"))
     k.add_argument("key_id", nargs="?", help="the key to revoke")
-    k.add_argument("--user-id", help="the tenant the key acts for (list: filter)")
+    k.add_argument("--user-id", help="the tenant the key acts for (list: keys covering it)")
+    k.add_argument(
+        "--tenants",
+        action="append",
+        metavar="A,B",
+        help="a service key for these tenants (repeatable or comma-separated)",
+    )
+    k.add_argument("--all-tenants", action="store_true", help="a service key for every tenant")
     k.add_argument(
         "--scope",
         action="append",
@@ -277,6 +293,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="the workers-needed hint drains the lag within this (default 60)",
     )
+    jobs_command.add_parser(sub)
     return p
 
 
@@ -291,16 +308,38 @@ HANDLERS = {
     "dlq": _dlq,
     "keys": _keys,
     "lag": _lag,
+    "jobs": jobs_command.run,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. A mistake the user can make (an unknown or invalid ``KJS_*``
+    setting, a service that cannot be reached) is one line on stderr and a non-zero exit,
+    never a traceback: 2 for settings and usage, 1 for an unreachable service."""
+    from pydantic import ValidationError
+
     from kjs.logs import configure
-    from kjs.settings import ObservabilitySettings
+    from kjs.settings import ObservabilitySettings, UnknownSettingError, settings_error
 
     args = parser().parse_args(argv)
-    configure(load(ObservabilitySettings), args.loglevel)
-    return HANDLERS[args.command](args)
+    try:
+        configure(load(ObservabilitySettings), args.loglevel)
+        return HANDLERS[args.command](args)
+    except UnknownSettingError as exc:
+        return _fail(str(exc), 2)
+    except ValidationError as exc:
+        return _fail(settings_error(exc), 2)
+    except ConnectionError as exc:  # refused or reset: a service is not running
+        return _fail(f"cannot connect: {exc} (`kjs infra up` starts the local services)", 1)
+    except OSError as exc:  # host not found, no such file
+        return _fail(str(exc) or type(exc).__name__, 1)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"kjs: {message}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

@@ -9,21 +9,21 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from api.keys import KeyError_, create_key, list_keys, revoke_key
+from api.keys import ActsFor, KeyError_, create_key, list_keys, revoke_key
 
 
-async def create(dsn: str, user_id: str, scopes: Sequence[str], name: str = "") -> int:
+async def create(dsn: str, acts_for: ActsFor, scopes: Sequence[str], name: str = "") -> int:
     """Print the new key alone on stdout (so ``KEY=$(kjs keys create ...)`` works)."""
     conn = await asyncpg.connect(dsn)
     try:
-        key_id, key = await create_key(conn, user_id, scopes, name)
+        key_id, key = await create_key(conn, acts_for, scopes, name)
     except KeyError_ as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"kjs: {exc}", file=sys.stderr)
         return 2
     finally:
         await conn.close()
     print(key)
-    print(f"created key {key_id} for {user_id} ({', '.join(scopes)})", file=sys.stderr)
+    print(f"created key {key_id} for {acts_for.describe()} ({', '.join(scopes)})", file=sys.stderr)
     return 0
 
 
@@ -34,9 +34,12 @@ async def listing(dsn: str, user_id: str | None, as_json: bool) -> int:
     finally:
         await conn.close()
     for info in keys:
+        who = info.acts_for
         row = {
             "key_id": str(info.key_id),
-            "user_id": info.user_id,
+            "user_id": who.user_id,
+            "tenants": list(who.tenants) or None,
+            "all_tenants": who.all_tenants,
             "scopes": list(info.scopes),
             "name": info.name,
             "created_at": info.created_at.isoformat(),
@@ -46,7 +49,8 @@ async def listing(dsn: str, user_id: str | None, as_json: bool) -> int:
             print(json.dumps(row))
         else:
             state = "revoked" if info.revoked_at else "active"
-            print(f"{row['key_id']}  {info.user_id}  {','.join(info.scopes)}  {state}  {info.name}")
+            scopes = ",".join(info.scopes)
+            print(f"{row['key_id']}  {who.describe()}  {scopes}  {state}  {info.name}")
     return 0
 
 
@@ -57,7 +61,7 @@ async def revoke(dsn: str, key_id: uuid.UUID) -> int:
     finally:
         await conn.close()
     if not done:
-        print(f"error: no active key {key_id}", file=sys.stderr)
+        print(f"kjs: no active key {key_id}", file=sys.stderr)
         return 1
     print(f"revoked {key_id}")
     return 0

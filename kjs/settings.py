@@ -7,11 +7,12 @@ such as ``KJS_KAFKA_BOOTSTRAPS`` must fail loudly instead of silently using the 
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "KJS_"
@@ -211,6 +212,9 @@ class SecuritySettings(_Section):
     # holding the scopes ("read write" or a list; "kjs:read" too; other scopes are ignored).
     jwt_user_claim: str = "sub"
     jwt_scope_claim: str = "scope"
+    # A service token (a backend acting for many tenants) carries this claim instead: a list
+    # of tenants, or "*" for all; its requests then name the tenant, as a service key's do.
+    jwt_tenants_claim: str = "kjs_tenants"
     jwt_leeway_s: float = Field(default=30.0, ge=0, le=300)
     # Fetched signing keys are reused this long; a token with an unknown kid refetches sooner.
     jwt_jwks_cache_s: float = Field(default=300.0, ge=1, le=86400)
@@ -320,6 +324,7 @@ class SecuritySettings(_Section):
         for name, claim in (
             ("KJS_JWT_USER_CLAIM", self.jwt_user_claim),
             ("KJS_JWT_SCOPE_CLAIM", self.jwt_scope_claim),
+            ("KJS_JWT_TENANTS_CLAIM", self.jwt_tenants_claim),
         ):
             if not claim:
                 problems.append(f"{name} is empty")
@@ -330,6 +335,15 @@ class ApiSettings(_Section):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)
     kafka_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class ClientSettings(_Section):
+    """What the client commands (``kjs jobs``) and ``kjs.client`` read. Server processes accept
+    these in the environment without using them, so a shell that exported the key ``kjs dev``
+    printed can still run every ``kjs`` command."""
+
+    api_url: str = "http://127.0.0.1:8080"
+    api_key: SecretStr | None = None
 
 
 class ObservabilitySettings(_Section):
@@ -357,6 +371,7 @@ SECTIONS: tuple[type[_Section], ...] = (
     TargetSettings,
     SecuritySettings,
     ApiSettings,
+    ClientSettings,
     ObservabilitySettings,
     InfraSettings,
 )
@@ -371,14 +386,28 @@ def known_env_names() -> set[str]:
 
 
 def check_environment(environ: dict[str, str] | None = None) -> None:
-    """Refuse any ``KJS_*`` variable that no section declares."""
+    """Refuse any ``KJS_*`` variable that no section declares, naming the closest known one."""
     env = os.environ if environ is None else environ
-    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known_env_names())
+    known = known_env_names()
+    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
     if unknown:
-        raise UnknownSettingError(
-            f"unknown setting(s) {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(known_env_names()))}"
-        )
+        raise UnknownSettingError("; ".join(_unknown(name, known) for name in unknown))
+
+
+def _unknown(name: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"unknown setting {name}{hint}"
+
+
+def settings_error(exc: ValidationError) -> str:
+    """One line for a settings section's validation error, naming each variable at fault."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        message = error["msg"].removeprefix("Value error, ")
+        field = error["loc"][0] if error["loc"] else None
+        parts.append(f"{ENV_PREFIX}{str(field).upper()}: {message}" if field else message)
+    return f"invalid setting {'; '.join(parts)}"
 
 
 S = TypeVar("S", bound=_Section)

@@ -94,10 +94,13 @@ CREATE INDEX kjs_executions_finished ON kjs_executions (finished_at)
 CREATE INDEX kjs_executions_leased ON kjs_executions (shard, lease_until) WHERE status = 'running';
 
 -- API keys (0005). Only the sha256 of each key is stored; the key itself is shown once, by
--- `kjs keys create`. A key acts for exactly one tenant (user_id) with a set of scopes.
+-- `kjs keys create`. A key has a set of scopes and acts for one tenant (user_id), or (0008,
+-- a service key) for a list of tenants or for all of them: exactly one of the three.
 CREATE TABLE kjs_api_keys (
     key_id      uuid PRIMARY KEY,
-    user_id     text NOT NULL,
+    user_id     text,
+    tenants     text[],
+    all_tenants boolean NOT NULL DEFAULT false,
     key_hash    bytea NOT NULL,
     scopes      text[] NOT NULL,
     name        text NOT NULL DEFAULT '',
@@ -106,7 +109,11 @@ CREATE TABLE kjs_api_keys (
     CONSTRAINT kjs_api_keys_hash_unique UNIQUE (key_hash),
     CONSTRAINT kjs_api_keys_hash_length CHECK (octet_length(key_hash) = 32),
     CONSTRAINT kjs_api_keys_scopes_check
-        CHECK (cardinality(scopes) > 0 AND scopes <@ ARRAY['read', 'write', 'admin']::text[])
+        CHECK (cardinality(scopes) > 0 AND scopes <@ ARRAY['read', 'write', 'admin']::text[]),
+    CONSTRAINT kjs_api_keys_acts_for
+        CHECK (num_nonnulls(user_id, tenants) + all_tenants::int = 1),
+    CONSTRAINT kjs_api_keys_tenants_check
+        CHECK (tenants IS NULL OR (cardinality(tenants) > 0 AND array_position(tenants, NULL) IS NULL))
 );
 
 CREATE INDEX kjs_api_keys_by_user ON kjs_api_keys (user_id, created_at);

@@ -12,7 +12,8 @@ from schemas.v1.targets import Target
 
 Priority = Literal["critical", "normal", "low"]
 UserId = str
-USER_ID_FIELD = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")
+USER_ID = r"^[A-Za-z0-9._:@-]+$"
+USER_ID_FIELD = Field(min_length=1, max_length=128, pattern=USER_ID)
 
 
 class RetryPolicy(BaseModel):
@@ -23,18 +24,30 @@ class RetryPolicy(BaseModel):
     max_delay_s: float = Field(default=300.0, ge=0, le=7 * 86400)
 
 
-class JobSpec(BaseModel):
-    """The body of ``POST /v1/jobs``."""
+class JobSubmission(BaseModel):
+    """The body of ``POST /v1/jobs``: ``user_id`` may be left out, and then means the tenant
+    of the request's credential (the API fills it in before anything else reads the job)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    user_id: UserId = USER_ID_FIELD
+    user_id: UserId | None = Field(default=None, min_length=1, max_length=128, pattern=USER_ID)
     name: str = Field(min_length=1, max_length=200)
     schedule: Schedule
     target: Target
     priority: Priority = "normal"
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+    def for_tenant(self, user_id: str) -> JobSpec:
+        """This job, acting for ``user_id`` (its fields were validated already)."""
+        return JobSpec.model_construct(**{**dict(self), "user_id": user_id})
+
+
+class JobSpec(JobSubmission):
+    """A job with its tenant: what a create command carries (over Kafka ``user_id`` is
+    required, since no credential travels with the record)."""
+
+    user_id: UserId = USER_ID_FIELD
 
 
 class SubmittedJob(JobSpec):

@@ -19,6 +19,7 @@ import shutil
 from collections.abc import Callable, Collection, Iterable
 
 from kjs.settings import TargetSettings
+from schemas.v1.addresses import AddressGuard, AddressRefused
 from schemas.v1.targets import HttpTarget, KafkaTarget, ScriptTarget, SqlTarget, Target
 
 # The PATH a script's bare command name is looked up in, and the PATH its process starts with.
@@ -91,7 +92,7 @@ def check_target(
     elif isinstance(target, KafkaTarget):
         found.extend(_kafka_violations(target, policy, reserved_topics))
     elif isinstance(target, HttpTarget):
-        found.extend(_http_violations(target))
+        found.extend(_http_violations(target, policy))
     return found
 
 
@@ -145,7 +146,15 @@ def _kafka_violations(
         yield ("target.topic", f"{target.topic!r} is one of kjs's own topics")
 
 
-def _http_violations(target: HttpTarget) -> Iterable[Violation]:
+def _http_violations(target: HttpTarget, policy: TargetSettings) -> Iterable[Violation]:
+    # A literal address the SSRF guard forbids (loopback, link-local such as the cloud metadata
+    # service, private) is refused now; a host name is checked by the worker after DNS.
+    host = target.url.host
+    if host is not None:
+        try:
+            AddressGuard.from_allowlist(policy.http_allowlist).check_literal(host)
+        except AddressRefused as exc:
+            yield ("target.url", str(exc))
     # Header values travel in the request line's framing: a CR or LF would split it.
     for name, value in target.headers.items():
         if any(c in name + value for c in "\r\n\0"):

@@ -189,7 +189,10 @@ async def test_a_body_or_query_naming_another_tenant_is_403(
     )
 
     assert resp.status == 403, await resp.text()
-    assert await resp.json() == {"error": "not allowed for this user_id"}
+    assert await resp.json() == {
+        "error": f"not allowed for user_id {user_id!r}: this API key acts for the tenant "
+        f"{user_id + '-x'!r}"
+    }
     assert await commands_for(kafka_settings, topic_catalog, user_id) == []
 
 

@@ -211,7 +211,10 @@ async def test_a_token_naming_another_user_id_is_403(
 
     for resp in (submit, listing):
         assert resp.status == 403, await resp.text()
-        assert await resp.json() == {"error": "not allowed for this user_id"}
+        assert await resp.json() == {
+            "error": f"not allowed for user_id {user_id!r}: this token acts for the tenant "
+            f"{user_id + '-x'!r}"
+        }
     assert await commands_for(kafka_settings, topic_catalog, user_id) == []
 
 

@@ -141,7 +141,7 @@ async def test_openapi_document_describes_every_route(client: Client) -> None:
     served = {(r.method, r.path) for r in ROUTES}
     documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
     assert documented == served
-    assert "JobSpec" in doc["components"]["schemas"]
+    assert "JobSubmission" in doc["components"]["schemas"]
 
 
 async def test_unknown_routes_and_methods_answer_json(client: Client) -> None:

@@ -285,7 +285,7 @@ async def test_an_empty_listing_has_no_next_cursor(client: Client, user_id: str)
 @pytest.mark.parametrize(
     ("params", "field"),
     [
-        ({}, "user_id"),
+        ({"user_id": "not a tenant!"}, "user_id"),
         ({"user_id": "u", "limit": "0"}, "limit"),
         ({"user_id": "u", "limit": "501"}, "limit"),
         ({"user_id": "u", "limit": "ten"}, "limit"),

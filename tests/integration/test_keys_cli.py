@@ -82,7 +82,7 @@ async def test_bad_requests_exit_2(database_url: str, args: tuple[str, ...]) -> 
     code, out, err = await kjs(database_url, *args)
     assert code == 2
     assert out == ""
-    assert err.startswith("error:")
+    assert err.startswith("kjs: ") and err.count("\n") == 1
 
 
 async def test_kjs_dev_makes_a_ready_key_for_the_local_tenant(

@@ -47,13 +47,16 @@ def test_every_reference_resolves() -> None:
         assert ref.removeprefix("#/components/schemas/") in schemas, ref
 
 
-def test_the_submit_body_is_the_contract_model() -> None:
+def test_the_submit_body_is_the_contract_model_with_an_optional_user_id() -> None:
     doc = build_openapi(ROUTES)
     body = doc["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]
-    assert body["schema"] == {"$ref": "#/components/schemas/JobSpec"}
-    generated = doc["components"]["schemas"]["JobSpec"]
+    assert body["schema"] == {"$ref": "#/components/schemas/JobSubmission"}
+    generated = doc["components"]["schemas"]["JobSubmission"]
     assert set(generated["properties"]) == set(JobSpec.model_fields)
     assert generated["additionalProperties"] is False
+    # Left out, user_id is the credential's tenant; everything else the contract requires is.
+    contract = set(JobSpec.model_json_schema()["required"])
+    assert set(generated["required"]) == contract - {"user_id"}
 
 
 def test_path_and_query_parameters_are_declared() -> None:
@@ -69,5 +72,6 @@ def test_path_and_query_parameters_are_declared() -> None:
     ]
     listing = {p["name"]: p for p in doc["paths"]["/v1/jobs"]["get"]["parameters"]}
     assert set(listing) == {"user_id", "status", "limit", "cursor"}
-    assert listing["user_id"]["required"] is True
+    # Left out, the listing is of the credential's tenant.
+    assert listing["user_id"]["required"] is False
     assert listing["limit"]["schema"]["maximum"] == 500

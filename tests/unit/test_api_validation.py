@@ -10,8 +10,8 @@ import pytest
 
 from api.errors import FieldError
 from api.models import FieldErrorsBody, ListJobsQuery
-from api.validation import parse_job_spec, validate_model
-from schemas.v1.jobs import JobSpec
+from api.validation import parse_submission, validate_model
+from schemas.v1.jobs import JobSubmission
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 GRACE = timedelta(seconds=60)
@@ -31,13 +31,14 @@ def _body(**changes: Any) -> dict[str, Any]:
 def _fields(body: Any) -> dict[str, str]:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     with pytest.raises(FieldError) as caught:
-        parse_job_spec(raw, now=NOW, grace=GRACE)
+        parse_submission(raw, now=NOW, grace=GRACE)
     return dict(caught.value.errors)
 
 
 def test_a_valid_body_parses() -> None:
-    spec = parse_job_spec(json.dumps(_body()).encode(), now=NOW, grace=GRACE)
-    assert isinstance(spec, JobSpec)
+    spec = parse_submission(json.dumps(_body()).encode(), now=NOW, grace=GRACE)
+    assert isinstance(spec, JobSubmission)
+    assert spec.user_id == _body()["user_id"]
     assert spec.priority == "normal"
 
 
@@ -102,7 +103,7 @@ def test_a_once_time_beyond_the_grace_is_refused() -> None:
 
 def test_a_once_time_within_the_grace_is_accepted() -> None:
     at = (NOW - GRACE + timedelta(seconds=1)).isoformat()
-    spec = parse_job_spec(
+    spec = parse_submission(
         json.dumps(_body(schedule={"type": "once", "at": at})).encode(), now=NOW, grace=GRACE
     )
     assert spec.schedule.type == "once"
@@ -114,7 +115,9 @@ def test_a_once_time_without_offset_is_refused() -> None:
 
 def test_query_errors_use_the_same_shape() -> None:
     with pytest.raises(FieldError) as caught:
-        validate_model(ListJobsQuery, {"limit": "501", "cursor": "garbage", "statuss": "x"})
+        validate_model(
+            ListJobsQuery, {"user_id": "a b", "limit": "501", "cursor": "garbage", "statuss": "x"}
+        )
     fields = dict(caught.value.errors)
     assert set(fields) == {"user_id", "limit", "cursor", "statuss"}
 

@@ -173,6 +173,29 @@ async def test_the_user_and_scope_claims_can_be_other_claims(rsa_key: rsa.RSAPri
     assert message == "token lacks the 'preferred_username' claim"
 
 
+async def test_a_service_token_acts_for_the_tenants_it_lists(rsa_key: rsa.RSAPrivateKey) -> None:
+    verifier = JwtVerifier(security(rsa_key))
+
+    listed = await verifier.verify(sign(rsa_key, claims(kjs_tenants=["acme", "globex"])))
+    every = await verifier.verify(sign(rsa_key, claims(kjs_tenants="*")))
+
+    assert listed.user_id is None and listed.tenants == frozenset({"acme", "globex"})
+    assert listed.covers("acme") and not listed.covers("alice")
+    assert every.all_tenants and every.covers("anyone")
+    assert listed.scopes == every.scopes == frozenset({"read", "write"})
+
+
+@pytest.mark.parametrize("tenants", [[], "acme", ["ok", "not a tenant"], [1], {"a": 1}])
+async def test_a_malformed_tenants_claim_is_refused(
+    rsa_key: rsa.RSAPrivateKey, tenants: Any
+) -> None:
+    verifier = JwtVerifier(security(rsa_key, jwt_tenants_claim="tenants"))
+
+    message = await rejected(verifier, sign(rsa_key, claims(tenants=tenants)))
+
+    assert message.startswith("token claim 'tenants' must be")
+
+
 async def test_an_audience_list_naming_ours_passes(rsa_key: rsa.RSAPrivateKey) -> None:
     verifier = JwtVerifier(security(rsa_key))
 

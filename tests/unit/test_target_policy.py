@@ -71,7 +71,7 @@ def test_script_cwd_and_env_are_checked() -> None:
 
 
 def test_a_timeout_above_the_operator_maximum_is_refused() -> None:
-    http = {"type": "http", "url": "http://127.0.0.1/x", "timeout_s": 120}
+    http = {"type": "http", "url": "https://example.com/x", "timeout_s": 120}
     assert check(http, max_timeout_s=120) == []
     violations = check(http, max_timeout_s=60)
     assert violations == [("target.timeout_s", "120 s is above the operator maximum of 60 s")]
@@ -97,8 +97,36 @@ def test_kafka_targets_may_not_write_to_kjs_topics_unless_allowlisted() -> None:
 
 
 def test_http_header_values_may_not_split_the_request() -> None:
-    http = {"type": "http", "url": "http://127.0.0.1/x", "headers": {"X-A": "1\r\nX-B: 2"}}
+    http = {"type": "http", "url": "https://example.com/x", "headers": {"X-A": "1\r\nX-B: 2"}}
     assert fields(check(http)) == ["target.headers.X-A"]
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://169.254.169.254/latest/meta-data", "link-local"),
+        ("http://127.0.0.1:8080/x", "loopback"),
+        ("http://[::1]/x", "loopback"),
+        ("http://10.1.2.3/x", "private"),
+        ("http://[::ffff:192.168.0.1]/x", "private"),
+    ],
+)
+def test_a_literal_address_the_guard_forbids_is_refused_at_submission(
+    url: str, reason: str
+) -> None:
+    violations = check({"type": "http", "url": url})
+    assert fields(violations) == ["target.url"]
+    assert reason in violations[0][1] and "KJS_HTTP_ALLOWLIST" in violations[0][1]
+
+
+def test_an_allowlisted_literal_address_and_a_host_name_pass_at_submission() -> None:
+    assert (
+        check({"type": "http", "url": "http://127.0.0.1:8080/x"}, http_allowlist=["127.0.0.1"])
+        == []
+    )
+    assert check({"type": "http", "url": "http://10.1.2.3/x"}, http_allowlist=["10.1.0.0/16"]) == []
+    # A name is resolved by the worker at run time, where the guard checks every address.
+    assert check({"type": "http", "url": "http://localhost:8080/x"}) == []
 
 
 def test_describe_joins_every_violation() -> None:
