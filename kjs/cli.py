@@ -178,7 +178,7 @@ def _dlq(args: argparse.Namespace) -> int:
 def _dev(args: argparse.Namespace) -> int:
     from kjs.dev import run_dev
 
-    return asyncio.run(run_dev(load(InfraSettings)))
+    return asyncio.run(run_dev(load(InfraSettings), args.loglevel))
 
 
 def parser() -> argparse.ArgumentParser:

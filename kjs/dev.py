@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 from infra import supervisor
 from kjs.children import run_until_stopped, start_children
@@ -25,6 +27,9 @@ from topics.catalog import catalog
 
 log = logging.getLogger("kjs.dev")
 
+# How long the children get to become ready before `kjs dev` says which are not.
+READY_TIMEOUT_S = 120.0
+
 
 # The ports infra/monitoring/prometheus.yml scrapes.
 SCHEDULER_METRICS_PORT = 9464
@@ -32,8 +37,8 @@ WORKER_METRICS_PORTS = dict(zip(LANES, (9465, 9466, 9467), strict=True))
 LAG_EXPORTER_PORT = 9468
 
 
-def _processes() -> list[tuple[str, list[str]]]:
-    kjs = [sys.executable, "-m", "kjs.cli"]
+def _processes(loglevel: str) -> list[tuple[str, list[str]]]:
+    kjs = [sys.executable, "-m", "kjs.cli", "--loglevel", loglevel]
     return [
         ("scheduler", [*kjs, "scheduler", "--metrics-port", str(SCHEDULER_METRICS_PORT)]),
         *(
@@ -46,6 +51,57 @@ def _processes() -> list[tuple[str, list[str]]]:
         ("api", [*kjs, "api"]),
         ("lag-exporter", [*kjs, "lag", "--serve", "--port", str(LAG_EXPORTER_PORT)]),
     ]
+
+
+def readiness_urls(api: ApiSettings) -> dict[str, str]:
+    """Each child's readiness: the scheduler's shards assigned, each worker's lane consuming,
+    the API reaching Kafka and Postgres, the lag exporter serving."""
+    local = "http://127.0.0.1"
+    return {
+        "scheduler": f"{local}:{SCHEDULER_METRICS_PORT}/readyz",
+        **{
+            f"worker-{lane}": f"{local}:{port}/readyz"
+            for lane, port in WORKER_METRICS_PORTS.items()
+        },
+        "api": f"http://{api.api_host}:{api.api_port}/readyz",
+        "lag-exporter": f"{local}:{LAG_EXPORTER_PORT}/healthz",
+    }
+
+
+async def wait_until_ready(urls: dict[str, str], timeout_s: float) -> list[str]:
+    """Poll every URL until each answers 200; returns the names still not ready at the
+    deadline (empty when all are)."""
+    import aiohttp
+
+    pending = dict(urls)
+    deadline = time.monotonic() + timeout_s
+    timeout = aiohttp.ClientTimeout(total=2)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        while pending and time.monotonic() < deadline:
+            for name, url in list(pending.items()):
+                try:
+                    async with http.get(url) as resp:
+                        if resp.status == 200:
+                            del pending[name]
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+            if pending:
+                await asyncio.sleep(0.25)
+    return sorted(pending)
+
+
+def ready_line(started_s: float, api: ApiSettings, key: str | None) -> str:
+    """The one line `kjs dev` prints once every process is ready."""
+    parts = [
+        f"kjs dev ready in {started_s:.1f}s",
+        f"API http://{api.api_host}:{api.api_port}",
+        f"metrics http://127.0.0.1:{SCHEDULER_METRICS_PORT}/metrics (scheduler), "
+        + ", ".join(f":{p} ({lane})" for lane, p in WORKER_METRICS_PORTS.items()),
+        f"lag http://127.0.0.1:{LAG_EXPORTER_PORT}/metrics (or `kjs lag`)",
+    ]
+    if key is not None:
+        parts.append(f"tenant {DEV_TENANT!r}: export KJS_API_KEY={key}")
+    return " | ".join(parts)
 
 
 DEV_TENANT = "dev"
@@ -65,14 +121,16 @@ async def dev_key(dsn: str) -> str:
     return key
 
 
-async def run_dev(infra: InfraSettings) -> int:
+async def run_dev(infra: InfraSettings, loglevel: str | None = None) -> int:
     """Bring the stack up, run it until a signal, and take down what it started.
 
     1. Note which services already run, then start the missing ones and wait until
        they answer.
     2. Apply migrations and create topics (both idempotent).
-    3. Start the scheduler, one worker per lane and the API as child processes.
-    4. On Ctrl-C or SIGTERM (or a child's death), SIGTERM every child, wait for them
+    3. Start the scheduler, one worker per lane, the API and the lag exporter as child
+       processes, logging at WARNING unless ``--loglevel`` says otherwise.
+    4. Once every child answers its readiness check, print one line: the URLs and the key.
+    5. On Ctrl-C or SIGTERM (or a child's death), SIGTERM every child, wait for them
        (SIGKILL after a grace), then stop the services this command started.
     """
     t0 = time.monotonic()
@@ -89,27 +147,30 @@ async def run_dev(infra: InfraSettings) -> int:
         key = await dev_key(db.database_url.get_secret_value())
     await create_topics(kafka, catalog(kafka))
     _allow_local_targets()
-    children = await start_children(dict(_processes()))
+    _seal_secrets(infra.data_dir)
+    children = await start_children(dict(_processes(loglevel or "warning")))
     api = load(ApiSettings)
-    log.info(
-        "kjs is up in %.1fs: API on http://%s:%d, Ctrl-C to stop",
-        time.monotonic() - t0,
-        api.api_host,
-        api.api_port,
-    )
-    if key is not None:
-        # On stdout, so that it can be copied (or captured) as is.
-        print(f"kjs dev API key for tenant {DEV_TENANT!r} (read, write):", flush=True)
-        print(f"  export KJS_API_KEY={key}", flush=True)
-        print(
-            f'  curl -H "Authorization: Bearer $KJS_API_KEY" '
-            f"http://{api.api_host}:{api.api_port}/v1/jobs?user_id={DEV_TENANT}",
-            flush=True,
-        )
-    code = await run_until_stopped(children)
+    announce = asyncio.ensure_future(_announce(t0, api, key))
+    try:
+        code = await run_until_stopped(children)
+    finally:
+        announce.cancel()
     if not already:
         await supervisor.down(infra)
     return code
+
+
+async def _announce(t0: float, api: ApiSettings, key: str | None) -> None:
+    not_ready = await wait_until_ready(readiness_urls(api), READY_TIMEOUT_S)
+    if not_ready:
+        log.error(
+            "kjs dev: not ready after %.0fs: %s (see their logs above)",
+            READY_TIMEOUT_S,
+            ", ".join(not_ready),
+        )
+        return
+    # On stdout, so that the key can be copied (or captured) as is.
+    print(ready_line(time.monotonic() - t0, api, key), flush=True)
 
 
 def _allow_local_targets() -> None:
@@ -118,4 +179,20 @@ def _allow_local_targets() -> None:
     keeps the default, empty: loopback refused)."""
     if "KJS_HTTP_ALLOWLIST" not in os.environ:
         os.environ["KJS_HTTP_ALLOWLIST"] = json.dumps(["127.0.0.1", "::1"])
-        log.warning("kjs dev: HTTP targets on loopback are allowed (KJS_HTTP_ALLOWLIST)")
+        log.info("kjs dev: HTTP targets on loopback are allowed (KJS_HTTP_ALLOWLIST)")
+
+
+def _seal_secrets(data_dir: Path) -> None:
+    """Secrets in dev jobs' targets are sealed too, with a key kept in the data dir (so they
+    still open after a restart), unless the operator set KJS_SECRET_KEYS."""
+    if "KJS_SECRET_KEYS" in os.environ:
+        return
+    from cryptography.fernet import Fernet
+
+    path = data_dir / "dev-secret-key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_bytes(Fernet.generate_key())
+    os.environ["KJS_SECRET_KEYS"] = json.dumps([path.read_text().strip()])
+    log.info("kjs dev: secrets in targets are sealed with the key in %s", path)

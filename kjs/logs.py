@@ -17,6 +17,8 @@ from typing import Any
 from kjs.settings import ObservabilitySettings
 
 CONTEXT_FIELDS = ("job_id", "execution_id", "shard", "lane", "user_id")
+# Libraries whose INFO logs are at WARNING unless the level is debug.
+QUIET = ("faust", "aiokafka", "mode", "kafka", "aiohttp.access")
 
 
 class JsonFormatter(logging.Formatter):
@@ -38,6 +40,7 @@ class JsonFormatter(logging.Formatter):
 
 def logging_config(settings: ObservabilitySettings, level: str | None = None) -> dict[str, Any]:
     """A ``dictConfig`` (also handed to faust's worker, which would otherwise install its own)."""
+    chosen = level or settings.log_level
     formatter: dict[str, Any] = (
         {"()": JsonFormatter}
         if settings.log_format == "json"
@@ -48,7 +51,10 @@ def logging_config(settings: ObservabilitySettings, level: str | None = None) ->
         "disable_existing_loggers": False,
         "formatters": {"kjs": formatter},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "kjs"}},
-        "root": {"handlers": ["stderr"], "level": (level or settings.log_level).upper()},
+        "root": {"handlers": ["stderr"], "level": chosen.upper()},
+        # The libraries' INFO lines (every rebalance, every connection) drown kjs's own: they
+        # show only at debug.
+        "loggers": {name: {"level": "DEBUG" if chosen == "debug" else "WARNING"} for name in QUIET},
     }
 
 
