@@ -115,13 +115,13 @@ def test_the_block_parser_reads_indented_fences_and_markers(tmp_path: Path) -> N
 
 
 @dataclass(frozen=True)
-class Stack:
+class DevStack:
     key: str
     env: dict[str, str]
 
 
 @pytest.fixture(scope="module")
-async def dev_stack(services: None) -> AsyncIterator[Stack]:
+async def dev_stack(services: None) -> AsyncIterator[DevStack]:
     """``kjs dev`` as a user runs it, until its one ready line; stopped with Ctrl-C."""
     env = {k: v for k, v in os.environ.items() if k not in CLIENT_ONLY}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -139,7 +139,7 @@ async def dev_stack(services: None) -> AsyncIterator[Stack]:
         line = await asyncio.wait_for(proc.stdout.readline(), 150)
         ready = READY.search(line.decode())
         assert ready, f"kjs dev printed {line!r} instead of its ready line"
-        yield Stack(ready["key"], {**env, "KJS_API_KEY": ready["key"]})
+        yield DevStack(ready["key"], {**env, "KJS_API_KEY": ready["key"]})
     finally:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGINT)
@@ -150,7 +150,7 @@ async def dev_stack(services: None) -> AsyncIterator[Stack]:
             await proc.wait()
 
 
-async def run_page(page: Path, stack: Stack) -> dict[str, str]:
+async def run_page(page: Path, stack: DevStack) -> dict[str, str]:
     runnable = [b for b in blocks(page) if b.runs]
     proc = await asyncio.create_subprocess_exec(
         "bash",
@@ -172,7 +172,7 @@ async def run_page(page: Path, stack: Stack) -> dict[str, str]:
 
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
-async def test_every_runnable_block_of_the_page_succeeds(dev_stack: Stack, page: Path) -> None:
+async def test_every_runnable_block_of_the_page_succeeds(dev_stack: DevStack, page: Path) -> None:
     variables = await run_page(page, dev_stack)
     if page.name != "README.md":
         return
