@@ -46,6 +46,10 @@ def _print_json(model: BaseModel, indent: int | None = 2) -> None:
 
 async def _create(client: Client, args: argparse.Namespace) -> int:
     accepted = await client.create(job_from_args(args))
+    # Accepted means Kafka has it; wait until the shard stored it, so that the next command
+    # (`kjs jobs get`) finds the job.
+    if args.wait and await client.wait_stored(accepted.job_id) is None:
+        print(f"kjs: job {accepted.job_id} accepted, not stored yet after 10s", file=sys.stderr)
     if args.json:
         _print_json(accepted)
     else:

@@ -118,6 +118,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     _job_flags(c)
     c.add_argument("--user-id", help="the tenant (default: the API key's)")
     c.add_argument("--idempotency-key", metavar="KEY", help="the same key names the same job")
+    c.add_argument(
+        "--no-wait",
+        dest="wait",
+        action="store_false",
+        help="return once Kafka has the command, before the job is stored",
+    )
 
     ls = action("list", "a tenant's jobs, newest first")
     ls.add_argument("--status", choices=get_args(JobStatus))

@@ -19,7 +19,7 @@ method returns is exactly what the API documents::
                                "url": "https://reports.example.com/run"},
                 }
             )
-            job = await kjs.get(accepted.job_id)
+            job = await kjs.wait_stored(accepted.job_id)  # stored by its shard
             print(job.status, job.next_run_at)
             async for run in kjs.iter_runs(job.job_id):
                 print(run.status, run.http_status)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
@@ -25,7 +27,7 @@ from api.models import (
     LifecycleAccepted,
     SubmitAccepted,
 )
-from kjs.client.errors import ApiUnreachable, UnexpectedResponse, api_error
+from kjs.client.errors import ApiUnreachable, NotFound, UnexpectedResponse, api_error
 from kjs.settings import ClientSettings, load
 from schemas.v1.commands import JobChanges
 from schemas.v1.jobs import JobSubmission
@@ -172,6 +174,23 @@ class Client:
     async def get(self, job_id: Id) -> JobView:
         """A job's status, next run, last execution and spec."""
         return await self._call(JobView, "GET", f"/v1/jobs/{_id(job_id, 'a job')}")
+
+    async def wait_stored(
+        self, job_id: Id, timeout_s: float = 10.0, interval_s: float = 0.05
+    ) -> JobView | None:
+        """The job once its shard has stored it, or None after ``timeout_s``.
+
+        A create is accepted when Kafka has the command; the owning shard applies it a moment
+        later, and until then the job reads as 404. This waits out that moment.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return await self.get(job_id)
+            except NotFound:
+                if time.monotonic() >= deadline:
+                    return None
+            await asyncio.sleep(interval_s)
 
     async def runs(
         self, job_id: Id, limit: int | None = None, cursor: str | None = None

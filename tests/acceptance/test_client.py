@@ -326,3 +326,15 @@ async def test_the_example_module_runs_a_job(
     assert lines[1] == f"job {job_id} ({user_id}) succeeded after 1 run(s)"
     assert "attempt 1  succeeded  http 200" in lines[2]
     assert len(target.calls(user_id)) == 1
+
+
+async def test_wait_stored_returns_the_job_once_its_shard_stored_it(
+    target: Target, client: Client, user_id: str
+) -> None:
+    accepted = await client.create(http_job(user_id, target.url(user_id)))
+
+    job = await client.wait_stored(accepted.job_id, timeout_s=30)
+
+    assert job is not None and job.job_id == accepted.job_id
+    # A job that is never created is not waited for beyond the deadline.
+    assert await client.wait_stored(uuid.uuid4(), timeout_s=0.2) is None
