@@ -156,12 +156,13 @@ class Dispatcher:
         self._sender = sender
         self._catalog = cat
 
-    async def dispatch(self, shard: int, occurrences: list[store.Occurrence]) -> None:
+    async def dispatch(self, shard: int, epoch: int, occurrences: list[store.Occurrence]) -> None:
         """Produce each occurrence's due event, then record that Kafka has it.
 
         1. Queue every due event on its lane topic (key = job_id), without waiting on each.
         2. Wait for all acknowledgements (acks=all).
-        3. Mark the executions dispatched. A crash before this step leaves them in the
+        3. Mark the executions dispatched, fenced by the shard's ``epoch`` (``Fenced`` when
+           another instance owns the shard now). A crash before this step leaves them in the
            outbox, and whoever owns the shard next re-sends them; a duplicate due event
            is harmless because a worker only runs an execution it claimed from 'queued'.
         """
@@ -191,16 +192,16 @@ class Dispatcher:
         for occ in occurrences:
             FIRED.labels(occ.lane).inc()
             DISPATCH_LEAD.observe(((occ.due_at or occ.scheduled_for) - acked).total_seconds())
-        await store.mark_dispatched(self._pool, [o.execution_id for o in occurrences])
+        await store.mark_dispatched(self._pool, shard, epoch, [o.execution_id for o in occurrences])
 
 
 async def resend_outbox(
-    dispatcher: Dispatcher, pool: asyncpg.Pool, shard: int, age_s: float
+    dispatcher: Dispatcher, pool: asyncpg.Pool, shard: int, epoch: int, age_s: float
 ) -> int:
     """Re-send executions that were written but never acknowledged, older than ``age_s``."""
     before = datetime.now(UTC) - timedelta(seconds=age_s)
     pending = await store.undispatched(pool, shard, before)
     if pending:
         log.info("shard %s: re-sending %d undispatched executions", shard, len(pending))
-        await dispatcher.dispatch(shard, pending)
+        await dispatcher.dispatch(shard, epoch, pending)
     return len(pending)

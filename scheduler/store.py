@@ -399,12 +399,22 @@ async def requeue_expired(pool: asyncpg.Pool, shard: int, epoch: int) -> list[Oc
     return [Occurrence(**dict(r)) for r in rows]
 
 
-async def mark_dispatched(pool: asyncpg.Pool, execution_ids: list[UUID]) -> None:
-    await pool.execute(
-        "UPDATE kjs_executions SET dispatched_at = now()"
-        " WHERE execution_id = ANY($1::uuid[]) AND dispatched_at IS NULL",
-        execution_ids,
-    )
+async def mark_dispatched(
+    pool: asyncpg.Pool, shard: int, epoch: int, execution_ids: list[UUID]
+) -> None:
+    """Take acknowledged executions out of the outbox (fenced, like every write of a shard).
+
+    A fenced-out owner leaves them in: the new owner re-sends them, and a duplicate due
+    event is harmless. Unfenced, a late mark could land on a row the new owner has re-queued
+    (a lapsed lease) and not sent yet, and hide it from the outbox.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        await _fence(conn, shard, epoch)
+        await conn.execute(
+            "UPDATE kjs_executions SET dispatched_at = now()"
+            " WHERE execution_id = ANY($1::uuid[]) AND dispatched_at IS NULL",
+            execution_ids,
+        )
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,9 @@ class ShardTimer:
                 task.cancel()
 
     async def _loop(self) -> None:
-        await self._retrying(partial(resend_outbox, self._dispatcher, self._pool, self.shard, 0))
+        await self._retrying(
+            partial(resend_outbox, self._dispatcher, self._pool, self.shard, self.epoch, 0)
+        )
         next_refresh = next_reap = 0.0
         while True:
             if time.monotonic() >= next_refresh:
@@ -143,7 +145,7 @@ class ShardTimer:
             self._hold(JOB, job.job_id, due_of(job), fires_close(job.schedule))
         for retry in await store.due_retries(self._pool, self.shard, horizon):
             self._hold(RETRY, retry.execution_id, retry.due_at)
-        await resend_outbox(self._dispatcher, self._pool, self.shard, OUTBOX_AGE_S)
+        await resend_outbox(self._dispatcher, self._pool, self.shard, self.epoch, OUTBOX_AGE_S)
         DUE_NOT_FIRED.labels(str(self.shard)).set(await store.overdue(self._pool, self.shard))
         TIMER_HELD.labels(str(self.shard)).set(self.held)
 
@@ -153,7 +155,7 @@ class ShardTimer:
             log.warning(
                 "shard %s: %d executions lost their worker; re-running", self.shard, len(expired)
             )
-            await self._dispatcher.dispatch(self.shard, expired)
+            await self._dispatcher.dispatch(self.shard, self.epoch, expired)
 
     def _pop_due(self, now: datetime) -> dict[str, list[UUID]]:
         """Once the earliest entry's fire time has come, take it and every entry whose fire
@@ -218,7 +220,7 @@ class ShardTimer:
 
         async def send() -> None:
             try:
-                await self._dispatcher.dispatch(self.shard, occurrences)
+                await self._dispatcher.dispatch(self.shard, self.epoch, occurrences)
             except Exception as exc:
                 log.warning(
                     "shard %s: dispatch failed (%s); the outbox will re-send", self.shard, exc

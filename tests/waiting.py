@@ -1,27 +1,7 @@
-"""Synchronise tests on conditions, with deadlines, never on bare sleeps."""
+"""Kept for the files that import ``tests.waiting``: the helper is ``tests.support.waiting``."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from tests.support.waiting import eventually
 
-T = TypeVar("T")
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T | None]],
-    timeout_s: float = 30.0,
-    interval_s: float = 0.05,
-    what: str = "condition",
-) -> T:
-    """Poll ``probe`` until it returns something truthy; fail with ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = await probe()
-        if last:
-            return last
-        await asyncio.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")
+__all__ = ["eventually"]

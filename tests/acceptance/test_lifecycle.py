@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from tests.acceptance.conftest import Stack, Target
 from tests.acceptance.test_walking_skeleton import once_job
-from tests.waiting import eventually
+from tests.support.stack import Stack
+from tests.support.targets import Hit, RecordingTarget
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.services
 
@@ -36,7 +37,7 @@ async def wall_clock_passes(seconds: float) -> None:
 
 
 async def test_pause_resume_update_trigger_and_cancel_through_kafka(
-    stack: Stack, target: Target, user_id: str
+    stack: Stack, target: RecordingTarget, user_id: str
 ) -> None:
     job_id = (await stack.submit(every(user_id, target.url(user_id), 1)))["job_id"]
     await eventually(lambda: _hits_at_least(target, user_id, 1), what="a first tick")
@@ -79,7 +80,7 @@ async def test_pause_resume_update_trigger_and_cancel_through_kafka(
 
 
 async def test_catch_up_policies_after_a_scheduler_outage(
-    stack: Stack, target: Target, user_id: str
+    stack: Stack, target: RecordingTarget, user_id: str
 ) -> None:
     jobs = {}
     for policy in ("none", "latest", "all"):
@@ -130,7 +131,7 @@ async def test_catch_up_policies_after_a_scheduler_outage(
 
 @pytest.mark.parametrize("overlap", ["forbid", "buffer_one", "replace", "allow"])
 async def test_overlap_policy_with_a_slow_target(
-    stack: Stack, target: Target, user_id: str, overlap: str
+    stack: Stack, target: RecordingTarget, user_id: str, overlap: str
 ) -> None:
     target.answer_slowly(user_id, 2.5)
     body = every(user_id, target.url(user_id), 1, overlap=overlap)
@@ -145,6 +146,7 @@ async def test_overlap_policy_with_a_slow_target(
         assert all("overlap" in (e["error"] or "") for e in runs if e["status"] == "skipped")
     elif overlap == "buffer_one":
         assert "skipped" in statuses, "ticks beyond the one buffered are skipped"
+        _check_the_buffered_run_waited(runs, target.calls(user_id))
     elif overlap == "replace":
         assert any("replaced" in (e["error"] or "") for e in runs if e["status"] == "cancelled")
     else:
@@ -152,8 +154,27 @@ async def test_overlap_policy_with_a_slow_target(
         assert starts[1] - starts[0] < timedelta(seconds=2.5), "allow runs concurrently"
 
 
+def _check_the_buffered_run_waited(runs: list[dict[str, Any]], calls: list[Hit]) -> None:
+    """The second run of a buffer_one job is the occurrence buffered while the first one ran
+    (its tick came before the first run finished), and it started only once the first run
+    had finished: not concurrently (allow), and not at a later tick (forbid)."""
+    by_key = {e["execution_id"]: e for e in runs}
+    first, second = (by_key[c.headers["Idempotency-Key"]] for c in calls[:2])
+    assert first["finished_at"], "the second run started while the first one was running"
+    first_done = datetime.fromisoformat(first["finished_at"])
+    assert datetime.fromisoformat(second["scheduled_for"]) < first_done, (
+        "the second run is not the occurrence buffered while the first one ran"
+    )
+    assert datetime.fromisoformat(second["started_at"]) >= first_done, (
+        "the buffered run started before the previous run finished"
+    )
+    # The target's own clock says the same: the second call came after the first one's
+    # 2.5 s answer.
+    assert calls[1].at - calls[0].at >= timedelta(seconds=2.5)
+
+
 async def test_a_once_job_cannot_be_paused_after_it_ran(
-    stack: Stack, target: Target, user_id: str
+    stack: Stack, target: RecordingTarget, user_id: str
 ) -> None:
     job_id = (await stack.submit(once_job(user_id, target.url(user_id), 1)))["job_id"]
     await stack.wait_status(job_id, "succeeded")
@@ -164,7 +185,7 @@ async def test_a_once_job_cannot_be_paused_after_it_ran(
     assert (await stack.job(job_id) or {})["status"] == "succeeded"
 
 
-async def _hits_at_least(target: Target, name: str, n: int) -> bool:
+async def _hits_at_least(target: RecordingTarget, name: str, n: int) -> bool:
     return len(target.calls(name)) >= n
 
 
@@ -174,7 +195,7 @@ async def _job_field(stack: Stack, job_id: str, name: str, value: Any) -> bool:
 
 
 async def test_lifecycle_through_http_with_409_for_illegal_transitions(
-    stack: Stack, target: Target, user_id: str
+    stack: Stack, target: RecordingTarget, user_id: str
 ) -> None:
     api = f"{stack.api_url}/v1/jobs"
     job_id = (await stack.submit(every(user_id, target.url(user_id), 1)))["job_id"]

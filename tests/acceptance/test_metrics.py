@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.acceptance.conftest import Stack, Target
 from tests.acceptance.test_walking_skeleton import once_job
-from tests.waiting import eventually
+from tests.support.stack import Stack
+from tests.support.targets import RecordingTarget
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.services
 
@@ -33,7 +34,9 @@ def total(samples: dict[tuple[str, Any], float], name: str, **labels: str) -> fl
     )
 
 
-async def test_metrics_move_after_a_job_runs(stack: Stack, target: Target, user_id: str) -> None:
+async def test_metrics_move_after_a_job_runs(
+    stack: Stack, target: RecordingTarget, user_id: str
+) -> None:
     scheduler, worker = stack.metrics_urls["scheduler"], stack.metrics_urls["worker-normal"]
     before_s, before_w = await scrape(stack, scheduler), await scrape(stack, worker)
 

@@ -12,11 +12,10 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from scheduler.backoff import backoff_cap
-from schemas.v1.jobs import RetryPolicy
-from tests.acceptance.conftest import Stack, Target
 from tests.acceptance.test_walking_skeleton import once_job
-from tests.waiting import eventually
+from tests.support.stack import Stack
+from tests.support.targets import RecordingTarget
+from tests.support.waiting import eventually
 from topics.dlq import REASON
 
 pytestmark = pytest.mark.services
@@ -54,11 +53,27 @@ async def dead_letters(stack: Stack, job_id: str) -> list[tuple[dict[str, bytes]
     return found
 
 
+# Slower than FAST_RETRY so that a delay stands out from the time it takes to record a result
+# and fire the retry: the caps are 0.5 s after attempt 1 and 1 s after attempt 2.
+GROWING_RETRY = {"max_attempts": 3, "initial_delay_s": 0.5, "max_delay_s": 2.0}
+# The clocks compared are one host's (the worker's and Postgres's); this covers their
+# resolution and the rounding of a delay to microseconds.
+CLOCK_SLACK = timedelta(milliseconds=20)
+# How long recording a failure and firing its retry may take, on top of the backoff.
+FIRING_SLACK = timedelta(seconds=5)
+
+
+def full_jitter_bound(policy: dict[str, float], failed_attempt: int) -> timedelta:
+    """Full jitter: the delay is uniform in [0, min(max_delay, initial * 2**(attempt - 1))]."""
+    seconds = min(policy["max_delay_s"], policy["initial_delay_s"] * 2 ** (failed_attempt - 1))
+    return timedelta(seconds=seconds)
+
+
 async def test_two_503s_then_success_is_three_attempts_with_growing_backoff(
-    stack: Stack, target: Target, user_id: str
+    stack: Stack, target: RecordingTarget, user_id: str
 ) -> None:
     target.answer(user_id, (503, {}), (503, {}))
-    body = once_job(user_id, target.url(user_id), in_s=1, retry=FAST_RETRY)
+    body = once_job(user_id, target.url(user_id), in_s=1, retry=GROWING_RETRY)
     job_id = (await stack.submit(body))["job_id"]
 
     await stack.wait_status(job_id, "succeeded")
@@ -67,20 +82,39 @@ async def test_two_503s_then_success_is_three_attempts_with_growing_backoff(
     assert [e["status"] for e in runs] == ["failed", "failed", "succeeded"]
     assert [e["http_status"] for e in runs] == [503, 503, 200]
     assert len(target.calls(user_id)) == 3
-    policy = RetryPolicy.model_validate(FAST_RETRY)
-    for failed, retry in itertools.pairwise(runs):
-        # The retry started no earlier than the failure plus zero, and no later than the
-        # cap allows plus the time it takes to fire it (generous: no timing flake).
-        gap = datetime.fromisoformat(retry["started_at"]) - datetime.fromisoformat(
-            failed["finished_at"]
+    # The delay the shard chose for each retry: it inserted the row 'pending' with
+    # due_at = now() + delay, and created_at = now() (one transaction, one now()).
+    rows = {
+        str(r["execution_id"]): r
+        for r in await stack.pool.fetch(
+            "SELECT execution_id, created_at, due_at FROM kjs_executions WHERE job_id = $1::uuid",
+            job_id,
         )
-        assert timedelta(0) <= gap <= timedelta(seconds=backoff_cap(policy, failed["attempt"]) + 5)
+    }
+    delays = []
+    for failed, retry in itertools.pairwise(runs):
+        bound = full_jitter_bound(GROWING_RETRY, failed["attempt"])
+        row = rows[retry["execution_id"]]
+        delay = row["due_at"] - row["created_at"]
+        assert timedelta(0) < delay <= bound, (failed["attempt"], delay, bound)
+        # Measured: the retry started no earlier than its delay after the failure, and no
+        # later than the bound allows plus the time it takes to record and fire it.
+        finished = datetime.fromisoformat(failed["finished_at"])
+        started = datetime.fromisoformat(retry["started_at"])
+        assert started >= row["due_at"] - CLOCK_SLACK, "the retry started before its backoff"
+        gap = started - finished
+        assert delay - CLOCK_SLACK <= gap <= bound + FIRING_SLACK, (failed["attempt"], gap)
+        delays.append(delay)
+    # Jittered, not a constant: two draws of a full jitter are never the same.
+    assert delays[0] != delays[1], delays
+    # The bound doubles from one attempt to the next (until max_delay_s).
+    assert full_jitter_bound(GROWING_RETRY, 2) == 2 * full_jitter_bound(GROWING_RETRY, 1)
     # Each attempt has its own execution id, hence its own Idempotency-Key.
     keys = {h.headers["Idempotency-Key"] for h in target.calls(user_id)}
     assert keys == {e["execution_id"] for e in runs}
 
 
-async def test_retry_after_is_honoured(stack: Stack, target: Target, user_id: str) -> None:
+async def test_retry_after_is_honoured(stack: Stack, target: RecordingTarget, user_id: str) -> None:
     target.answer(user_id, (429, {"Retry-After": "2"}))
     retry = {"max_attempts": 2, "initial_delay_s": 0.01, "max_delay_s": 30}
     job_id = (await stack.submit(once_job(user_id, target.url(user_id), 1, retry=retry)))["job_id"]
@@ -94,7 +128,7 @@ async def test_retry_after_is_honoured(stack: Stack, target: Target, user_id: st
 
 
 async def test_a_400_is_not_retried_goes_to_the_dlq_and_can_be_replayed(
-    stack: Stack, target: Target, user_id: str
+    stack: Stack, target: RecordingTarget, user_id: str
 ) -> None:
     target.answer(user_id, (400, {}))
     body = once_job(user_id, target.url(user_id), in_s=1, retry=FAST_RETRY)
@@ -129,7 +163,7 @@ async def test_a_400_is_not_retried_goes_to_the_dlq_and_can_be_replayed(
 
 
 async def test_exhausted_retries_fail_the_job_with_a_dead_letter(
-    stack: Stack, target: Target, user_id: str
+    stack: Stack, target: RecordingTarget, user_id: str
 ) -> None:
     target.answer(user_id, (500, {}), (500, {}), (500, {}))
     body = once_job(user_id, target.url(user_id), in_s=1, retry=FAST_RETRY)

@@ -22,12 +22,12 @@ from tests.acceptance.conftest import (
     QUOTA_DAILY_TENANT,
     QUOTA_PAYLOAD_TENANT,
     QUOTA_RATE_TENANT,
-    Stack,
-    Target,
 )
 from tests.acceptance.test_walking_skeleton import once_job
 from tests.conftest import bearer, make_api_key
-from tests.waiting import eventually
+from tests.support.stack import Stack
+from tests.support.targets import RecordingTarget
+from tests.support.waiting import eventually
 from topics.dlq import REASON
 
 pytestmark = pytest.mark.services
@@ -117,7 +117,7 @@ async def test_submission_rate_quota_dead_letters_the_burst_overflow(stack: Stac
 
 
 async def test_executions_per_day_skip_recurring_runs_defer_one_time_jobs_and_429_triggers(
-    stack: Stack, target: Target
+    stack: Stack, target: RecordingTarget
 ) -> None:
     tenant = QUOTA_DAILY_TENANT
     stack.http.headers["Authorization"] = bearer(await make_api_key(stack.pool, tenant))[
@@ -248,7 +248,7 @@ async def test_an_http_job_aimed_inside_is_refused_by_the_worker(
 
 
 async def test_a_secret_reaches_the_target_and_nowhere_else(
-    stack: Stack, target: Target, user_id: str
+    stack: Stack, target: RecordingTarget, user_id: str
 ) -> None:
     secret, token, signing = (f"{kind}-{uuid.uuid4().hex}" for kind in ("s3cr3t", "tok", "sig"))
     target.answer(user_id, (400, {}))  # not retried: the job fails and is dead-lettered

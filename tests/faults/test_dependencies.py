@@ -14,15 +14,17 @@ from infra import broker, database
 from infra.paths import Layout
 from infra.process import run
 from infra.supervisor import READY_DEADLINE_S
-from tests.faults.conftest import Cluster, Stack, Target, running_stack
-from tests.waiting import eventually
+from tests.faults.conftest import Cluster, running_stack
+from tests.support.stack import Stack
+from tests.support.targets import RecordingTarget
+from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(240)]
 
 
 async def _first_fired(stack: Stack) -> None:
     async def probe() -> bool:
-        return len(stack.target.calls) >= 3
+        return len(stack.target.hits) >= 3
 
     await eventually(probe, 30, interval_s=0.05, what="the first jobs to fire")
 
@@ -31,14 +33,14 @@ async def _called_after(stack: Stack, since: datetime) -> float:
     """Seconds from ``since`` until the target was called again."""
 
     async def probe() -> datetime | None:
-        return min((c.at for c in stack.target.calls if c.at > since), default=None)
+        return min((c.at for c in stack.target.hits if c.at > since), default=None)
 
     at = await eventually(probe, 120, interval_s=0.1, what="a call after the outage")
     return (at - since).total_seconds()
 
 
 async def test_postgres_crash_restart_loses_nothing(
-    private_cluster: Cluster, target: Target
+    private_cluster: Cluster, target: RecordingTarget
 ) -> None:
     infra = private_cluster.infra
     assert infra is not None
@@ -64,7 +66,9 @@ async def test_postgres_crash_restart_loses_nothing(
     report.check()
 
 
-async def test_broker_restart_loses_nothing(private_cluster: Cluster, target: Target) -> None:
+async def test_broker_restart_loses_nothing(
+    private_cluster: Cluster, target: RecordingTarget
+) -> None:
     infra = private_cluster.infra
     assert infra is not None
     async with running_stack(private_cluster, target, "kafka-restart", schedulers=1) as stack:

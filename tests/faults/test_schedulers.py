@@ -3,14 +3,17 @@ instance that wakes up after another took its shards (the fenced epoch)."""
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 from datetime import UTC, datetime
 
 import pytest
 
-from tests.faults.conftest import Cluster, Stack, Target, kill, running_stack
-from tests.waiting import eventually
+from tests.faults.conftest import Cluster, kill, running_stack
+from tests.support.stack import Stack
+from tests.support.targets import RecordingTarget
+from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(150)]
 
@@ -34,14 +37,14 @@ async def _fires_again(stack: Stack, shards: list[int], new_owner: str, since: d
 
 async def _first_fired(stack: Stack) -> None:
     async def probe() -> bool:
-        return len(stack.target.calls) >= 3
+        return len(stack.target.hits) >= 3
 
     await eventually(probe, 30, interval_s=0.05, what="the first jobs to fire")
 
 
 @pytest.mark.parametrize("how", ["kill-9", "sigterm"])
 async def test_scheduler_loss_fires_everything_once(
-    shared_cluster: Cluster, target: Target, how: str
+    shared_cluster: Cluster, target: RecordingTarget, how: str
 ) -> None:
     async with running_stack(shared_cluster, target, f"sched-{how}") as stack:
         victim, survivor, shards = await _victim(stack)
@@ -62,29 +65,46 @@ async def test_scheduler_loss_fires_everything_once(
     assert report.fired == report.submitted
 
 
+# What a scheduler logs when the fence refuses one of its writes (scheduler.store.Fenced).
+FENCED_WRITE = re.compile(r"shard (\d+): holding epoch (\d+), current is (\d+)")
+
+
 async def test_paused_scheduler_is_fenced_when_it_wakes(
-    shared_cluster: Cluster, target: Target
+    shared_cluster: Cluster, target: RecordingTarget
 ) -> None:
     async with running_stack(shared_cluster, target, "sched-sigstop") as stack:
         victim, survivor, shards = await _victim(stack)
         jobs = await stack.submit_spread(75, start_in_s=3, every_s=0.2)
         await stack.wait_applied(jobs)
         await _first_fired(stack)
+        held = await stack.shard_epochs()  # the epochs the victim holds its shards with
         since = datetime.now(UTC)
         kill(stack.processes[victim], signal.SIGSTOP)
         try:
             recovery = await _fires_again(stack, shards, survivor, since)
             await stack.wait_owners({survivor})
+            # While the victim sleeps, the survivor's bump makes its epochs stale.
+            taken = await stack.shard_epochs()
+            assert all(taken[s] > held[s] for s in shards), (held, taken)
         finally:
             kill(stack.processes[victim], signal.SIGCONT)
+
+        # It wakes with those shards' due jobs still in its timers, and fires them at once:
+        # every such write meets the new epoch and is refused.
+        async def refused() -> list[tuple[int, int, int]] | None:
+            lines = FENCED_WRITE.finditer(stack.processes[victim].log())
+            found = [(int(m[1]), int(m[2]), int(m[3])) for m in lines]
+            return [f for f in found if f[0] in shards and f[1] == held[f[0]]] or None
+
+        fenced = await eventually(
+            refused, 30, interval_s=0.2, what="the woken scheduler's writes to be refused"
+        )
+        assert all(current >= taken[shard] for shard, _, current in fenced), (fenced, taken)
         # The woken instance rejoins (a new assignment, a new epoch) and jobs keep firing.
         await stack.wait_owners({victim, survivor}, 90)
         await stack.wait_all_called()
         await stack.wait_quiet(3)
         report = await stack.report(f"scheduler SIGSTOP past session timeout ({shards})", recovery)
-        log = stack.processes[victim].log_path.read_text(errors="replace")
-    # Informational: whether the woken instance tried a write and met the new epoch depends
-    # on whether its timers or its rebalance ran first after SIGCONT.
-    print(f"woken scheduler's fenced attempts: {log.count('holding epoch')}", file=sys.stderr)
+    print(f"woken scheduler's fenced writes: {fenced}", file=sys.stderr)
     report.check()
     assert report.redelivered_same_key == 0

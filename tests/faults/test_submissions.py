@@ -15,8 +15,10 @@ from aiokafka import AIOKafkaConsumer
 
 from schemas.v1.ids import job_id_for_key
 from tests.conftest import make_api_key
-from tests.faults.conftest import Cluster, Submitted, Target, running_stack
-from tests.waiting import eventually
+from tests.faults.conftest import Cluster, running_stack
+from tests.support.stack import Submitted
+from tests.support.targets import RecordingTarget
+from tests.support.waiting import eventually
 from topics import dlq
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(150)]
@@ -25,7 +27,7 @@ REPEATS = 25
 
 
 async def test_same_submission_many_times_is_one_job(
-    shared_cluster: Cluster, target: Target
+    shared_cluster: Cluster, target: RecordingTarget
 ) -> None:
     async with (
         running_stack(shared_cluster, target, "idem", schedulers=1, api=True) as stack,
@@ -86,7 +88,7 @@ POISON: list[bytes] = [
 
 
 async def test_poison_records_go_to_the_dlq_and_good_ones_fire(
-    shared_cluster: Cluster, target: Target
+    shared_cluster: Cluster, target: RecordingTarget
 ) -> None:
     async with running_stack(shared_cluster, target, "poison", schedulers=1) as stack:
         poisoned: set[tuple[int, int]] = set()

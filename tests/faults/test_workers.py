@@ -8,14 +8,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.faults.conftest import Cluster, Target, kill, running_stack
-from tests.waiting import eventually
+from tests.faults.conftest import Cluster, kill, running_stack
+from tests.support.targets import RecordingTarget
+from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(150)]
 
 
 async def test_worker_killed_mid_job_reruns_with_the_same_key(
-    shared_cluster: Cluster, target: Target
+    shared_cluster: Cluster, target: RecordingTarget
 ) -> None:
     target.slow_s = 6.0
     # A short window makes the shard's timer look for lapsed leases every 2 s.
@@ -35,7 +36,7 @@ async def test_worker_killed_mid_job_reruns_with_the_same_key(
             )
             # Claimed is not started: a worker claims a second ahead of the instant. A victim
             # is a run w1 had started at the target when it died.
-            started = {c.key for c in target.calls}
+            started = {c.idempotency_key for c in target.hits}
             return [r["execution_id"] for r in rows if r["execution_id"] in started] or None
 
         victims = await eventually(running_on_w1, 30, interval_s=0.05, what="w1 to run jobs")
@@ -43,15 +44,15 @@ async def test_worker_killed_mid_job_reruns_with_the_same_key(
         kill(stack.processes["w1"])
 
         async def rerun() -> bool:
-            counts = {c.key: 0 for c in target.calls if c.key in victims}
-            for c in target.calls:
-                if c.key in counts:
-                    counts[c.key] += 1
+            counts = {c.idempotency_key: 0 for c in target.hits if c.idempotency_key in victims}
+            for c in target.hits:
+                if c.idempotency_key in counts:
+                    counts[c.idempotency_key] += 1
             return bool(counts) and all(n >= 2 for n in counts.values())
 
         await eventually(rerun, 90, interval_s=0.2, what="the killed runs to run again")
         rerun_at = min(
-            c.at for c in target.calls if c.key in victims and c.at > since
+            c.at for c in target.hits if c.idempotency_key in victims and c.at > since
         )  # the first call made by the second worker
         await stack.wait_all_called()
 

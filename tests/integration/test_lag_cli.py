@@ -19,7 +19,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from kjs.settings import KafkaSettings
-from tests.waiting import eventually
+from tests.support.waiting import eventually
 from topics.admin import create_topics
 from topics.catalog import Catalog, catalog
 

@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from kjs.settings import KafkaSettings
-from tests.waiting import eventually
+from tests.support.waiting import eventually
 from topics.admin import create_topics
 from topics.catalog import Catalog, catalog
 from topics.lag import monitored_groups

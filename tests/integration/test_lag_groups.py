@@ -31,7 +31,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from infra.paths import Layout
 from infra.process import find_tool
 from kjs.settings import InfraSettings, KafkaSettings
-from tests.waiting import eventually
+from tests.support.waiting import eventually
 from topics.admin import create_topics
 from topics.catalog import Catalog, catalog
 from topics.lag import monitored_groups

@@ -15,7 +15,7 @@ from scheduler import store
 from scheduler.firing import Dispatcher
 from scheduler.kafka_io import ProducerSender
 from scheduler.timer import ShardTimer
-from tests.waiting import eventually
+from tests.support.waiting import eventually
 from topics.catalog import Catalog
 from topics.producer import durable_producer
 

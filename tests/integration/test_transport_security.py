@@ -30,8 +30,9 @@ from kjs.dlq import read_letters
 from kjs.settings import KafkaSettings
 from tests.acceptance.conftest import Process, free_port
 from tests.conftest import RUN_ID, bearer, make_api_key
-from tests.integration.worker_harness import RecordingTarget, http_target
-from tests.waiting import eventually
+from tests.integration.worker_harness import http_target
+from tests.support.targets import RecordingTarget
+from tests.support.waiting import eventually
 from topics.admin import KafkaRefused, create_topics
 from topics.catalog import catalog
 from topics.lag import monitored_groups
@@ -121,7 +122,7 @@ async def test_a_job_runs_end_to_end_over_sasl_ssl(
                 "user_id": user_id,
                 "name": "over-sasl-ssl",
                 "schedule": {"type": "once", "at": at.isoformat()},
-                "target": {"type": "http", "method": "POST", "url": http_target.url},
+                "target": {"type": "http", "method": "POST", "url": http_target.url()},
             }
             async with http.post(f"{api}/v1/jobs", json=body) as resp:
                 accepted = await resp.json()

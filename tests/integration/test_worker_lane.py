@@ -20,7 +20,6 @@ from aiokafka import AIOKafkaProducer
 from kjs.settings import KafkaSettings
 from schemas.v1.events import ResultEvent
 from tests.integration.worker_harness import (
-    RecordingTarget,
     StartWorker,
     TopicReader,
     cat,
@@ -28,7 +27,6 @@ from tests.integration.worker_harness import (
     committed_offset,
     dead_letters,
     due_event,
-    eventually,
     execution_row,
     http_target,
     insert_execution,
@@ -42,6 +40,8 @@ from tests.integration.worker_harness import (
     start_worker,
     worker,
 )
+from tests.support.targets import RecordingTarget
+from tests.support.waiting import eventually
 from topics.catalog import Catalog
 from topics.dlq import REASON, SOURCE_OFFSET
 from topics.partitioner import partition_for
@@ -130,29 +130,29 @@ async def test_a_due_event_runs_on_its_instant_and_reports_on_the_users_partitio
     user_id: str,
 ) -> None:
     shard = shard_of(user_id, lane_kafka)
-    job_id = await insert_job(pool, user_id, shard, http_target.url)
+    job_id = await insert_job(pool, user_id, shard, http_target.url())
     # Well beyond the time the event takes to reach the worker: it has to hold it.
     scheduled_for = datetime.now(UTC) + timedelta(milliseconds=800)
     execution = await insert_execution(pool, job_id, user_id, shard, scheduled_for)
 
-    await send_due(producer, cat, due_event(execution, http_target.url))
+    await send_due(producer, cat, due_event(execution, http_target.url()))
     record, result = await result_for(results, execution.execution_id)
 
     (hit,) = http_target.hits_for(execution.execution_id)
-    assert hit.arrived_at >= scheduled_for
+    assert hit.at >= scheduled_for
     assert hit.body == b'{"n": 1}'
     assert record.partition == partition_for(user_id.encode(), cat.results.partitions)
     assert record.key == user_id.encode()
     assert result.status == "succeeded"
     assert result.http_status == 200
-    assert result.output_excerpt == "done"
+    assert result.output_excerpt == '{"ok": true}'  # what the target answered
     assert (result.worker, result.job_id, result.user_id, result.attempt) == (
         worker.id,
         job_id,
         user_id,
         1,
     )
-    assert scheduled_for <= result.started_at <= hit.arrived_at <= result.finished_at
+    assert scheduled_for <= result.started_at <= hit.at <= result.finished_at
     row = await execution_row(pool, execution.execution_id)
     # The worker only claims; the owning scheduler shard records the outcome.
     assert row["status"] == "running"
@@ -174,15 +174,15 @@ async def test_a_redelivered_event_of_an_execution_that_is_not_queued_is_not_run
     user_id: str,
 ) -> None:
     shard = shard_of(user_id, lane_kafka)
-    job_id = await insert_job(pool, user_id, shard, http_target.url)
+    job_id = await insert_job(pool, user_id, shard, http_target.url())
     now = datetime.now(UTC)
     earlier = await insert_execution(pool, job_id, user_id, shard, now, status=status)
     before = await execution_row(pool, earlier.execution_id)
     later = await insert_execution(pool, job_id, user_id, shard, now + timedelta(seconds=1))
 
     # Same job, same key, same partition: the later record's commit covers the earlier one.
-    await send_due(producer, cat, due_event(earlier, http_target.url))
-    marker = await send_due(producer, cat, due_event(later, http_target.url))
+    await send_due(producer, cat, due_event(earlier, http_target.url()))
+    marker = await send_due(producer, cat, due_event(later, http_target.url()))
     await result_for(results, later.execution_id)
     await committed(marker.partition, marker.offset)
 
@@ -205,16 +205,16 @@ async def test_a_cancel_inside_the_lead_before_the_claim_wins_over_the_start(
     user_id: str,
 ) -> None:
     shard = shard_of(user_id, lane_kafka)
-    job_id = await insert_job(pool, user_id, shard, http_target.url)
+    job_id = await insert_job(pool, user_id, shard, http_target.url())
     scheduled_for = datetime.now(UTC) + timedelta(seconds=CLAIM_AHEAD_S + 2)
     execution = await insert_execution(pool, job_id, user_id, shard, scheduled_for)
 
-    sent = await send_due(producer, cat, due_event(execution, http_target.url))
+    sent = await send_due(producer, cat, due_event(execution, http_target.url()))
 
     async def held() -> bool | None:
         return True if worker.in_flight > 0 else None
 
-    await eventually(held, "the worker to hold the due event", timeout_s=1.5)
+    await eventually(held, what="the worker to hold the due event", timeout_s=1.5)
     await pool.execute(
         "UPDATE kjs_executions SET status = 'cancelled', finished_at = now()"
         " WHERE execution_id = $1",
@@ -242,13 +242,13 @@ async def test_a_poison_record_goes_to_the_dlq_and_the_partition_goes_on(
     user_id: str,
 ) -> None:
     shard = shard_of(user_id, lane_kafka)
-    job_id = await insert_job(pool, user_id, shard, http_target.url)
+    job_id = await insert_job(pool, user_id, shard, http_target.url())
     execution = await insert_execution(pool, job_id, user_id, shard, datetime.now(UTC))
 
     poison = await producer.send_and_wait(
         cat.due["normal"].name, key=b"poison-key", value=b'{"not": "a due event"', partition=0
     )
-    valid = await send_due(producer, cat, due_event(execution, http_target.url), partition=0)
+    valid = await send_due(producer, cat, due_event(execution, http_target.url()), partition=0)
 
     async def dead_letter() -> Any:
         for record in await dead_letters.poll():
@@ -257,7 +257,7 @@ async def test_a_poison_record_goes_to_the_dlq_and_the_partition_goes_on(
                 return record
         return None
 
-    letter = await eventually(dead_letter, "the poison record in the DLQ")
+    letter = await eventually(dead_letter, what="the poison record in the DLQ")
     assert (letter.key, letter.value) == (b"poison-key", b'{"not": "a due event"')
     assert dict(letter.headers)[REASON].startswith(b"invalid DueEvent")
 
@@ -279,16 +279,16 @@ async def test_a_stopping_worker_finishes_its_in_flight_records_first(
 ) -> None:
     running = await start_worker(drain_deadline_s=20.0)
     shard = shard_of(user_id, lane_kafka)
-    job_id = await insert_job(pool, user_id, shard, http_target.url)
+    job_id = await insert_job(pool, user_id, shard, http_target.url())
     execution = await insert_execution(pool, job_id, user_id, shard, datetime.now(UTC))
     http_target.gate.clear()
 
-    sent = await send_due(producer, cat, due_event(execution, http_target.url))
+    sent = await send_due(producer, cat, due_event(execution, http_target.url()))
 
     async def request_open() -> bool | None:
         return True if http_target.open_requests == 1 else None
 
-    await eventually(request_open, "the target to be called")
+    await eventually(request_open, what="the target to be called")
     running.worker.stop()
     assert not running.task.done()
     http_target.gate.set()
@@ -311,16 +311,16 @@ async def test_a_record_cut_off_by_the_drain_deadline_is_reported_interrupted_no
 ) -> None:
     running = await start_worker(drain_deadline_s=0.3)
     shard = shard_of(user_id, lane_kafka)
-    job_id = await insert_job(pool, user_id, shard, http_target.url)
+    job_id = await insert_job(pool, user_id, shard, http_target.url())
     execution = await insert_execution(pool, job_id, user_id, shard, datetime.now(UTC))
     http_target.gate.clear()
 
-    sent = await send_due(producer, cat, due_event(execution, http_target.url))
+    sent = await send_due(producer, cat, due_event(execution, http_target.url()))
 
     async def request_open() -> bool | None:
         return True if http_target.open_requests == 1 else None
 
-    await eventually(request_open, "the target to be called")
+    await eventually(request_open, what="the target to be called")
     running.worker.stop()
     await asyncio.wait_for(running.task, timeout=15)
 
@@ -347,7 +347,7 @@ async def test_no_more_records_run_at_once_than_the_concurrency(
 ) -> None:
     running = await start_worker(concurrency=2, max_held=1)
     shard = shard_of(user_id, lane_kafka)
-    job_id = await insert_job(pool, user_id, shard, http_target.url)
+    job_id = await insert_job(pool, user_id, shard, http_target.url())
     now = datetime.now(UTC)
     executions = [
         await insert_execution(pool, job_id, user_id, shard, now + timedelta(microseconds=n))
@@ -355,12 +355,12 @@ async def test_no_more_records_run_at_once_than_the_concurrency(
     ]
     http_target.gate.clear()
     for execution in executions:
-        await send_due(producer, cat, due_event(execution, http_target.url))
+        await send_due(producer, cat, due_event(execution, http_target.url()))
 
     async def two_open() -> bool | None:
         return True if http_target.open_requests == 2 else None
 
-    await eventually(two_open, "two requests to be open")
+    await eventually(two_open, what="two requests to be open")
     # Two running and one waiting for a slot fill the lane: it is paused, so the other
     # two records are not even fetched.
     assert running.worker.in_flight == 3
@@ -383,19 +383,19 @@ async def test_records_held_for_their_instant_take_no_slot(
 ) -> None:
     running = await start_worker(concurrency=1)
     shard = shard_of(user_id, lane_kafka)
-    job_id = await insert_job(pool, user_id, shard, http_target.url)
+    job_id = await insert_job(pool, user_id, shard, http_target.url())
     instant = datetime.now(UTC) + timedelta(seconds=3)
     executions = [
         await insert_execution(pool, job_id, user_id, shard, instant + timedelta(microseconds=n))
         for n in range(3)
     ]
     for execution in executions:
-        await send_due(producer, cat, due_event(execution, http_target.url))
+        await send_due(producer, cat, due_event(execution, http_target.url()))
 
     async def all_held() -> bool | None:
         return True if running.worker.in_flight == 3 else None
 
-    await eventually(all_held, "all three events to be held", timeout_s=2.5)
+    await eventually(all_held, what="all three events to be held", timeout_s=2.5)
     assert datetime.now(UTC) < instant
     for execution in executions:
         _, result = await result_for(results, execution.execution_id)
@@ -416,16 +416,16 @@ async def test_a_claim_waits_out_a_postgres_outage_and_then_runs(
     link, proxied_url = proxy
     running = await start_worker(database_url=proxied_url)
     shard = shard_of(user_id, lane_kafka)
-    job_id = await insert_job(pool, user_id, shard, http_target.url)
+    job_id = await insert_job(pool, user_id, shard, http_target.url())
     execution = await insert_execution(pool, job_id, user_id, shard, datetime.now(UTC))
 
     link.sever()
-    sent = await send_due(producer, cat, due_event(execution, http_target.url))
+    sent = await send_due(producer, cat, due_event(execution, http_target.url()))
 
     async def retried() -> bool | None:
         return True if link.refused >= 3 else None
 
-    await eventually(retried, "the worker to retry its claim through the outage")
+    await eventually(retried, what="the worker to retry its claim through the outage")
     assert http_target.hits == []
     assert running.worker.in_flight == 1
     assert await committed_offset(lane_kafka, cat, sent.partition) <= sent.offset

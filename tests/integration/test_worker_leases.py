@@ -17,13 +17,11 @@ from aiokafka import AIOKafkaProducer
 
 from kjs.settings import KafkaSettings
 from tests.integration.worker_harness import (
-    RecordingTarget,
     StartWorker,
     TopicReader,
     cat,
     committed,
     due_event,
-    eventually,
     execution_row,
     http_target,
     insert_execution,
@@ -36,6 +34,8 @@ from tests.integration.worker_harness import (
     shard_of,
     start_worker,
 )
+from tests.support.targets import RecordingTarget
+from tests.support.waiting import eventually
 from topics.catalog import Catalog
 from workers.claims import Claimer
 from workers.leases import LeaseKeeper
@@ -64,24 +64,24 @@ async def test_a_job_longer_than_max_poll_interval_keeps_its_lease_and_the_group
     lane = running.worker.lane_loop
     assert leases is not None and lane is not None
     shard = shard_of(user_id, lane_kafka)
-    job_id = await insert_job(pool, user_id, shard, http_target.url)
+    job_id = await insert_job(pool, user_id, shard, http_target.url())
     execution = await insert_execution(pool, job_id, user_id, shard, datetime.now(UTC))
     http_target.gate.clear()
 
-    sent = await send_due(producer, cat, due_event(execution, http_target.url))
+    sent = await send_due(producer, cat, due_event(execution, http_target.url()))
 
     async def running_with_lease() -> asyncpg.Record | None:
         row = await execution_row(pool, execution.execution_id)
         return row if row["status"] == "running" and http_target.open_requests == 1 else None
 
-    first = await eventually(running_with_lease, "the job to start")
+    first = await eventually(running_with_lease, what="the job to start")
     beats_at_start = leases.beats
 
     # 20 heartbeats at 0.2 s: about 4 s, four times max.poll.interval.ms.
     async def held_long() -> bool | None:
         return True if leases.beats >= beats_at_start + 20 else None
 
-    await eventually(held_long, "the job to run through twenty heartbeats")
+    await eventually(held_long, what="the job to run through twenty heartbeats")
     extended = await execution_row(pool, execution.execution_id)
     assert extended["lease_until"] > first["lease_until"]
     assert extended["lease_until"] > datetime.now(UTC)  # a live worker's lease never lapses

@@ -20,12 +20,10 @@ from aiokafka import AIOKafkaProducer
 
 from scheduler import store
 from tests.integration.worker_harness import (
-    RecordingTarget,
     StartWorker,
     TopicReader,
     cat,
     due_event,
-    eventually,
     http_target,
     insert_execution,
     insert_job,
@@ -36,6 +34,8 @@ from tests.integration.worker_harness import (
     send_due,
     start_worker,
 )
+from tests.support.targets import RecordingTarget
+from tests.support.waiting import eventually
 from topics.catalog import Catalog
 from workers.leases import REPORTED_TTL_S, LeaseKeeper
 from workers.main import WorkerTuning
@@ -68,7 +68,7 @@ async def test_an_overloaded_worker_keeps_every_lease_until_the_shard_has_the_re
     await pool.execute(
         "INSERT INTO kjs_shards (shard, epoch, owner) VALUES ($1, 1, 'overload-test')", shard
     )
-    job_id = await insert_job(pool, user_id, shard, http_target.url)
+    job_id = await insert_job(pool, user_id, shard, http_target.url())
     now = datetime.now(UTC)
     executions = [
         await insert_execution(pool, job_id, user_id, shard, now - timedelta(milliseconds=i))
@@ -85,19 +85,19 @@ async def test_an_overloaded_worker_keeps_every_lease_until_the_shard_has_the_re
     try:
         http_target.gate.clear()
         for execution in executions:
-            await send_due(producer, cat, due_event(execution, http_target.url))
+            await send_due(producer, cat, due_event(execution, http_target.url()))
 
         async def slots_full() -> bool | None:
             return True if http_target.open_requests == 2 else None
 
-        await eventually(slots_full, "two executions running, the rest waiting")
+        await eventually(slots_full, what="two executions running, the rest waiting")
         beats = leases.beats
 
         async def held_past_their_lease() -> bool | None:
             # 30 heartbeats of 0.1 s: the waiting claims outlive their 0.8 s lease 3 times.
             return True if leases.beats >= beats + 30 else None
 
-        await eventually(held_past_their_lease, "the slots to stay full for 3 s")
+        await eventually(held_past_their_lease, what="the slots to stay full for 3 s")
         http_target.gate.set()
         for execution in executions:
             _, result = await result_for(results, execution.execution_id)
@@ -108,7 +108,7 @@ async def test_an_overloaded_worker_keeps_every_lease_until_the_shard_has_the_re
             # Handed over, and more than twice the lease since: a dropped one would have lapsed.
             return True if leases.idle and time.monotonic() > reported_at + 2.0 else None
 
-        await eventually(reported_leases_outlived, "2 s after the last report")
+        await eventually(reported_leases_outlived, what="2 s after the last report")
     finally:
         reaper.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -22,7 +22,8 @@ import pytest
 
 from kjs.settings import DatabaseSettings
 from schemas.db import create_pool, migrate_url
-from tests.integration.worker_harness import StartWorker, eventually, lane_kafka, start_worker
+from tests.integration.worker_harness import StartWorker, lane_kafka, start_worker
+from tests.support.waiting import eventually
 from workers.main import WorkerTuning
 from workers.retention import prune_batches, prune_executions
 
@@ -170,5 +171,5 @@ async def test_a_worker_prunes_periodically_with_its_retention_setting(
     async def pruned() -> bool | None:
         return True if old not in await remaining(store.pool) else None
 
-    await eventually(pruned, "the worker to prune the old execution")
+    await eventually(pruned, what="the worker to prune the old execution")
     assert await remaining(store.pool) == {recent}

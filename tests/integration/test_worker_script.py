@@ -17,7 +17,7 @@ import pytest
 
 from kjs.settings import TargetSettings
 from schemas.v1.targets import ScriptTarget
-from tests.waiting import eventually
+from tests.support.waiting import eventually
 from workers.targets.base import Attempt, Outcome
 from workers.targets.script import ScriptRunner
 

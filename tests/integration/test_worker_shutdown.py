@@ -22,13 +22,11 @@ from aiokafka import AIOKafkaProducer
 
 from kjs.settings import KafkaSettings
 from tests.integration.worker_harness import (
-    RecordingTarget,
     TopicReader,
     cat,
     committed,
     committed_offset,
     due_event,
-    eventually,
     http_target,
     insert_execution,
     insert_job,
@@ -39,6 +37,8 @@ from tests.integration.worker_harness import (
     send_due,
     shard_of,
 )
+from tests.support.targets import RecordingTarget
+from tests.support.waiting import eventually
 from topics.catalog import Catalog
 
 pytestmark = pytest.mark.services
@@ -58,7 +58,7 @@ class WorkerProcess:
         async def seen() -> bool | None:
             return True if self.said(text) else None
 
-        await eventually(seen, f"the worker to log {text!r}")
+        await eventually(seen, what=f"the worker to log {text!r}")
 
 
 StartProcess = Callable[[float], Awaitable[WorkerProcess]]
@@ -132,15 +132,15 @@ async def test_sigterm_lets_in_flight_work_finish_then_commits_and_exits(
 ) -> None:
     worker = await worker_process(30.0)
     shard = shard_of(user_id, lane_kafka)
-    job_id = await insert_job(pool, user_id, shard, http_target.url)
+    job_id = await insert_job(pool, user_id, shard, http_target.url())
     execution = await insert_execution(pool, job_id, user_id, shard, datetime.now(UTC))
     http_target.gate.clear()
-    sent = await send_due(producer, cat, due_event(execution, http_target.url))
+    sent = await send_due(producer, cat, due_event(execution, http_target.url()))
 
     async def request_open() -> bool | None:
         return True if http_target.open_requests == 1 else None
 
-    await eventually(request_open, "the target to be called")
+    await eventually(request_open, what="the target to be called")
     worker.proc.send_signal(signal.SIGTERM)
     await worker.wait_for_line("in-flight records")  # draining, no longer fetching
     assert worker.proc.returncode is None
@@ -166,15 +166,15 @@ async def test_work_cut_off_by_the_drain_deadline_is_named_and_reported_interrup
 ) -> None:
     worker = await worker_process(0.5)
     shard = shard_of(user_id, lane_kafka)
-    job_id = await insert_job(pool, user_id, shard, http_target.url)
+    job_id = await insert_job(pool, user_id, shard, http_target.url())
     execution = await insert_execution(pool, job_id, user_id, shard, datetime.now(UTC))
     http_target.gate.clear()
-    sent = await send_due(producer, cat, due_event(execution, http_target.url))
+    sent = await send_due(producer, cat, due_event(execution, http_target.url()))
 
     async def request_open() -> bool | None:
         return True if http_target.open_requests == 1 else None
 
-    await eventually(request_open, "the target to be called")
+    await eventually(request_open, what="the target to be called")
     worker.proc.send_signal(signal.SIGTERM)
 
     assert await asyncio.wait_for(worker.proc.wait(), timeout=30) == 0

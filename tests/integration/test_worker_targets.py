@@ -20,7 +20,6 @@ from pydantic import SecretStr
 from kjs.settings import KafkaSettings, TargetSettings
 from tests.integration.worker_harness import (
     Execution,
-    RecordingTarget,
     StartWorker,
     TopicReader,
     cat,
@@ -36,6 +35,7 @@ from tests.integration.worker_harness import (
     shard_of,
     start_worker,
 )
+from tests.support.targets import RecordingTarget
 from topics.catalog import Catalog
 
 pytestmark = pytest.mark.services
@@ -183,9 +183,9 @@ async def test_a_retry_is_held_until_its_not_before(
     execution = await queued(pool, user_id, lane_kafka, now)
     not_before = now + timedelta(seconds=1.5)
 
-    await send_due(producer, cat, due_event(execution, http_target.url, not_before=not_before))
+    await send_due(producer, cat, due_event(execution, http_target.url(), not_before=not_before))
     _, result = await result_for(results, execution.execution_id)
 
     (hit,) = http_target.hits_for(execution.execution_id)
     assert result.status == "succeeded"
-    assert execution.scheduled_for < not_before <= result.started_at <= hit.arrived_at
+    assert execution.scheduled_for < not_before <= result.started_at <= hit.at

@@ -9,96 +9,36 @@ inherit another test's committed offsets. Modules import the fixtures they use b
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 import asyncpg
 import pytest
-from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
 from kjs.settings import DatabaseSettings, KafkaSettings, TargetSettings, WorkerSettings
 from schemas.v1.events import DueEvent, ResultEvent
+from tests.support.targets import RecordingTarget, serve_target
+from tests.support.waiting import eventually
 from topics.admin import create_topics
 from topics.catalog import Catalog, TopicSpec, catalog
 from topics.partitioner import partition_for
 from topics.producer import durable_producer
 from workers.main import Worker, WorkerTuning
 
-T = TypeVar("T")
-DEADLINE_S = 30.0
-
-
-async def eventually(
-    check: Callable[[], Awaitable[T | None]], what: str, timeout_s: float = DEADLINE_S
-) -> T:
-    """Poll ``check`` until it returns something other than None, or fail saying what."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = await check()
-        if found is not None:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 # --- a recording HTTP target -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Hit:
-    idempotency_key: str | None
-    arrived_at: datetime
-    body: bytes
-
-
-@dataclass
-class RecordingTarget:
-    url: str = ""
-    hits: list[Hit] = field(default_factory=list)
-    # Requests wait here until it is set; a test clears it to hold requests open.
-    gate: asyncio.Event = field(default_factory=asyncio.Event)
-    open_requests: int = 0
-    most_open: int = 0
-
-    def hits_for(self, execution_id: UUID) -> list[Hit]:
-        return [h for h in self.hits if h.idempotency_key == str(execution_id)]
 
 
 @pytest.fixture
 async def http_target() -> AsyncIterator[RecordingTarget]:
-    target = RecordingTarget()
-    target.gate.set()
-
-    async def record(request: web.Request) -> web.Response:
-        arrived = datetime.now(UTC)
-        body = await request.read()
-        target.hits.append(Hit(request.headers.get("Idempotency-Key"), arrived, body))
-        target.open_requests += 1
-        target.most_open = max(target.most_open, target.open_requests)
-        try:
-            await target.gate.wait()
-        finally:
-            target.open_requests -= 1
-        return web.Response(text="done")
-
-    app = web.Application()
-    app.router.add_post("/hook", record)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    target.url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-    yield target
-    target.gate.set()
-    await runner.cleanup()
+    async with serve_target() as target:
+        yield target
 
 
 # --- Kafka: fresh topics, a producer, readers --------------------------------------------
@@ -160,7 +100,7 @@ class TopicReader:
             positions = {tp: await self._position(tp) for tp in ends}
             return True if all(positions[tp] >= end for tp, end in ends.items()) else None
 
-        await eventually(caught_up, f"reading {self.topic} to its end")
+        await eventually(caught_up, what=f"reading {self.topic} to its end")
         return self.records
 
     async def _position(self, tp: TopicPartition) -> int:
@@ -195,7 +135,7 @@ async def result_for(reader: TopicReader, execution_id: UUID) -> tuple[Any, Resu
                 return record, event
         return None
 
-    return await eventually(find, f"the result of execution {execution_id}")
+    return await eventually(find, what=f"the result of execution {execution_id}")
 
 
 async def group_offset(admin: AIOKafkaAdminClient, cat: Catalog, partition: int) -> int:
@@ -218,11 +158,11 @@ async def committed(
     admin = AIOKafkaAdminClient(bootstrap_servers=lane_kafka.kafka_bootstrap)
 
     async def past(partition: int, offset: int) -> None:
-        async def check() -> int | None:
+        async def check() -> bool | None:
             at = await group_offset(admin, cat, partition)
-            return at if at > offset else None
+            return True if at > offset else None
 
-        await eventually(check, f"the worker group to commit past {partition}@{offset}")
+        await eventually(check, what=f"the worker group to commit past {partition}@{offset}")
 
     try:
         await admin.start()
@@ -395,7 +335,7 @@ async def start_worker(lane_kafka: KafkaSettings, database_url: str) -> AsyncIte
                 running.task.result()  # surfaces a start-up failure instead of a timeout
             return True if w.assigned.is_set() else None
 
-        await eventually(assigned, "the worker to be assigned its partitions")
+        await eventually(assigned, what="the worker to be assigned its partitions")
         return running
 
     yield start

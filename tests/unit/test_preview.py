@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -10,6 +11,7 @@ from scheduler.wallclock import format_offset
 from schemas.v1.schedules import CronSchedule, DstPolicy, IntervalSchedule, OnceSchedule
 
 FROM = datetime(2026, 3, 28, 12, 0, tzinfo=UTC)
+BERLIN = ZoneInfo("Europe/Berlin")
 
 
 def cron(expr: str, tz: str, **kw: Any) -> CronSchedule:
@@ -17,28 +19,46 @@ def cron(expr: str, tz: str, **kw: Any) -> CronSchedule:
 
 
 def test_cron_entries_are_in_utc_and_in_the_jobs_zone() -> None:
+    """Berlin springs forward on Sunday 2026-03-29 at 02:00 CET (+01:00) to 03:00 CEST (+02:00):
+    02:30 does not exist that night and runs at 03:30 CEST (01:30Z); the next night's 02:30
+    CEST is 00:30Z. The expected values are written out, not derived from the output."""
     entries = preview(cron("30 2 * * *", "Europe/Berlin"), FROM, 2)
-    assert entries == [
-        {
-            "utc": datetime(2026, 3, 29, 1, 30, tzinfo=UTC),
-            "local": datetime(2026, 3, 29, 1, 30, tzinfo=UTC).astimezone(
-                entries[0]["local"].tzinfo
-            ),
-            "offset": "+02:00",
-            "fold": False,
-            "shifted": True,  # 02:30 does not exist that night: it runs at 03:30
-            "nominal": datetime(2026, 3, 29, 2, 30),
-        },
-        {
-            "utc": datetime(2026, 3, 30, 0, 30, tzinfo=UTC),
-            "local": entries[1]["local"],
-            "offset": "+02:00",
-            "fold": False,
-            "shifted": False,
-            "nominal": datetime(2026, 3, 30, 2, 30),
-        },
+    assert [(e["utc"], e["offset"], e["fold"], e["shifted"], e["nominal"]) for e in entries] == [
+        (
+            datetime(2026, 3, 29, 1, 30, tzinfo=UTC),
+            "+02:00",
+            False,
+            True,
+            datetime(2026, 3, 29, 2, 30),
+        ),
+        (
+            datetime(2026, 3, 30, 0, 30, tzinfo=UTC),
+            "+02:00",
+            False,
+            False,
+            datetime(2026, 3, 30, 2, 30),
+        ),
     ]
-    assert entries[0]["local"].isoformat() == "2026-03-29T03:30:00+02:00"
+    # The local time: Berlin's wall clock, in Berlin's zone (not only the same instant).
+    assert [e["local"].isoformat() for e in entries] == [
+        "2026-03-29T03:30:00+02:00",
+        "2026-03-30T02:30:00+02:00",
+    ]
+    assert all(e["local"].tzinfo == BERLIN for e in entries)
+    assert [e["local"].replace(tzinfo=None) for e in entries] == [
+        datetime(2026, 3, 29, 3, 30),
+        datetime(2026, 3, 30, 2, 30),
+    ]
+
+
+def test_entries_before_the_change_are_in_winter_time() -> None:
+    """The day before the change, 02:30 is CET (+01:00): 01:30Z."""
+    (entry,) = preview(
+        cron("30 2 * * *", "Europe/Berlin"), datetime(2026, 3, 27, 12, tzinfo=UTC), 1
+    )
+    assert entry["utc"] == datetime(2026, 3, 28, 1, 30, tzinfo=UTC)
+    assert entry["local"].isoformat() == "2026-03-28T02:30:00+01:00"
+    assert (entry["offset"], entry["shifted"]) == ("+01:00", False)
 
 
 def test_fold_marks_the_second_pass() -> None:
