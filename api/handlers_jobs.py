@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from uuid import UUID
 
 from aiohttp import web
@@ -25,8 +24,9 @@ from api.models import (
 from api.tenancy import TenantDenied, resolve_tenant
 from api.validation import parse_submission, validate_model
 from api.views import execution_view, job_view, model_response, next_cursor
-from scheduler.quotas import PayloadTooLarge, QuotaExceeded, target_bytes, usage_day
-from schemas.db import StoreUnavailable
+from core.clock import utcnow
+from core.db import StoreUnavailable
+from core.quotas import PayloadTooLarge, QuotaExceeded, target_bytes, usage_day
 from schemas.v1.commands import CancelCommand
 
 _JOB_NOT_FOUND = "job not found"
@@ -77,7 +77,7 @@ async def within_daily_runs(request: web.Request, user_id: str) -> None:
     quotas = request.app[QUOTAS]
     if quotas.executions_cap(user_id) is None:
         return
-    now = datetime.now(UTC)
+    now = utcnow()
     try:
         used = await queries.executions_today(request.app[DEPS].pool, user_id, usage_day(now))
         quotas.check_executions(user_id, used, now)
@@ -92,7 +92,7 @@ async def submit_job(request: web.Request) -> web.Response:
     with request.app[METRICS].timing_submit():
         submission = parse_submission(
             await request.read(),
-            now=datetime.now(UTC),
+            now=utcnow(),
             grace=deps.past_grace,
             policy=deps.targets,
             reserved_topics=deps.reserved_topics,

@@ -27,7 +27,7 @@ from typing import Literal, Protocol, TypeAlias, TypeGuard, cast
 
 import asyncpg
 
-from schemas.db import StoreUnavailable, is_unavailable
+from core.db import StoreUnavailable, is_unavailable
 
 Scope = Literal["read", "write", "admin"]
 SCOPES: tuple[Scope, ...] = ("read", "write", "admin")

@@ -15,8 +15,8 @@ from uuid import UUID
 import asyncpg
 
 from api.cursor import Cursor
-from scheduler.quotas import ACTIVE_JOBS_SQL, DAILY_USAGE_SQL
-from schemas.db import StoreUnavailable, is_unavailable
+from core.db import StoreUnavailable, is_unavailable
+from core.quotas import ACTIVE_JOBS_SQL, DAILY_USAGE_SQL
 
 P = ParamSpec("P")
 R = TypeVar("R")

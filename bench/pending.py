@@ -26,13 +26,13 @@ from pathlib import Path
 import asyncpg
 
 from bench.databases import fresh_database
+from core.db import create_pool
+from core.settings import DatabaseSettings, InfraSettings, KafkaSettings, SchedulerSettings
 from infra.supervisor import up
-from kjs.settings import DatabaseSettings, InfraSettings, KafkaSettings, SchedulerSettings
 from scheduler import store
 from scheduler.firing import Dispatcher
 from scheduler.kafka_io import ProducerSender
 from scheduler.timer import ShardTimer
-from schemas.db import create_pool
 from topics.admin import create_topics
 from topics.catalog import Catalog, catalog
 from topics.partitioner import partition_for

@@ -42,9 +42,9 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from confluent_kafka.admin import NewTopic
 
+from core.db import migrate_url
+from core.settings import LANES, DatabaseSettings, InfraSettings, KafkaSettings, Lane
 from infra.supervisor import up
-from kjs.settings import LANES, DatabaseSettings, InfraSettings, KafkaSettings, Lane
-from schemas.db import migrate_url
 from schemas.v1.events import DueEvent
 from topics.admin import admin_client, create_topics
 from topics.catalog import Catalog, catalog

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import asyncpg
 
+from core.settings import InfraSettings
 from infra.paths import Layout
 from infra.pki import Pki
 from infra.process import (
@@ -33,7 +34,6 @@ from infra.process import (
     read_pid,
     run,
 )
-from kjs.settings import InfraSettings
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from infra import supervisor
-from kjs.children import run_until_stopped, start_children
-from kjs.settings import (
+from core.db import migrate_url
+from core.settings import (
     LANES,
     ApiSettings,
     DatabaseSettings,
@@ -21,7 +20,8 @@ from kjs.settings import (
     SecuritySettings,
     load,
 )
-from schemas.db import migrate_url
+from infra import supervisor
+from kjs.children import run_until_stopped, start_children
 from topics.admin import create_topics
 from topics.catalog import catalog
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
+from core.clock import utcnow
 from scheduler import store
 from scheduler.commands import CommandHandler, Rejected
 from scheduler.firing import fires_close
@@ -93,7 +94,7 @@ class CommandBatches:
                 return None
             if handler.quotas.counts_creates(command.user_id):
                 return None
-            row, due = handler.new_job(command, record, datetime.now(UTC))
+            row, due = handler.new_job(command, record, utcnow())
         except Rejected:
             return None
         return _Create(record, row, due)

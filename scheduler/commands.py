@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 from uuid import UUID
@@ -14,22 +14,22 @@ from uuid import UUID
 import asyncpg
 from pydantic import ValidationError
 
-from kjs.secrets import SecretBox
-from kjs.settings import SchedulerSettings, SecuritySettings, TargetSettings
-from scheduler import store
-from scheduler.daily_budget import DailyBudget
-from scheduler.deadletters import dead_letter
-from scheduler.firing import SCHEDULE, effective_due, fires_close
-from scheduler.kafka_io import Sender
-from scheduler.metrics import COMMANDS
-from scheduler.occurrences import first_run
-from scheduler.quotas import (
+from core.clock import utcnow
+from core.quotas import (
     ACTIVE_JOBS_SQL,
     PayloadTooLarge,
     QuotaExceeded,
     Quotas,
     target_bytes,
 )
+from core.secrets import SecretBox
+from core.settings import SchedulerSettings, SecuritySettings, TargetSettings
+from scheduler import store
+from scheduler.daily_budget import DailyBudget
+from scheduler.deadletters import dead_letter
+from scheduler.firing import SCHEDULE, effective_due, fires_close
+from scheduler.kafka_io import Sender
+from scheduler.metrics import COMMANDS
 from scheduler.records import Record
 from scheduler.retrying import until_available
 from scheduler.shards import NotOwned, OwnedShard, Shards
@@ -44,10 +44,11 @@ from schemas.v1.commands import (
     UpdateCommand,
     decode_command,
 )
-from schemas.v1.ids import job_id_for_key, job_id_for_record
+from schemas.v1.ids import job_id, job_id_for_record
 from schemas.v1.schedules import OnceSchedule
 from schemas.v1.target_policy import check_target, describe
 from schemas.v1.targets import Target
+from timetable.occurrences import first_run
 from topics.catalog import Catalog
 from topics.partitioner import partition_for
 
@@ -69,11 +70,12 @@ def format_errors(exc: ValidationError) -> str:
 
 def job_id_of(command: CreateCommand, record: Record) -> UUID:
     job = command.job
-    if job.job_id is not None:
-        return job.job_id
-    if job.idempotency_key is not None:
-        return job_id_for_key(job.user_id, job.idempotency_key)
-    return job_id_for_record(record.topic, record.partition, record.offset)
+    return job_id(
+        job.user_id,
+        job.idempotency_key,
+        job.job_id,
+        otherwise=lambda: job_id_for_record(record.topic, record.partition, record.offset),
+    )
 
 
 @dataclass
@@ -85,7 +87,7 @@ class CommandHandler:
     settings: SchedulerSettings
     targets: TargetSettings = field(default_factory=TargetSettings)
     quotas: Quotas = field(default_factory=lambda: Quotas(SecuritySettings()))
-    # Seals the credential-like values of targets before they are stored (kjs.secrets).
+    # Seals the credential-like values of targets before they are stored (core.secrets).
     secrets: SecretBox = field(default_factory=SecretBox)
 
     @property
@@ -193,7 +195,7 @@ class CommandHandler:
         return "cancelled"
 
     async def _trigger(self, command: TriggerCommand, partition: int, shard: OwnedShard) -> str:
-        now = datetime.now(UTC)
+        now = utcnow()
         try:
             triggered = await store.trigger_job(
                 self.pool,
@@ -222,7 +224,7 @@ class CommandHandler:
         Missed occurrences of a paused job stay in its next_run_at, so on resume the
         catch-up policy decides about them, as after a shard outage.
         """
-        now = datetime.now(UTC)
+        now = utcnow()
         allowed: tuple[str, ...]
         if isinstance(command, PauseCommand):
             allowed, changes = ("scheduled",), _set(status="paused")
@@ -310,7 +312,7 @@ class CommandHandler:
         return row, effective_due(job.schedule, job_id, first)
 
     async def _create(self, command: CreateCommand, record: Record, shard: OwnedShard) -> str:
-        row, due = self.new_job(command, record, datetime.now(UTC))
+        row, due = self.new_job(command, record, utcnow())
         await self._within_quotas(row.user_id, row.job_id, record)
         if not await store.insert_job(self.pool, shard.epoch, row):
             return "duplicate"

@@ -21,7 +21,7 @@ from datetime import datetime
 
 import asyncpg
 
-from scheduler.quotas import Quotas, next_day_start, usage_day
+from core.quotas import Quotas, next_day_start, usage_day
 from scheduler.store import Fired, Skip
 
 # Rows are created first, then locked (two statements: the second needs a snapshot that sees

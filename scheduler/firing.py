@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 from pydantic import TypeAdapter
 
+from core.clock import utcnow
 from scheduler import store
 from scheduler.kafka_io import Sender
 from scheduler.metrics import DISPATCH_LEAD, FIRED
-from scheduler.occurrences import jitter_delay, next_run, occurrences
 from schemas.v1.events import DueEvent
 from schemas.v1.ids import execution_id_for
 from schemas.v1.schedules import OnceSchedule, Schedule
+from timetable.occurrences import jitter_delay, next_run, occurrences
 from topics.catalog import Catalog
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,7 @@ class Dispatcher:
                 )
             )
         await asyncio.gather(*acks)
-        acked = datetime.now(UTC)
+        acked = utcnow()
         for occ in occurrences:
             FIRED.labels(occ.lane).inc()
             DISPATCH_LEAD.observe(((occ.due_at or occ.scheduled_for) - acked).total_seconds())
@@ -198,7 +199,7 @@ async def resend_outbox(
     dispatcher: Dispatcher, pool: asyncpg.Pool, shard: int, age_s: float
 ) -> int:
     """Re-send executions that were written but never acknowledged, older than ``age_s``."""
-    before = datetime.now(UTC) - timedelta(seconds=age_s)
+    before = utcnow() - timedelta(seconds=age_s)
     pending = await store.undispatched(pool, shard, before)
     if pending:
         log.info("shard %s: re-sending %d undispatched executions", shard, len(pending))

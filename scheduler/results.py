@@ -10,8 +10,8 @@ from uuid import UUID
 import asyncpg
 from pydantic import ValidationError
 
+from core.backoff import retry_delay
 from scheduler import store
-from scheduler.backoff import retry_delay
 from scheduler.commands import format_errors
 from scheduler.deadletters import dead_letter
 from scheduler.kafka_io import Sender

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from kjs.settings import SchedulerSettings
+from core.settings import SchedulerSettings
 from scheduler import store
 from scheduler.daily_budget import DailyBudget
 from scheduler.firing import Dispatcher

@@ -19,7 +19,8 @@ from uuid import UUID
 
 import asyncpg
 
-from kjs.settings import SchedulerSettings
+from core.clock import utcnow
+from core.settings import SchedulerSettings
 from scheduler import store
 from scheduler.daily_budget import DailyBudget
 from scheduler.firing import Dispatcher, due_of, fires_close, plan, resend_outbox
@@ -48,10 +49,6 @@ CLOSE_LEAD = timedelta(milliseconds=250)
 # One: more made the burst bench bimodal (1.8 s or 5.7 s to drain 10k), one is steady (2.2 s).
 DISPATCHES_IN_FLIGHT = 1
 JOB, RETRY = "job", "retry"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class ShardTimer:

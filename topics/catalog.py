@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kjs.settings import LANES, KafkaSettings, Lane
+from core.settings import LANES, KafkaSettings, Lane
 
 
 @dataclass(frozen=True)

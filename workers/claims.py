@@ -27,8 +27,8 @@ from uuid import UUID
 
 import asyncpg
 
-from schemas.db import is_unavailable
-from workers.backoff import DEFAULT_BACKOFF, Backoff
+from core.backoff import DEFAULT_BACKOFF, Backoff
+from core.db import is_unavailable
 from workers.leases import LEASE_TTL_S
 
 log = logging.getLogger(__name__)

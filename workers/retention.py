@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
+
+from core.clock import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,7 @@ async def prune_executions(
     The cutoff is fixed when the call starts, so a long prune converges instead of chasing
     rows that age past a moving cutoff while it runs.
     """
-    cutoff = (now or datetime.now(UTC)) - older_than
+    cutoff = (now or utcnow()) - older_than
     total = 0
     async for deleted in prune_batches(pool, cutoff, batch):
         total += deleted

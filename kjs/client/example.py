@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
+from core.clock import utcnow
 from kjs.client import Client, ClientError, NotFound
 
 DEFAULT_URL = "https://example.com/"
@@ -20,7 +21,7 @@ FINISHED = ("succeeded", "failed", "cancelled")
 
 async def main(url: str = DEFAULT_URL, timeout_s: float = 60.0) -> int:
     async with Client() as kjs:
-        at = datetime.now(UTC) + timedelta(seconds=2)
+        at = utcnow() + timedelta(seconds=2)
         accepted = await kjs.create(
             {
                 "name": "client-example",

@@ -24,7 +24,7 @@ import pytest
 from aiohttp import web
 from cryptography.fernet import Fernet
 
-from kjs.settings import LANES, KafkaSettings
+from core.settings import LANES, KafkaSettings
 from tests.conftest import RUN_ID
 from tests.waiting import eventually
 from topics.catalog import Catalog
@@ -236,7 +236,7 @@ async def stack(
                 "small": {"payload_bytes": 1000},
             }
         ),
-        # Secrets in targets are sealed at rest with this key (kjs.secrets).
+        # Secrets in targets are sealed at rest with this key (core.secrets).
         KJS_SECRET_KEYS=json.dumps([SECRET_KEY]),
         KJS_QUOTA_TENANT_TIERS=json.dumps(
             {

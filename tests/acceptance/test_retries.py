@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from scheduler.backoff import backoff_cap
+from core.backoff import backoff_cap
 from schemas.v1.jobs import RetryPolicy
 from tests.acceptance.conftest import Stack, Target
 from tests.acceptance.test_walking_skeleton import once_job

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from scheduler.quotas import next_day_start
+from core.quotas import next_day_start
 from tests.acceptance.conftest import (
     QUOTA_ACTIVE_TENANT,
     QUOTA_DAILY_TENANT,

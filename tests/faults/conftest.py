@@ -31,8 +31,8 @@ import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
-from kjs.settings import DatabaseSettings, InfraSettings, KafkaSettings, known_env_names
-from schemas.db import create_pool, migrate_url
+from core.db import create_pool, migrate_url
+from core.settings import DatabaseSettings, InfraSettings, KafkaSettings, known_env_names
 from tests.acceptance.conftest import Process, free_port
 from tests.waiting import eventually
 from topics.admin import create_topics

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from kjs.settings import SchedulerSettings
+from core.settings import SchedulerSettings
 from scheduler import store
 from scheduler.firing import Dispatcher
 from scheduler.kafka_io import ProducerSender
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.services
 
 @pytest.fixture
 async def sender(topic_catalog: Catalog) -> AsyncIterator[ProducerSender]:
-    from kjs.settings import KafkaSettings
+    from core.settings import KafkaSettings
 
     producer = durable_producer(KafkaSettings())
     await producer.start()

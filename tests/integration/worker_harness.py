@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
-from kjs.settings import DatabaseSettings, KafkaSettings, TargetSettings, WorkerSettings
+from core.settings import DatabaseSettings, KafkaSettings, TargetSettings, WorkerSettings
 from schemas.v1.events import DueEvent, ResultEvent
 from topics.admin import create_topics
 from topics.catalog import Catalog, TopicSpec, catalog

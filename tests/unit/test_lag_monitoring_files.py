@@ -1,6 +1,6 @@
 """infra/monitoring/: the rules pass promtool, and every query uses a metric that exists.
 
-"Exists" means exported by the lag exporter or declared in ``topics.lag_metrics``'s
+"Exists" means exported by the lag exporter or declared in ``lag.metrics``'s
 ``PROCESS_METRICS``, the list of names the kjs processes export. promtool comes from Debian's
 ``prometheus`` package (installed by .ci/run).
 """
@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from kjs.settings import KafkaSettings, Lane
+from core.settings import KafkaSettings, Lane
+from lag.exporter import DEFAULT_PORT
+from lag.metrics import EXPORTER_METRICS, PROCESS_METRICS, known_series
 from topics.catalog import catalog
-from topics.lag_exporter import DEFAULT_PORT
-from topics.lag_metrics import EXPORTER_METRICS, PROCESS_METRICS, known_series
 
 MONITORING = Path(__file__).resolve().parents[2] / "infra" / "monitoring"
 DASHBOARD = MONITORING / "grafana-dashboard.json"

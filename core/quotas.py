@@ -25,7 +25,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from pydantic import BaseModel
 
-from kjs.settings import QuotaLimits, SecuritySettings
+from core.settings import QuotaLimits, SecuritySettings
 
 # Jobs that count against quota_default.active_jobs and its tiers.
 ACTIVE_STATUSES = ("scheduled", "paused", "queued")

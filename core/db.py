@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from kjs.settings import DatabaseSettings
+from core.settings import DatabaseSettings
 
 MIGRATIONS_TABLE = "kjs_schema_migrations"
 
