@@ -13,7 +13,6 @@ from api.deps import DEPS, QUOTAS
 from api.errors import Conflict, NotFound, TooLarge, TooManyRequests
 from api.metrics import METRICS
 from api.models import (
-    FINISHED,
     CancelAccepted,
     ExecutionPage,
     JobPage,
@@ -28,6 +27,7 @@ from core.clock import utcnow
 from core.db import StoreUnavailable
 from core.quotas import PayloadTooLarge, QuotaExceeded, target_bytes, usage_day
 from schemas.v1.commands import CancelCommand
+from schemas.v1.statuses import FINISHED_JOB_STATUSES
 
 _JOB_NOT_FOUND = "job not found"
 
@@ -123,7 +123,7 @@ async def cancel_job(request: web.Request) -> web.Response:
     if owner is None:
         raise NotFound(_JOB_NOT_FOUND)
     await _visible(request, owner["user_id"])
-    if owner["status"] in FINISHED:
+    if owner["status"] in FINISHED_JOB_STATUSES:
         raise Conflict("job already finished", status=owner["status"])
     await commands.send(deps, CancelCommand(type="cancel", user_id=owner["user_id"], job_id=job_id))
     return model_response(CancelAccepted(job_id=job_id), status=202)

@@ -6,8 +6,9 @@ import argparse
 import asyncio
 import sys
 
-from core.settings import LANES, DatabaseSettings, InfraSettings, KafkaSettings, load
+from core.settings import DatabaseSettings, InfraSettings, KafkaSettings, load
 from kjs import jobs_command
+from schemas.v1.statuses import LANES
 
 
 def _infra(args: argparse.Namespace) -> int:

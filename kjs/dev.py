@@ -12,7 +12,6 @@ from pathlib import Path
 
 from core.db import migrate_url
 from core.settings import (
-    LANES,
     ApiSettings,
     DatabaseSettings,
     InfraSettings,
@@ -22,6 +21,7 @@ from core.settings import (
 )
 from infra import supervisor
 from kjs.children import run_until_stopped, start_children
+from schemas.v1.statuses import LANES
 from topics.admin import create_topics
 from topics.catalog import catalog
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from core.settings import LANES, KafkaSettings
+from core.settings import KafkaSettings
+from schemas.v1.statuses import LANES
 from topics.catalog import Catalog, catalog
 
 

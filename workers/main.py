@@ -23,11 +23,11 @@ from core.backoff import DEFAULT_BACKOFF
 from core.db import StoreUnavailable, create_pool
 from core.ids import process_id
 from core.ops_server import publish_build_info, start_ops_server
+from core.queries import QUERIES
 from core.secrets import SecretBox, box_from
 from core.settings import (
     DatabaseSettings,
     KafkaSettings,
-    Lane,
     ObservabilitySettings,
     SecuritySettings,
     TargetSettings,
@@ -35,6 +35,7 @@ from core.settings import (
     load,
 )
 from schemas.v1.addresses import AddressGuard
+from schemas.v1.statuses import Lane
 from topics.catalog import catalog
 from topics.producer import durable_producer
 from topics.security import aiokafka_config
@@ -114,7 +115,7 @@ class Worker:
         if pool is None:
             return {"postgres": "not connected yet", "kafka": "not assigned yet"}
         try:
-            await asyncio.wait_for(pool.fetchval("SELECT 1"), 2.0)
+            await asyncio.wait_for(pool.fetchval(QUERIES["ping"]), 2.0)
             postgres = "ok"
         except Exception as exc:
             postgres = f"unavailable: {type(exc).__name__}"

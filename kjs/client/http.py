@@ -22,7 +22,6 @@ from api.models import (
     ExecutionPage,
     ExecutionView,
     JobPage,
-    JobStatus,
     JobView,
     LifecycleAccepted,
     SubmitAccepted,
@@ -33,6 +32,7 @@ from kjs.client.errors import ApiUnreachable, NotFound, UnexpectedResponse, api_
 from schemas.v1.commands import JobChanges
 from schemas.v1.jobs import JobSubmission
 from schemas.v1.schedules import CronSchedule, IntervalSchedule, OnceSchedule
+from schemas.v1.statuses import ShownJobStatus
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -148,7 +148,7 @@ class Client:
     async def list_jobs(
         self,
         user_id: str | None = None,
-        status: JobStatus | None = None,
+        status: ShownJobStatus | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> JobPage:
@@ -159,7 +159,7 @@ class Client:
     async def iter_jobs(
         self,
         user_id: str | None = None,
-        status: JobStatus | None = None,
+        status: ShownJobStatus | None = None,
         page_size: int | None = None,
     ) -> AsyncIterator[JobView]:
         """Every job of the tenant, newest first, page after page."""

@@ -24,7 +24,8 @@ import pytest
 from aiohttp import web
 from cryptography.fernet import Fernet
 
-from core.settings import LANES, KafkaSettings
+from core.settings import KafkaSettings
+from schemas.v1.statuses import LANES
 from tests.conftest import RUN_ID
 from tests.waiting import eventually
 from topics.catalog import Catalog

@@ -8,8 +8,9 @@ import re
 import tomllib
 from pathlib import Path
 
-from core.settings import LANES, KafkaSettings
+from core.settings import KafkaSettings
 from kjs.cli import HANDLERS
+from schemas.v1.statuses import LANES
 from topics.catalog import catalog
 
 ROOT = Path(__file__).resolve().parents[2]

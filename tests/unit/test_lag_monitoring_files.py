@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from core.settings import KafkaSettings, Lane
+from core.settings import KafkaSettings
 from lag.exporter import DEFAULT_PORT
 from lag.metrics import EXPORTER_METRICS, MetricName, known_series, registered
+from schemas.v1.statuses import Lane
 from topics.catalog import catalog
 
 
