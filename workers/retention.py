@@ -20,24 +20,11 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from core.clock import utcnow
+from core.queries import QUERIES
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 1000
-
-# Only finished rows (succeeded, failed, cancelled, skipped) have a finished_at: the CHECK
-# constraint kjs_executions_finished says so, so this is "finished before the cutoff", for
-# every finished status there is or will be. The partial index kjs_executions_finished
-# serves it, oldest first.
-PRUNE_SQL = """
-DELETE FROM kjs_executions
- WHERE ctid = ANY(ARRAY(
-        SELECT ctid FROM kjs_executions
-         WHERE finished_at < $1
-         ORDER BY finished_at
-         LIMIT $2
-           FOR UPDATE SKIP LOCKED))
-"""
 
 
 async def prune_batches(
@@ -54,7 +41,7 @@ async def prune_batches(
     if batch < 1:
         raise ValueError("batch must be at least 1")
     while True:
-        status = await pool.execute(PRUNE_SQL, cutoff, batch)
+        status = await pool.execute(QUERIES["prune_executions"], cutoff, batch)
         deleted = int(status.split()[-1])
         if deleted == 0:
             return

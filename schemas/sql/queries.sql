@@ -3,8 +3,8 @@
 -- A name line, a comment saying what the statement does, the statement ended by ';'.
 -- tests/integration/test_named_queries.py prepares each one on a migrated database and checks
 -- that the code uses every name. Status and lane words are the ones of schemas/v1/statuses.py
--- (the same test checks the quoted ones); they are spelled out, not passed as parameters, so
--- that the partial indexes (WHERE status = 'pending', ...) serve the statements.
+-- (tests/integration/test_statuses.py checks the quoted ones); they are spelled out, not passed
+-- as parameters, so that the partial indexes (WHERE status = 'pending', ...) serve them.
 --
 -- Sections follow the modules that run the statements.
 
@@ -331,9 +331,10 @@ RETURNING executions;
 -- ---------------------------------------------------------------------------------------------
 -- The API's reads (api/queries.py)
 
--- name: get_job
--- A job with its latest attempt, by creation (the same-transaction ties go to the later
--- occurrence); a queued job whose latest attempt runs shows 'running'.
+-- fragment: jobs_as_shown
+-- Every job with its latest attempt, by creation (the same-transaction ties go to the later
+-- occurrence); a queued job whose latest attempt runs shows 'running'. The API's job views
+-- (get_job, list_jobs) select from it.
 SELECT j.job_id, j.user_id, j.name, j.next_run_at, j.run_count, j.created_at,
        j.schedule, j.target, j.priority, j.retry, j.idempotency_key,
        CASE WHEN j.status = 'queued' AND le.status = 'running' THEN 'running'
@@ -350,35 +351,20 @@ LEFT JOIN LATERAL (
     WHERE e.job_id = j.job_id
     ORDER BY e.created_at DESC, e.scheduled_for DESC, e.attempt DESC
     LIMIT 1
-) le ON true
-WHERE j.job_id = $1;
+) le ON true;
+
+-- name: get_job
+-- A job as the API shows it (the condition reaches kjs_jobs' primary key).
+SELECT * FROM ({{jobs_as_shown}}) jobs
+WHERE jobs.job_id = $1;
 
 -- name: list_jobs
--- A page of a tenant's jobs, newest first, each as get_job shows it (the same columns: keep
--- the two equal), after the cursor ($2, $3), with the shown status $4 if given. The row
--- comparison is what lets kjs_jobs_by_user serve every page.
-SELECT * FROM (
-    SELECT j.job_id, j.user_id, j.name, j.next_run_at, j.run_count, j.created_at,
-           j.schedule, j.target, j.priority, j.retry, j.idempotency_key,
-           CASE WHEN j.status = 'queued' AND le.status = 'running' THEN 'running'
-                ELSE j.status END AS status,
-           le.execution_id AS le_execution_id, le.scheduled_for AS le_scheduled_for,
-           le.attempt AS le_attempt, le.lane AS le_lane, le.status AS le_status,
-           le.dispatched_at AS le_dispatched_at, le.started_at AS le_started_at,
-           le.finished_at AS le_finished_at, le.worker AS le_worker,
-           le.http_status AS le_http_status, le.output_excerpt AS le_output_excerpt,
-           le.error AS le_error
-    FROM kjs_jobs j
-    LEFT JOIN LATERAL (
-        SELECT * FROM kjs_executions e
-        WHERE e.job_id = j.job_id
-        ORDER BY e.created_at DESC, e.scheduled_for DESC, e.attempt DESC
-        LIMIT 1
-    ) le ON true
-    WHERE j.user_id = $1 AND (j.created_at, j.job_id) < ($2, $3)
-    ORDER BY j.created_at DESC, j.job_id DESC
-) jobs
-WHERE $4::text IS NULL OR jobs.status = $4
+-- A page of a tenant's jobs as the API shows them, newest first, after the cursor ($2, $3),
+-- with the shown status $4 if given. The row comparison is what lets kjs_jobs_by_user serve
+-- every page.
+SELECT * FROM ({{jobs_as_shown}}) jobs
+WHERE jobs.user_id = $1 AND (jobs.created_at, jobs.job_id) < ($2, $3)
+  AND ($4::text IS NULL OR jobs.status = $4)
 ORDER BY jobs.created_at DESC, jobs.job_id DESC
 LIMIT $5;
 
@@ -404,7 +390,8 @@ FROM kjs_executions
 WHERE execution_id = $1;
 
 -- name: ping
--- Whether Postgres answers (the readiness checks of the API, the scheduler and the workers).
+-- Whether Postgres answers (the readiness checks of the API, the scheduler and the workers,
+-- and infra's wait for a starting server).
 SELECT 1;
 
 
@@ -508,3 +495,15 @@ SELECT version FROM kjs_schema_migrations;
 -- name: record_migration
 -- A migration applied.
 INSERT INTO kjs_schema_migrations (version, name) VALUES ($1, $2);
+
+
+-- ---------------------------------------------------------------------------------------------
+-- The local Postgres's bootstrap (infra/database.py), on the cluster's "postgres" database
+
+-- name: role_exists
+-- Whether the role $1 exists.
+SELECT 1 FROM pg_roles WHERE rolname = $1;
+
+-- name: database_exists
+-- Whether the database $1 exists.
+SELECT 1 FROM pg_database WHERE datname = $1;
