@@ -64,5 +64,5 @@ class Backoff:
 
 
 DEFAULT_BACKOFF = Backoff()
-# The scheduler's waits for Postgres or Kafka (scheduler.retrying.until_available).
+# The scheduler's waits for Postgres or Kafka (scheduler.outages.until_available).
 OUTAGE_BACKOFF = Backoff(initial_s=0.1, max_s=5.0)

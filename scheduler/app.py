@@ -22,6 +22,7 @@ import faust
 from core.db import create_pool
 from core.ids import process_id
 from core.ops_server import start_ops_server
+from core.queries import QUERIES
 from core.quotas import Quotas
 from core.secrets import box_from
 from core.settings import (
@@ -38,11 +39,11 @@ from scheduler.commands import CommandHandler
 from scheduler.daily_budget import DailyBudget
 from scheduler.firing import Dispatcher
 from scheduler.kafka_io import FaustSender
+from scheduler.outages import until_available
 from scheduler.records import Record
 from scheduler.results import ResultHandler
-from scheduler.retrying import until_available
 from scheduler.shards import NotOwned, Shards
-from scheduler.store import Fenced
+from scheduler.store.shards import Fenced
 from topics.catalog import Catalog, catalog
 from topics.security import faust_broker, faust_credentials
 
@@ -121,7 +122,7 @@ class SchedulerApp:
         if self._runtime is None:
             return {"postgres": "not connected yet", "shards": "not assigned yet"}
         try:
-            await asyncio.wait_for(self._runtime.pool.fetchval("SELECT 1"), 2.0)
+            await asyncio.wait_for(self._runtime.pool.fetchval(QUERIES["ping"]), 2.0)
             postgres = "ok"
         except Exception as exc:
             postgres = f"unavailable: {type(exc).__name__}"

@@ -19,13 +19,13 @@ import pytest
 from core.db import create_pool
 from core.quotas import Quotas
 from core.settings import QuotaLimits, SchedulerSettings, SecuritySettings
-from scheduler import store
 from scheduler.command_batches import CommandBatches
 from scheduler.commands import CommandHandler
 from scheduler.firing import Dispatcher
 from scheduler.kafka_io import ProducerSender
 from scheduler.records import Record
 from scheduler.shards import Shards
+from scheduler.store.shards import claim_shard
 from tests.conftest import RUN_ID, fresh_database
 from topics.catalog import Catalog
 from topics.partitioner import partition_for
@@ -155,7 +155,7 @@ async def test_a_shard_that_moved_does_not_stop_the_others(
         users.setdefault(rec(f"u{n}", b"").partition, f"u{n}")
     assert len(users) >= 2
     moved, kept = sorted(users)[:2]
-    await store.claim_shard(pool, moved, "another-instance")  # fences this one's epoch
+    await claim_shard(pool, moved, "another-instance")  # fences this one's epoch
 
     outcomes = await handler.handle_batch(
         [

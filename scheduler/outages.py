@@ -24,7 +24,8 @@ def is_transient(exc: BaseException) -> bool:
 async def until_available(
     step: Callable[[], Awaitable[T]], what: str, backoff: Backoff = OUTAGE_BACKOFF
 ) -> T:
-    """Run ``step``, retrying with capped exponential backoff while Postgres or Kafka is down.
+    """Run ``step``, again and again after a capped exponential backoff while Postgres or Kafka
+    is down.
 
     The caller's consumer does not move past the record meanwhile, so nothing is
     acknowledged before its effect is durable.
