@@ -19,7 +19,7 @@ from api.tenancy import (
     auth_middleware,
     trust_claimed_user,
 )
-from scheduler.quotas import Quotas
+from core.quotas import Quotas
 
 log = logging.getLogger(__name__)
 

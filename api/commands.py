@@ -9,7 +9,7 @@ from api.deps import ApiDeps
 from api.errors import ServiceUnavailable
 from api.publisher import KafkaUnavailable
 from schemas.v1.commands import AnyCommand, CreateCommand
-from schemas.v1.ids import job_id_for_key
+from schemas.v1.ids import job_id
 from schemas.v1.jobs import JobSpec, SubmittedJob
 
 log = logging.getLogger(__name__)
@@ -17,9 +17,7 @@ log = logging.getLogger(__name__)
 
 def job_id_for(spec: JobSpec) -> UUID:
     """The same key always names the same job, so a retried submit cannot create a second."""
-    if spec.idempotency_key is not None:
-        return job_id_for_key(spec.user_id, spec.idempotency_key)
-    return uuid4()
+    return job_id(spec.user_id, spec.idempotency_key, None, otherwise=uuid4)
 
 
 def create_command(spec: JobSpec, job_id: UUID) -> CreateCommand:

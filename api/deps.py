@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry
 from api.keys import Authenticator
 from api.publisher import CommandPublisher
 from api.tenancy import TenantResolver, credential_tenant
-from kjs.settings import SecuritySettings, TargetSettings
-from scheduler.quotas import Quotas
+from core.quotas import Quotas
+from core.settings import SecuritySettings, TargetSettings
 from topics.catalog import Catalog
 
 
@@ -48,5 +48,5 @@ class ApiDeps:
 
 
 DEPS = web.AppKey("kjs_api_deps", ApiDeps)
-# The submission buckets of this API instance (scheduler.quotas).
+# The submission buckets of this API instance (core.quotas).
 QUOTAS = web.AppKey("kjs_api_quotas", Quotas)

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from schemas.db import StoreUnavailable
+from core.db import StoreUnavailable
 
 log = logging.getLogger(__name__)
 

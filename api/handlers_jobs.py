@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from uuid import UUID
 
 from aiohttp import web
@@ -14,7 +13,6 @@ from api.deps import DEPS, QUOTAS
 from api.errors import Conflict, NotFound, TooLarge, TooManyRequests
 from api.metrics import METRICS
 from api.models import (
-    FINISHED,
     CancelAccepted,
     ExecutionPage,
     JobPage,
@@ -25,9 +23,11 @@ from api.models import (
 from api.tenancy import TenantDenied, resolve_tenant
 from api.validation import parse_submission, validate_model
 from api.views import execution_view, job_view, model_response, next_cursor
-from scheduler.quotas import PayloadTooLarge, QuotaExceeded, target_bytes, usage_day
-from schemas.db import StoreUnavailable
+from core.clock import utcnow
+from core.db import StoreUnavailable
+from core.quotas import PayloadTooLarge, QuotaExceeded, target_bytes, usage_day
 from schemas.v1.commands import CancelCommand
+from schemas.v1.statuses import FINISHED_JOB_STATUSES
 
 _JOB_NOT_FOUND = "job not found"
 
@@ -77,7 +77,7 @@ async def within_daily_runs(request: web.Request, user_id: str) -> None:
     quotas = request.app[QUOTAS]
     if quotas.executions_cap(user_id) is None:
         return
-    now = datetime.now(UTC)
+    now = utcnow()
     try:
         used = await queries.executions_today(request.app[DEPS].pool, user_id, usage_day(now))
         quotas.check_executions(user_id, used, now)
@@ -92,7 +92,7 @@ async def submit_job(request: web.Request) -> web.Response:
     with request.app[METRICS].timing_submit():
         submission = parse_submission(
             await request.read(),
-            now=datetime.now(UTC),
+            now=utcnow(),
             grace=deps.past_grace,
             policy=deps.targets,
             reserved_topics=deps.reserved_topics,
@@ -123,7 +123,7 @@ async def cancel_job(request: web.Request) -> web.Response:
     if owner is None:
         raise NotFound(_JOB_NOT_FOUND)
     await _visible(request, owner["user_id"])
-    if owner["status"] in FINISHED:
+    if owner["status"] in FINISHED_JOB_STATUSES:
         raise Conflict("job already finished", status=owner["status"])
     await commands.send(deps, CancelCommand(type="cancel", user_id=owner["user_id"], job_id=job_id))
     return model_response(CancelAccepted(job_id=job_id), status=202)

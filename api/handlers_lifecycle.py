@@ -32,16 +32,9 @@ from schemas.v1.commands import (
     TriggerCommand,
     UpdateCommand,
 )
+from schemas.v1.statuses import ALLOWED_FROM
 
 Action = Literal["pause", "resume", "trigger", "update"]
-
-# The stored statuses each action may start from (the shard's rules, checked early).
-ALLOWED_FROM: dict[Action, frozenset[str]] = {
-    "pause": frozenset({"scheduled"}),
-    "resume": frozenset({"paused"}),
-    "update": frozenset({"scheduled", "paused"}),
-    "trigger": frozenset({"scheduled", "paused", "queued", "succeeded", "failed"}),
-}
 
 
 async def _owned_job(request: web.Request, action: Action) -> tuple[UUID, str]:

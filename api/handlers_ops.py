@@ -14,7 +14,7 @@ from api.errors import RETRY_AFTER_S, json_response
 from api.models import HealthBody, ReadinessBody
 from api.openapi import OPENAPI
 from api.views import model_response
-from schemas.db import StoreUnavailable
+from core.db import StoreUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """``POST /v1/schedules/preview``: what a schedule will do, before a job trusts it.
 
-The computation is the scheduler's own occurrence engine (``scheduler.preview``, pure), so
+The computation is the scheduler's own occurrence engine (``timetable.preview``, pure), so
 the preview cannot disagree with what the shard will fire.
 """
 
@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.validation import parse_json, validate_model
 from api.views import model_response
-from scheduler.preview import MAX_COUNT, preview
 from schemas.v1.schedules import Instant, Schedule
+from timetable.preview import MAX_COUNT, preview
 
 
 class PreviewRequest(BaseModel):

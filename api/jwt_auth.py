@@ -38,7 +38,7 @@ from jwt.types import Options
 
 from api.errors import ServiceUnavailable, Unauthorized
 from api.keys import SCOPES, Authenticator, Principal, is_user_id
-from kjs.settings import SecuritySettings
+from core.settings import SecuritySettings
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,8 @@ from typing import Literal, Protocol, TypeAlias, TypeGuard, cast
 
 import asyncpg
 
-from schemas.db import StoreUnavailable, is_unavailable
+from core.db import StoreUnavailable, is_unavailable
+from core.queries import QUERIES
 
 Scope = Literal["read", "write", "admin"]
 SCOPES: tuple[Scope, ...] = ("read", "write", "admin")
@@ -142,8 +143,7 @@ async def create_key(
     wanted = _check(scopes)
     key_id, key = uuid.uuid4(), new_key()
     await db.execute(
-        "INSERT INTO kjs_api_keys (key_id, user_id, tenants, all_tenants, key_hash, scopes, name)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        QUERIES["insert_api_key"],
         key_id,
         who.user_id,
         list(who.tenants) or None,
@@ -157,13 +157,7 @@ async def create_key(
 
 async def list_keys(db: Executor, user_id: str | None = None) -> list[KeyInfo]:
     """Every key, or those that act for ``user_id`` (service keys covering it included)."""
-    rows = await db.fetch(
-        "SELECT key_id, user_id, tenants, all_tenants, scopes, name, created_at, revoked_at"
-        " FROM kjs_api_keys"
-        " WHERE $1::text IS NULL OR user_id = $1 OR $1 = ANY(tenants) OR all_tenants"
-        " ORDER BY user_id NULLS LAST, created_at",
-        user_id,
-    )
+    rows = await db.fetch(QUERIES["list_api_keys"], user_id)
     return [
         KeyInfo(
             r["key_id"],
@@ -179,17 +173,8 @@ async def list_keys(db: Executor, user_id: str | None = None) -> list[KeyInfo]:
 
 async def revoke_key(db: Executor, key_id: uuid.UUID) -> bool:
     """Revoke a key; False when no live key has this id."""
-    status = await db.execute(
-        "UPDATE kjs_api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL",
-        key_id,
-    )
+    status = await db.execute(QUERIES["revoke_api_key"], key_id)
     return cast(str, status).endswith(" 1")
-
-
-_LOOKUP = (
-    "SELECT key_id, user_id, tenants, all_tenants, key_hash, scopes, revoked_at"
-    " FROM kjs_api_keys WHERE key_hash = $1"
-)
 
 
 class TokenVerifier(Protocol):
@@ -230,7 +215,7 @@ class Authenticator:
         if cached is not None and now - cached[1] < self._cache_s:
             return cached[0]
         try:
-            row = await self.pool.fetchrow(_LOOKUP, digest)
+            row = await self.pool.fetchrow(QUERIES["find_api_key"], digest)
         except Exception as exc:
             if not (is_unavailable(exc) or isinstance(exc, TimeoutError | StoreUnavailable)):
                 raise

@@ -14,7 +14,8 @@ from prometheus_client import REGISTRY
 from api.app import build_app
 from api.deps import ApiDeps
 from api.publisher import CommandPublisher
-from kjs.settings import (
+from core.db import create_pool
+from core.settings import (
     ApiSettings,
     DatabaseSettings,
     KafkaSettings,
@@ -23,7 +24,6 @@ from kjs.settings import (
     TargetSettings,
     load,
 )
-from schemas.db import create_pool
 from topics.catalog import catalog
 
 log = logging.getLogger(__name__)

@@ -24,6 +24,7 @@ from pydantic import (
 from api.cursor import FIRST_PAGE, Cursor, decode_cursor
 from schemas.v1.jobs import USER_ID, Priority, RetryPolicy, UserId
 from schemas.v1.schedules import Schedule
+from schemas.v1.statuses import ExecutionStatus, ShownJobStatus
 from schemas.v1.targets import Target
 
 DEFAULT_PAGE_SIZE = 50
@@ -36,13 +37,6 @@ def _to_utc(value: datetime) -> datetime:
 
 # Every time the API shows is RFC 3339 in UTC, whatever zone the database session used.
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
-
-ExecutionStatus = Literal[
-    "pending", "queued", "running", "succeeded", "failed", "cancelled", "skipped"
-]
-# The stored job status, except that a queued job whose latest attempt runs shows "running".
-JobStatus = Literal["scheduled", "paused", "queued", "running", "succeeded", "failed", "cancelled"]
-FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 
 def _cursor(value: object) -> Cursor:
@@ -79,7 +73,7 @@ class QueryModel(BaseModel):
 class ListJobsQuery(QueryModel):
     # Left out: the tenant of the request's credential.
     user_id: UserId | None = Field(default=None, min_length=1, max_length=128, pattern=USER_ID)
-    status: JobStatus | None = None
+    status: ShownJobStatus | None = None
 
 
 class ListExecutionsQuery(QueryModel):
@@ -138,7 +132,8 @@ class JobView(_Body):
     job_id: UUID
     user_id: str
     name: str
-    status: JobStatus
+    # The stored job status, except that a queued job whose latest attempt runs shows "running".
+    status: ShownJobStatus
     next_run_at: UtcDatetime | None
     run_count: int
     created_at: UtcDatetime
@@ -166,7 +161,7 @@ class ErrorBody(_Body):
 
 class ConflictBody(_Body):
     error: str
-    status: JobStatus
+    status: ShownJobStatus
 
 
 class FieldErrorItem(_Body):

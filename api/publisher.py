@@ -18,7 +18,7 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from kjs.settings import KafkaSettings
+from core.settings import KafkaSettings
 from topics.producer import durable_producer
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,7 @@
-"""Every SQL statement the API runs, and the one place driver errors become domain errors.
+"""Every read the API makes, and the one place driver errors become domain errors.
 
-The API only reads: job state is written by the shard's scheduler (the single writer).
+The API only reads: job state is written by the shard's scheduler (the single writer). The
+statements are named in ``schemas/sql/queries.sql``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from uuid import UUID
 import asyncpg
 
 from api.cursor import Cursor
-from scheduler.quotas import ACTIVE_JOBS_SQL, DAILY_USAGE_SQL
-from schemas.db import StoreUnavailable, is_unavailable
+from core.db import StoreUnavailable, is_unavailable
+from core.queries import QUERIES
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -37,88 +38,32 @@ def _store_errors(query: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]
     return run
 
 
-# A job's latest attempt, by creation; the same-transaction ties go to the later occurrence.
-_JOB_SELECT = """
-SELECT j.job_id, j.user_id, j.name, j.next_run_at, j.run_count, j.created_at,
-       j.schedule, j.target, j.priority, j.retry, j.idempotency_key,
-       CASE WHEN j.status = 'queued' AND le.status = 'running' THEN 'running'
-            ELSE j.status END AS status,
-       le.execution_id AS le_execution_id, le.scheduled_for AS le_scheduled_for,
-       le.attempt AS le_attempt, le.lane AS le_lane, le.status AS le_status,
-       le.dispatched_at AS le_dispatched_at, le.started_at AS le_started_at,
-       le.finished_at AS le_finished_at, le.worker AS le_worker,
-       le.http_status AS le_http_status, le.output_excerpt AS le_output_excerpt,
-       le.error AS le_error
-FROM kjs_jobs j
-LEFT JOIN LATERAL (
-    SELECT * FROM kjs_executions e
-    WHERE e.job_id = j.job_id
-    ORDER BY e.created_at DESC, e.scheduled_for DESC, e.attempt DESC
-    LIMIT 1
-) le ON true
-"""
-
-_GET_JOB = _JOB_SELECT + "WHERE j.job_id = $1"
-
-# Newest first. The row comparison is what lets kjs_jobs_by_user serve every page.
-_LIST_JOBS = (
-    "SELECT * FROM ("
-    + _JOB_SELECT
-    + """WHERE j.user_id = $1 AND (j.created_at, j.job_id) < ($2, $3)
-    ORDER BY j.created_at DESC, j.job_id DESC
-) jobs
-WHERE $4::text IS NULL OR jobs.status = $4
-ORDER BY jobs.created_at DESC, jobs.job_id DESC
-LIMIT $5"""
-)
-
-_JOB_OWNER = "SELECT user_id, status FROM kjs_jobs WHERE job_id = $1"
-
-_LIST_EXECUTIONS = """
-SELECT execution_id, scheduled_for, attempt, lane, status, dispatched_at, started_at,
-       finished_at, worker, http_status, output_excerpt, error, created_at
-FROM kjs_executions
-WHERE job_id = $1 AND (created_at, execution_id) < ($2, $3)
-ORDER BY created_at DESC, execution_id DESC
-LIMIT $4
-"""
-
-
-_GET_EXECUTION = """
-SELECT execution_id, job_id, user_id, shard, scheduled_for, attempt, lane, status,
-       dispatched_at, started_at, finished_at, worker, lease_until, http_status,
-       output_excerpt, error, created_at, due_at
-FROM kjs_executions
-WHERE execution_id = $1
-"""
-
-
 @_store_errors
 async def get_execution(pool: asyncpg.Pool, execution_id: UUID) -> asyncpg.Record | None:
-    return await pool.fetchrow(_GET_EXECUTION, execution_id)
+    return await pool.fetchrow(QUERIES["get_execution"], execution_id)
 
 
 @_store_errors
 async def active_jobs(pool: asyncpg.Pool, user_id: str, cap: int) -> int:
     """The tenant's scheduled, paused and queued jobs, counted up to ``cap``."""
-    return int(await pool.fetchval(ACTIVE_JOBS_SQL, user_id, cap))
+    return int(await pool.fetchval(QUERIES["count_active_jobs"], user_id, cap))
 
 
 @_store_errors
 async def executions_today(pool: asyncpg.Pool, user_id: str, day: date) -> int:
     """The tenant's runs counted so far on ``day`` (UTC) by its owning shard."""
-    return int(await pool.fetchval(DAILY_USAGE_SQL, user_id, day) or 0)
+    return int(await pool.fetchval(QUERIES["daily_usage"], user_id, day) or 0)
 
 
 @_store_errors
 async def get_job(pool: asyncpg.Pool, job_id: UUID) -> asyncpg.Record | None:
-    return await pool.fetchrow(_GET_JOB, job_id)
+    return await pool.fetchrow(QUERIES["get_job"], job_id)
 
 
 @_store_errors
 async def job_owner(pool: asyncpg.Pool, job_id: UUID) -> asyncpg.Record | None:
     """(user_id, status) of a job: all that cancel and the executions listing need."""
-    return await pool.fetchrow(_JOB_OWNER, job_id)
+    return await pool.fetchrow(QUERIES["job_owner"], job_id)
 
 
 @_store_errors
@@ -126,7 +71,7 @@ async def list_jobs(
     pool: asyncpg.Pool, user_id: str, status: str | None, after: Cursor, limit: int
 ) -> list[asyncpg.Record]:
     rows: list[asyncpg.Record] = await pool.fetch(
-        _LIST_JOBS, user_id, after.created_at, after.row_id, status, limit
+        QUERIES["list_jobs"], user_id, after.created_at, after.row_id, status, limit
     )
     return rows
 
@@ -136,7 +81,7 @@ async def list_executions(
     pool: asyncpg.Pool, job_id: UUID, after: Cursor, limit: int
 ) -> list[asyncpg.Record]:
     rows: list[asyncpg.Record] = await pool.fetch(
-        _LIST_EXECUTIONS, job_id, after.created_at, after.row_id, limit
+        QUERIES["list_executions"], job_id, after.created_at, after.row_id, limit
     )
     return rows
 
@@ -145,4 +90,4 @@ async def list_executions(
 async def ping(pool: asyncpg.Pool, timeout_s: float) -> None:
     # The timeout covers acquiring a connection too, which is where a down server hangs.
     async with asyncio.timeout(timeout_s):
-        await pool.fetchval("SELECT 1")
+        await pool.fetchval(QUERIES["ping"])

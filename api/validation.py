@@ -17,7 +17,7 @@ from pydantic_core import ErrorDetails
 
 from api.errors import FieldError
 from api.models import QueryModel
-from kjs.settings import TargetSettings
+from core.settings import TargetSettings
 from schemas.v1.commands import integral_float
 from schemas.v1.jobs import JobSubmission
 from schemas.v1.schedules import OnceSchedule

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from api.cursor import Cursor, encode_cursor
 from api.models import ExecutionView, JobView
-from kjs.secrets import redact_target
+from core.secrets import redact_target
 
 _EXECUTION_FIELDS = tuple(ExecutionView.model_fields)
 _LATEST = "le_"

@@ -38,8 +38,8 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from bench.databases import fresh_database
+from core.settings import InfraSettings, KafkaSettings
 from infra.supervisor import status, up
-from kjs.settings import InfraSettings, KafkaSettings
 from topics.admin import create_topics
 from topics.catalog import catalog
 

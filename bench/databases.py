@@ -6,8 +6,8 @@ import uuid
 
 import asyncpg
 
-from kjs.settings import DatabaseSettings
-from schemas.db import migrate_url
+from core.db import migrate_url
+from core.settings import DatabaseSettings
 
 
 async def fresh_database(tag: str) -> str:

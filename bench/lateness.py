@@ -27,8 +27,8 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from bench.databases import fresh_database
+from core.settings import InfraSettings, KafkaSettings
 from infra.supervisor import up
-from kjs.settings import InfraSettings, KafkaSettings
 from topics.admin import create_topics
 from topics.catalog import catalog
 

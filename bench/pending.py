@@ -26,13 +26,13 @@ from pathlib import Path
 import asyncpg
 
 from bench.databases import fresh_database
+from core.db import create_pool
+from core.settings import DatabaseSettings, InfraSettings, KafkaSettings, SchedulerSettings
 from infra.supervisor import up
-from kjs.settings import DatabaseSettings, InfraSettings, KafkaSettings, SchedulerSettings
-from scheduler import store
 from scheduler.firing import Dispatcher
 from scheduler.kafka_io import ProducerSender
+from scheduler.store.shards import claim_shard
 from scheduler.timer import ShardTimer
-from schemas.db import create_pool
 from topics.admin import create_topics
 from topics.catalog import Catalog, catalog
 from topics.partitioner import partition_for
@@ -127,7 +127,7 @@ async def firing(args: argparse.Namespace) -> None:
     await create_topics(kafka, cat)
     dsn = await fresh_database("fire")
     pool = await create_pool(DatabaseSettings(db_pool_max=8), dsn=dsn)
-    epoch = await store.claim_shard(pool, 0, "bench")
+    epoch = await claim_shard(pool, 0, "bench")
     await copy_jobs(dsn, args.fire, 1, datetime.now(UTC), 0)
     producer = durable_producer(kafka, linger_ms=5)
     await producer.start()

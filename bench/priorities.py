@@ -42,10 +42,11 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from confluent_kafka.admin import NewTopic
 
+from core.db import migrate_url
+from core.settings import DatabaseSettings, InfraSettings, KafkaSettings
 from infra.supervisor import up
-from kjs.settings import LANES, DatabaseSettings, InfraSettings, KafkaSettings, Lane
-from schemas.db import migrate_url
 from schemas.v1.events import DueEvent
+from schemas.v1.statuses import LANES, Lane
 from topics.admin import admin_client, create_topics
 from topics.catalog import Catalog, catalog
 

@@ -11,10 +11,10 @@ import asyncio
 import logging
 import sys
 
+from core.settings import InfraSettings, load
 from infra import supervisor
 from infra.paths import Layout
 from infra.process import InfraError, log_tail
-from kjs.settings import InfraSettings, load
 
 
 def _logs(infra: InfraSettings) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from core.settings import InfraSettings
 from infra.jars import resolve_jars
 from infra.paths import Layout
 from infra.process import (
@@ -35,7 +36,6 @@ from infra.process import (
     terminate,
     write_pid,
 )
-from kjs.settings import InfraSettings
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import asyncpg
 
+from core.queries import QUERIES
+from core.settings import InfraSettings
 from infra.paths import Layout
 from infra.pki import Pki
 from infra.process import (
@@ -33,7 +35,6 @@ from infra.process import (
     read_pid,
     run,
 )
-from kjs.settings import InfraSettings
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ async def wait_ready(infra: InfraSettings, deadline: float) -> None:
         try:
             conn = await _connect(infra, SUPERUSER, "postgres")
             try:
-                await conn.fetchval("SELECT 1")
+                await conn.fetchval(QUERIES["ping"])
             finally:
                 await conn.close()
             return
@@ -204,15 +205,17 @@ async def ensure_app_database(infra: InfraSettings) -> None:
     """
     conn = await _connect(infra, SUPERUSER, "postgres")
     try:
-        if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", APP_ROLE):
+        # The DDL stays here: it names the role and database (identifiers, not parameters), and
+        # CREATE DATABASE can be neither prepared nor run in a transaction.
+        if not await conn.fetchval(QUERIES["role_exists"], APP_ROLE):
             await conn.execute(f"CREATE ROLE {APP_ROLE} LOGIN SUPERUSER")
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", APP_DB):
+        if not await conn.fetchval(QUERIES["database_exists"], APP_DB):
             await conn.execute(f"CREATE DATABASE {APP_DB} OWNER {APP_ROLE}")
     finally:
         await conn.close()
     conn = await _connect(infra, APP_ROLE, APP_DB)
     try:
-        await conn.fetchval("SELECT 1")
+        await conn.fetchval(QUERIES["ping"])
     finally:
         await conn.close()
 

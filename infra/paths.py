@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.settings import InfraSettings
 from infra.process import InfraError
-from kjs.settings import InfraSettings
 
 
 @dataclass(frozen=True)

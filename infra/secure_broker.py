@@ -31,6 +31,7 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
+from core.settings import InfraSettings, KafkaSettings
 from infra.broker import (
     MAIN_CLASS,
     _java_argv,
@@ -51,7 +52,6 @@ from infra.process import (
     spawn_detached,
     terminate,
 )
-from kjs.settings import InfraSettings, KafkaSettings
 from topics.security import librdkafka_config
 
 SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule"

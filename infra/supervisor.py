@@ -12,10 +12,10 @@ import asyncio
 import logging
 import time
 
+from core.settings import InfraSettings
 from infra import broker, database, jars
 from infra.paths import Layout, exclusive
 from infra.process import InfraError
-from kjs.settings import InfraSettings
 
 __all__ = ["READY_DEADLINE_S", "InfraError", "down", "status", "up"]
 

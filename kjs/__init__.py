@@ -1,3 +1,5 @@
-"""kjs: a Kafka-native distributed job scheduler (command line and shared settings)."""
+"""kjs: the command line (``kjs``) and the Python client (``kjs.client``)."""
 
-__version__ = "0.1.0"
+from core import __version__
+
+__all__ = ["__version__"]

@@ -6,8 +6,9 @@ import argparse
 import asyncio
 import sys
 
+from core.settings import DatabaseSettings, InfraSettings, KafkaSettings, load
 from kjs import jobs_command
-from kjs.settings import LANES, DatabaseSettings, InfraSettings, KafkaSettings, load
+from schemas.v1.statuses import LANES
 
 
 def _infra(args: argparse.Namespace) -> int:
@@ -34,7 +35,7 @@ def _topics(args: argparse.Namespace) -> int:
 
 
 def _db(args: argparse.Namespace) -> int:
-    from schemas.db import migrate_url
+    from core.db import migrate_url
 
     applied = asyncio.run(migrate_url(load(DatabaseSettings).database_url.get_secret_value()))
     print("\n".join(f"applied {n}" for n in applied) or "database is up to date")
@@ -96,8 +97,8 @@ async def _worker_processes(args: argparse.Namespace) -> int:
     member of the lane's group (Python runs one core per process). Child i serves its
     metrics on ``--metrics-port`` + i, and is worker ``<KJS_WORKER_ID>-i`` when an id is set
     (else host-pid, unique as it is)."""
+    from core.settings import WorkerSettings
     from kjs.children import run_until_stopped, start_children
-    from kjs.settings import WorkerSettings
 
     base_id = load(WorkerSettings).worker_id
     argvs, env = {}, {}
@@ -130,8 +131,8 @@ def _api(args: argparse.Namespace) -> int:
 
 
 def _lag(args: argparse.Namespace) -> int:
-    from topics.lag_command import LagOptions, run
-    from topics.lag_status import Thresholds
+    from lag.command import LagOptions, run
+    from lag.status import Thresholds
 
     options = LagOptions(
         groups=args.group or (),
@@ -318,8 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     never a traceback: 2 for settings and usage, 1 for an unreachable service."""
     from pydantic import ValidationError
 
-    from kjs.logs import configure
-    from kjs.settings import ObservabilitySettings, UnknownSettingError, settings_error
+    from core.logs import configure
+    from core.settings import ObservabilitySettings, UnknownSettingError, settings_error
 
     args = parser().parse_args(argv)
     try:

@@ -10,10 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from infra import supervisor
-from kjs.children import run_until_stopped, start_children
-from kjs.settings import (
-    LANES,
+from core.db import migrate_url
+from core.settings import (
     ApiSettings,
     DatabaseSettings,
     InfraSettings,
@@ -21,7 +19,9 @@ from kjs.settings import (
     SecuritySettings,
     load,
 )
-from schemas.db import migrate_url
+from infra import supervisor
+from kjs.children import run_until_stopped, start_children
+from schemas.v1.statuses import LANES
 from topics.admin import create_topics
 from topics.catalog import catalog
 

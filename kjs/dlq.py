@@ -13,7 +13,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from kjs.settings import KafkaSettings
+from core.settings import KafkaSettings
 from schemas.v1.commands import COMMAND
 from topics.catalog import Catalog
 from topics.dlq import REASON

@@ -8,12 +8,12 @@ import json
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from api.models import JobPage, JobView
+from core.clock import utcnow
 from kjs import jobs_render as render
 from kjs.client import (
     ApiError,
@@ -68,7 +68,7 @@ def _show_jobs(page: JobPage, args: argparse.Namespace, indent: int | None = 2) 
     if args.json:
         _print_json(page, indent)
         return
-    print(render.jobs_table(page.jobs, datetime.now(UTC)) if page.jobs else "no jobs")
+    print(render.jobs_table(page.jobs, utcnow()) if page.jobs else "no jobs")
     if page.next_cursor is not None:
         print(f"more: --cursor {page.next_cursor} (or --all)", file=sys.stderr)
 
@@ -106,7 +106,7 @@ async def _get(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(job)
     else:
-        print(render.job_summary(job, datetime.now(UTC)))
+        print(render.job_summary(job, utcnow()))
     return 0
 
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, get_args
+from typing import Any, NoReturn
 from uuid import UUID
 
-from api.models import JobStatus
+from schemas.v1.statuses import SHOWN_JOB_STATUSES
 
 DEFAULT_WATCH_S = 2.0
 
@@ -126,7 +126,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
 
     ls = action("list", "a tenant's jobs, newest first")
-    ls.add_argument("--status", choices=get_args(JobStatus))
+    ls.add_argument("--status", choices=SHOWN_JOB_STATUSES)
     ls.add_argument("--user-id", help="the tenant (default: the API key's)")
     ls.add_argument("--limit", type=_positive_int, default=50, help="jobs shown (default 50)")
     ls.add_argument("--cursor", help="continue a listing (the cursor it printed)")

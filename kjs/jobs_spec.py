@@ -12,12 +12,14 @@ import argparse
 import json
 import re
 import sys
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml  # type: ignore[import-untyped]
+
+from core.clock import utcnow
 
 
 class UsageError(Exception):
@@ -133,7 +135,7 @@ def schedule_from_flags(args: argparse.Namespace) -> dict[str, Any] | None:
     if getattr(args, "in_", None) is not None:
         if tz is not None:
             raise UsageError("--tz applies to --cron and --at, not to --in")
-        at = datetime.now(UTC) + timedelta(seconds=parse_duration(args.in_))
+        at = utcnow() + timedelta(seconds=parse_duration(args.in_))
         return {"type": "once", "at": at.isoformat()}
     if tz is not None:
         raise UsageError("--tz needs --cron or --at")

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
-import socket
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,9 +19,13 @@ from typing import Any
 import asyncpg
 import faust
 
-from kjs.ops_server import start_ops_server
-from kjs.secrets import box_from
-from kjs.settings import (
+from core.db import create_pool
+from core.ids import process_id
+from core.ops_server import start_ops_server
+from core.queries import QUERIES
+from core.quotas import Quotas
+from core.secrets import box_from
+from core.settings import (
     DatabaseSettings,
     KafkaSettings,
     ObservabilitySettings,
@@ -37,13 +39,11 @@ from scheduler.commands import CommandHandler
 from scheduler.daily_budget import DailyBudget
 from scheduler.firing import Dispatcher
 from scheduler.kafka_io import FaustSender
-from scheduler.quotas import Quotas
+from scheduler.outages import until_available
 from scheduler.records import Record
 from scheduler.results import ResultHandler
-from scheduler.retrying import until_available
 from scheduler.shards import NotOwned, Shards
-from scheduler.store import Fenced
-from schemas.db import create_pool
+from scheduler.store.shards import Fenced
 from topics.catalog import Catalog, catalog
 from topics.security import faust_broker, faust_credentials
 
@@ -84,7 +84,7 @@ class SchedulerApp:
 
     def __post_init__(self) -> None:
         self.catalog = catalog(self.kafka)
-        self.owner = self.settings.scheduler_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.owner = process_id(self.settings.scheduler_id)
         self._datadir = tempfile.mkdtemp(prefix="kjs-scheduler-")
         self.app = faust.App(
             self.catalog.scheduler_group,
@@ -122,7 +122,7 @@ class SchedulerApp:
         if self._runtime is None:
             return {"postgres": "not connected yet", "shards": "not assigned yet"}
         try:
-            await asyncio.wait_for(self._runtime.pool.fetchval("SELECT 1"), 2.0)
+            await asyncio.wait_for(self._runtime.pool.fetchval(QUERIES["ping"]), 2.0)
             postgres = "ok"
         except Exception as exc:
             postgres = f"unavailable: {type(exc).__name__}"

@@ -3,7 +3,8 @@
 Applying a create costs a fenced transaction; one at a time that is about a thousand creates a
 second, which is less than a busy installation submits. Most commands are plain creates (a
 valid job of a tenant whose creates need no counting), and those are independent of one
-another, so a shard's run of them is stored with one statement (``store.insert_jobs``).
+another, so a shard's run of them is stored with one statement
+(``scheduler.store.jobs.insert_jobs``).
 Everything else keeps the one-by-one path of ``CommandHandler.handle``, in record order.
 """
 
@@ -11,15 +12,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
-from scheduler import store
+from core.clock import utcnow
 from scheduler.commands import CommandHandler, Rejected
 from scheduler.firing import fires_close
 from scheduler.metrics import COMMANDS
+from scheduler.model import NewJob
+from scheduler.outages import until_available
 from scheduler.records import Record
-from scheduler.retrying import until_available
 from scheduler.shards import NotOwned
+from scheduler.store.jobs import insert_jobs
+from scheduler.store.shards import Fenced
 from schemas.v1.commands import CreateCommand
 
 log = logging.getLogger(__name__)
@@ -28,7 +32,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class _Create:
     record: Record
-    row: store.NewJob
+    row: NewJob
     due: datetime
 
 
@@ -58,7 +62,7 @@ class CommandBatches:
         for partition, batch in by_partition.items():
             try:
                 outcomes += await self._apply(partition, batch)
-            except (store.Fenced, NotOwned) as exc:
+            except (Fenced, NotOwned) as exc:
                 # The shard's new owner re-reads these records from the last committed
                 # offset; this stale generation cannot commit past it.
                 log.warning("not applying %d commands of shard %d: %s", len(batch), partition, exc)
@@ -93,7 +97,7 @@ class CommandBatches:
                 return None
             if handler.quotas.counts_creates(command.user_id):
                 return None
-            row, due = handler.new_job(command, record, datetime.now(UTC))
+            row, due = handler.new_job(command, record, utcnow())
         except Rejected:
             return None
         return _Create(record, row, due)
@@ -106,10 +110,10 @@ class CommandBatches:
         rows = [c.row for c in queued]
         try:
             inserted = await until_available(
-                lambda: store.insert_jobs(handler.pool, partition, shard.epoch, rows),
+                lambda: insert_jobs(handler.pool, partition, shard.epoch, rows),
                 f"commands of shard {partition}",
             )
-        except (store.Fenced, NotOwned):
+        except (Fenced, NotOwned):
             raise
         except Exception:
             log.exception("bulk insert of %d jobs failed; applying them one by one", len(rows))

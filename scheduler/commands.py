@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 from uuid import UUID
@@ -14,25 +14,23 @@ from uuid import UUID
 import asyncpg
 from pydantic import ValidationError
 
-from kjs.secrets import SecretBox
-from kjs.settings import SchedulerSettings, SecuritySettings, TargetSettings
-from scheduler import store
+from core.clock import utcnow
+from core.queries import QUERIES
+from core.quotas import PayloadTooLarge, QuotaExceeded, Quotas, target_bytes
+from core.secrets import SecretBox
+from core.settings import SchedulerSettings, SecuritySettings, TargetSettings
 from scheduler.daily_budget import DailyBudget
 from scheduler.deadletters import dead_letter
 from scheduler.firing import SCHEDULE, effective_due, fires_close
 from scheduler.kafka_io import Sender
 from scheduler.metrics import COMMANDS
-from scheduler.occurrences import first_run
-from scheduler.quotas import (
-    ACTIVE_JOBS_SQL,
-    PayloadTooLarge,
-    QuotaExceeded,
-    Quotas,
-    target_bytes,
-)
+from scheduler.model import NewJob
+from scheduler.outages import until_available
 from scheduler.records import Record
-from scheduler.retrying import until_available
 from scheduler.shards import NotOwned, OwnedShard, Shards
+from scheduler.store.jobs import insert_job, job_exists
+from scheduler.store.lifecycle import cancel_job, change_job, trigger_job
+from scheduler.store.shards import Fenced
 from schemas.v1.commands import (
     AnyCommand,
     CancelCommand,
@@ -44,10 +42,12 @@ from schemas.v1.commands import (
     UpdateCommand,
     decode_command,
 )
-from schemas.v1.ids import job_id_for_key, job_id_for_record
+from schemas.v1.ids import job_id, job_id_for_record
 from schemas.v1.schedules import OnceSchedule
+from schemas.v1.statuses import ALLOWED_FROM
 from schemas.v1.target_policy import check_target, describe
 from schemas.v1.targets import Target
+from timetable.occurrences import first_run
 from topics.catalog import Catalog
 from topics.partitioner import partition_for
 
@@ -69,11 +69,12 @@ def format_errors(exc: ValidationError) -> str:
 
 def job_id_of(command: CreateCommand, record: Record) -> UUID:
     job = command.job
-    if job.job_id is not None:
-        return job.job_id
-    if job.idempotency_key is not None:
-        return job_id_for_key(job.user_id, job.idempotency_key)
-    return job_id_for_record(record.topic, record.partition, record.offset)
+    return job_id(
+        job.user_id,
+        job.idempotency_key,
+        job.job_id,
+        otherwise=lambda: job_id_for_record(record.topic, record.partition, record.offset),
+    )
 
 
 @dataclass
@@ -85,7 +86,7 @@ class CommandHandler:
     settings: SchedulerSettings
     targets: TargetSettings = field(default_factory=TargetSettings)
     quotas: Quotas = field(default_factory=lambda: Quotas(SecuritySettings()))
-    # Seals the credential-like values of targets before they are stored (kjs.secrets).
+    # Seals the credential-like values of targets before they are stored (core.secrets).
     secrets: SecretBox = field(default_factory=SecretBox)
 
     @property
@@ -138,7 +139,7 @@ class CommandHandler:
                 lambda: self._apply(command, record), f"command {record.source}"
             )
             return kind, outcome
-        except (store.Fenced, NotOwned):
+        except (Fenced, NotOwned):
             raise
         except Exception as exc:
             # A bug or a constraint the checks above missed must not stop the partition:
@@ -182,7 +183,7 @@ class CommandHandler:
         return await self._change(command, record.partition, shard)
 
     async def _cancel(self, command: CancelCommand, partition: int, shard: OwnedShard) -> str:
-        outcome = await store.cancel_job(
+        outcome = await cancel_job(
             self.pool, partition, shard.epoch, command.user_id, command.job_id
         )
         if outcome == "unknown":
@@ -193,9 +194,9 @@ class CommandHandler:
         return "cancelled"
 
     async def _trigger(self, command: TriggerCommand, partition: int, shard: OwnedShard) -> str:
-        now = datetime.now(UTC)
+        now = utcnow()
         try:
-            triggered = await store.trigger_job(
+            triggered = await trigger_job(
                 self.pool,
                 partition,
                 shard.epoch,
@@ -208,7 +209,7 @@ class CommandHandler:
             raise Rejected(f"quota: {exc.reason}") from None
         if isinstance(triggered, str):
             raise Rejected(f"trigger: job {command.job_id} is {triggered}")
-        shard.timer.offer_retry(triggered.execution_id, triggered.due_at)
+        shard.timer.offer_pending(triggered.execution_id, triggered.due_at)
         return "triggered"
 
     async def _change(
@@ -222,17 +223,17 @@ class CommandHandler:
         Missed occurrences of a paused job stay in its next_run_at, so on resume the
         catch-up policy decides about them, as after a shard outage.
         """
-        now = datetime.now(UTC)
-        allowed: tuple[str, ...]
+        now = utcnow()
         if isinstance(command, PauseCommand):
-            allowed, changes = ("scheduled",), _set(status="paused")
+            changes = _set(status="paused")
         elif isinstance(command, ResumeCommand):
-            allowed, changes = ("paused",), _set(status="scheduled")
+            changes = _set(status="scheduled")
         else:
             if command.changes.target is not None:
                 self._within_payload(command.user_id, command.changes.target)
-            allowed, changes = ("scheduled", "paused"), _sealed(self.secrets, command, now)
-        changed = await store.change_job(
+            changes = _sealed(self.secrets, command, now)
+        allowed = ALLOWED_FROM[command.type]
+        changed = await change_job(
             self.pool, partition, shard.epoch, command.user_id, command.job_id, allowed, changes
         )
         if isinstance(changed, str):
@@ -260,11 +261,11 @@ class CommandHandler:
         if not self.quotas.counts_creates(user_id):
             return
         cap = self.quotas.active_cap(user_id)
-        if await self.pool.fetchval("SELECT 1 FROM kjs_jobs WHERE job_id = $1", job_id):
+        if await job_exists(self.pool, job_id):
             return
         try:
             if cap is not None:
-                active = await self.pool.fetchval(ACTIVE_JOBS_SQL, user_id, cap)
+                active = await self.pool.fetchval(QUERIES["count_active_jobs"], user_id, cap)
                 self.quotas.check_active(user_id, int(active))
             at = record.timestamp if record.timestamp is not None else time.time()
             self.quotas.take_submission(user_id, at)
@@ -273,7 +274,7 @@ class CommandHandler:
 
     def new_job(
         self, command: CreateCommand, record: Record, now: datetime
-    ) -> tuple[store.NewJob, datetime]:
+    ) -> tuple[NewJob, datetime]:
         """The row a create command stores, and when it is first due; ``Rejected`` when a
         check refuses it (the past, the operator's policy, the payload limit, no occurrence).
         Pure: the quotas that count (active jobs, submissions) are checked by the caller."""
@@ -293,7 +294,7 @@ class CommandHandler:
         if first is None:
             raise Rejected("schedule has no future occurrence")
         job_id = job_id_of(command, record)
-        row = store.NewJob(
+        row = NewJob(
             job_id=job_id,
             user_id=job.user_id,
             shard=record.partition,
@@ -310,9 +311,9 @@ class CommandHandler:
         return row, effective_due(job.schedule, job_id, first)
 
     async def _create(self, command: CreateCommand, record: Record, shard: OwnedShard) -> str:
-        row, due = self.new_job(command, record, datetime.now(UTC))
+        row, due = self.new_job(command, record, utcnow())
         await self._within_quotas(row.user_id, row.job_id, record)
-        if not await store.insert_job(self.pool, shard.epoch, row):
+        if not await insert_job(self.pool, shard.epoch, row):
             return "duplicate"
         shard.timer.offer(row.job_id, due, close=fires_close(row.schedule))
         return "created"

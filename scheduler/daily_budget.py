@@ -21,37 +21,9 @@ from datetime import datetime
 
 import asyncpg
 
-from scheduler.quotas import Quotas, next_day_start, usage_day
-from scheduler.store import Fired, Skip
-
-# Rows are created first, then locked (two statements: the second needs a snapshot that sees
-# a row another transaction inserted meanwhile), so the count of every limited tenant in the
-# batch is locked: a trigger applied meanwhile by the same shard waits for this fire, and
-# never counts past it. (Usage rows are always locked after the job rows, by the fire and by
-# a trigger, so the two cannot deadlock.)
-CREATE_TODAY_SQL = """
-INSERT INTO kjs_tenant_usage (user_id, day, executions)
-SELECT u, $1, 0 FROM unnest($2::text[]) AS t(u)
-ON CONFLICT DO NOTHING
-"""
-LOCK_TODAY_SQL = """
-SELECT user_id, executions FROM kjs_tenant_usage
-WHERE day = $1 AND user_id = ANY($2::text[])
-FOR UPDATE
-"""
-COUNT_SQL = """
-INSERT INTO kjs_tenant_usage (user_id, day, executions)
-SELECT u, $2, n FROM unnest($1::text[], $3::int[]) AS t(u, n)
-ON CONFLICT (user_id, day) DO UPDATE
-    SET executions = kjs_tenant_usage.executions + EXCLUDED.executions
-"""
-# One run more, unless the day's limit ($3) is reached: no row back means refused.
-TAKE_ONE_SQL = """
-INSERT INTO kjs_tenant_usage (user_id, day, executions) VALUES ($1, $2, 1)
-ON CONFLICT (user_id, day) DO UPDATE SET executions = kjs_tenant_usage.executions + 1
-WHERE kjs_tenant_usage.executions < $3
-RETURNING executions
-"""
+from core.queries import QUERIES
+from core.quotas import Quotas, next_day_start, usage_day
+from scheduler.model import Fired, Skip
 
 
 def ration(
@@ -121,11 +93,12 @@ class DailyBudget:
         if not limits:
             return fired
         day = usage_day(now)
-        await conn.execute(CREATE_TODAY_SQL, day, list(limits))
-        rows = await conn.fetch(LOCK_TODAY_SQL, day, list(limits))
+        # Created, then locked: see create_usage_rows in queries.sql.
+        await conn.execute(QUERIES["create_usage_rows"], day, list(limits))
+        rows = await conn.fetch(QUERIES["lock_usage_rows"], day, list(limits))
         out, spent = ration(fired, {r["user_id"]: r["executions"] for r in rows}, limits, now)
         if spent:
-            await conn.execute(COUNT_SQL, list(spent), day, list(spent.values()))
+            await conn.execute(QUERIES["count_usage"], list(spent), day, list(spent.values()))
         return out
 
     async def take_one(self, conn: asyncpg.Connection, user_id: str, now: datetime) -> None:
@@ -133,5 +106,5 @@ class DailyBudget:
         cap = self._quotas.executions_cap(user_id)
         if cap is None:
             return
-        if await conn.fetchval(TAKE_ONE_SQL, user_id, usage_day(now), cap) is None:
+        if await conn.fetchval(QUERIES["take_one_run"], user_id, usage_day(now), cap) is None:
             self._quotas.check_executions(user_id, cap, now)

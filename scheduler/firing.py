@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 from pydantic import TypeAdapter
 
-from scheduler import store
+from core.clock import utcnow
 from scheduler.kafka_io import Sender
 from scheduler.metrics import DISPATCH_LEAD, FIRED
-from scheduler.occurrences import jitter_delay, next_run, occurrences
+from scheduler.model import DueJob, Fired, FiringJob, Occurrence, Skip
+from scheduler.store.firing import mark_dispatched, undispatched
 from schemas.v1.events import DueEvent
 from schemas.v1.ids import execution_id_for
 from schemas.v1.schedules import OnceSchedule, Schedule
+from timetable.occurrences import jitter_delay, next_run, occurrences
 from topics.catalog import Catalog
 
 log = logging.getLogger(__name__)
@@ -30,10 +32,8 @@ CATCHUP_SCAN = 1000
 RECORDED_SKIPS = 10
 
 
-def _occurrence(
-    job: store.FiringJob, at: datetime, jitter: timedelta | None = None
-) -> store.Occurrence:
-    return store.Occurrence(
+def _occurrence(job: FiringJob, at: datetime, jitter: timedelta | None = None) -> Occurrence:
+    return Occurrence(
         execution_id=execution_id_for(job.job_id, at, 1),
         job_id=job.job_id,
         user_id=job.user_id,
@@ -58,11 +58,11 @@ def fires_close(schedule: Schedule | dict[str, Any]) -> bool:
 
 
 def plan(
-    job: store.FiringJob,
+    job: FiringJob,
     now: datetime,
     lead: timedelta = timedelta(0),
     close_lead: timedelta | None = None,
-) -> store.Fired:
+) -> Fired:
     """What firing a due job means: which occurrences run, which are skipped, what next.
 
     1. List the occurrences due by now + lead, from the job's next_run_at on (more than one
@@ -80,10 +80,10 @@ def plan(
     if job.schedule.get("type") == "once":
         # The hot path of a burst of one-shot jobs: nothing to compute, so no parsing
         # (validating the stored schedule costs more than the rest of the fire).
-        return store.Fired(job.job_id, job.user_id, job.priority, [_occurrence(job, first)], None)
+        return Fired(job.job_id, job.user_id, job.priority, [_occurrence(job, first)], None)
     schedule = SCHEDULE.validate_python(job.schedule)
     if isinstance(schedule, OnceSchedule):  # (not reached: the type check above)
-        return store.Fired(job.job_id, job.user_id, job.priority, [_occurrence(job, first)], None)
+        return Fired(job.job_id, job.user_id, job.priority, [_occurrence(job, first)], None)
     close = fires_close(schedule)
     horizon = now + (close_lead if close and close_lead is not None else lead)
     due = [first, *occurrences(schedule, first, job.created_at, CATCHUP_SCAN, until=horizon)]
@@ -97,9 +97,7 @@ def plan(
         run = late[-1:] + timely
     else:
         run = late[-schedule.max_catchup :] + timely
-    skipped = [
-        store.Skip(o, "misfire: missed by more than misfire_grace_s") for o in due if o not in run
-    ]
+    skipped = [Skip(o, "misfire: missed by more than misfire_grace_s") for o in due if o not in run]
     if schedule.max_runs is not None:
         run = run[: max(0, schedule.max_runs - job.run_count)]
     done = schedule.max_runs is not None and job.run_count + len(run) >= schedule.max_runs
@@ -111,7 +109,7 @@ def plan(
     cancel_active, buffer = False, None
     if job.busy and run:
         if schedule.overlap == "forbid":
-            skipped += [store.Skip(o, "overlap: the previous run has not finished") for o in run]
+            skipped += [Skip(o, "overlap: the previous run has not finished") for o in run]
             run = []
         elif schedule.overlap == "replace":
             cancel_active = True
@@ -119,10 +117,10 @@ def plan(
             if job.buffered_for is None:
                 buffer = run[-1]
                 run = run[:-1]
-            skipped += [store.Skip(o, "overlap: one run is already buffered") for o in run]
+            skipped += [Skip(o, "overlap: one run is already buffered") for o in run]
             run = []
     skipped.sort(key=lambda k: k.scheduled_for)
-    return store.Fired(
+    return Fired(
         job_id=job.job_id,
         user_id=job.user_id,
         lane=job.priority,
@@ -144,7 +142,7 @@ def effective_due(schedule: Schedule, job_id: UUID, nominal: datetime) -> dateti
     return nominal + jitter_delay(schedule, job_id, nominal)
 
 
-def due_of(job: store.DueJob) -> datetime:
+def due_of(job: DueJob) -> datetime:
     return effective_due(SCHEDULE.validate_python(job.schedule), job.job_id, job.next_run_at)
 
 
@@ -156,7 +154,7 @@ class Dispatcher:
         self._sender = sender
         self._catalog = cat
 
-    async def dispatch(self, shard: int, epoch: int, occurrences: list[store.Occurrence]) -> None:
+    async def dispatch(self, shard: int, epoch: int, occurrences: list[Occurrence]) -> None:
         """Produce each occurrence's due event, then record that Kafka has it.
 
         1. Queue every due event on its lane topic (key = job_id), without waiting on each.
@@ -188,19 +186,19 @@ class Dispatcher:
                 )
             )
         await asyncio.gather(*acks)
-        acked = datetime.now(UTC)
+        acked = utcnow()
         for occ in occurrences:
             FIRED.labels(occ.lane).inc()
             DISPATCH_LEAD.observe(((occ.due_at or occ.scheduled_for) - acked).total_seconds())
-        await store.mark_dispatched(self._pool, shard, epoch, [o.execution_id for o in occurrences])
+        await mark_dispatched(self._pool, shard, epoch, [o.execution_id for o in occurrences])
 
 
 async def resend_outbox(
     dispatcher: Dispatcher, pool: asyncpg.Pool, shard: int, epoch: int, age_s: float
 ) -> int:
     """Re-send executions that were written but never acknowledged, older than ``age_s``."""
-    before = datetime.now(UTC) - timedelta(seconds=age_s)
-    pending = await store.undispatched(pool, shard, before)
+    before = utcnow() - timedelta(seconds=age_s)
+    pending = await undispatched(pool, shard, before)
     if pending:
         log.info("shard %s: re-sending %d undispatched executions", shard, len(pending))
         await dispatcher.dispatch(shard, epoch, pending)

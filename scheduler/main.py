@@ -7,9 +7,9 @@ import asyncio
 import faust
 import uvloop
 
-from kjs.logs import logging_config
-from kjs.ops_server import publish_build_info
-from kjs.settings import (
+from core.logs import logging_config
+from core.ops_server import publish_build_info
+from core.settings import (
     DatabaseSettings,
     KafkaSettings,
     ObservabilitySettings,

@@ -28,10 +28,12 @@ DISPATCH_LEAD = Histogram(
     buckets=(-5, -1, -0.25, -0.1, -0.05, -0.01, 0, 0.05, 0.1, 0.2, 0.25, 0.3, 0.5, 1),
 )
 SHARDS_OWNED = Gauge("kjs_shards_owned", "Shards this scheduler instance owns.")
-TIMER_HELD = Gauge("kjs_timer_jobs_held", "Jobs and retries held in a shard's timer.", ["shard"])
+TIMER_HELD = Gauge(
+    "kjs_timer_jobs_held", "Jobs and pending runs held in a shard's timer.", ["shard"]
+)
 DUE_NOT_FIRED = Gauge(
     "kjs_due_not_fired",
-    "Jobs and retries whose due time passed more than a second ago but are not fired yet, "
+    "Jobs and pending runs whose due time passed more than a second ago but are not fired yet, "
     "per shard: the scheduling stage's queue depth, which Kafka lag cannot see.",
     ["shard"],
 )

@@ -10,15 +10,17 @@ from uuid import UUID
 import asyncpg
 from pydantic import ValidationError
 
-from scheduler import store
-from scheduler.backoff import retry_delay
+from core.backoff import retry_delay
 from scheduler.commands import format_errors
 from scheduler.deadletters import dead_letter
 from scheduler.kafka_io import Sender
 from scheduler.metrics import RESULTS, RETRIES
+from scheduler.model import Failure, Recorded
+from scheduler.outages import until_available
 from scheduler.records import Record
-from scheduler.retrying import until_available
 from scheduler.shards import NotOwned, Shards
+from scheduler.store.results import record_result, record_successes
+from scheduler.store.shards import Fenced
 from schemas.v1.events import ResultEvent
 from schemas.v1.jobs import RetryPolicy
 from topics.catalog import Catalog
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 JOB_ID_HEADER = "kjs-job-id"
 
 
-def decide_retry(failure: store.Failure) -> float | None:
+def decide_retry(failure: Failure) -> float | None:
     """Seconds until the next attempt, or ``None``: not retryable, or out of attempts."""
     if not failure.result.retryable:
         return None
@@ -36,7 +38,7 @@ def decide_retry(failure: store.Failure) -> float | None:
     return retry_delay(policy, failure.attempt, failure.result.retry_after_s, failure.execution_id)
 
 
-def exhausted_letter(failure: store.Failure, record: Record) -> DeadLetter:
+def exhausted_letter(failure: Failure, record: Record) -> DeadLetter:
     result = failure.result
     why = (
         f"failed after {failure.attempt} attempt(s)"
@@ -102,7 +104,7 @@ class ResultHandler:
     ) -> list[ResultEvent]:
         shard = await self.shards.get(partition)
         return await until_available(
-            lambda: store.record_successes(self.pool, partition, shard.epoch, results),
+            lambda: record_successes(self.pool, partition, shard.epoch, results),
             f"results of shard {partition}",
         )
 
@@ -111,7 +113,7 @@ class ResultHandler:
         ``duplicate`` or ``rejected``."""
         try:
             outcome = await self._handle(record)
-        except (store.Fenced, NotOwned):
+        except (Fenced, NotOwned):
             raise
         except Exception as exc:
             # As for commands: one result that cannot be recorded must not stop the shard.
@@ -137,7 +139,7 @@ class ResultHandler:
             return "rejected"
         shard = await self.shards.get(record.partition)
 
-        async def on_exhausted(failure: store.Failure) -> None:
+        async def on_exhausted(failure: Failure) -> None:
             letter = exhausted_letter(failure, record)
             headers = [*letter.headers(), (JOB_ID_HEADER, str(failure.job_id).encode())]
             ack = await self.sender.send(
@@ -146,20 +148,21 @@ class ResultHandler:
             await ack
             DEAD_LETTERS.labels("exhausted").inc()
 
-        async def apply() -> store.Recorded | None:
-            return await store.record_result(
+        async def apply() -> Recorded | None:
+            return await record_result(
                 self.pool, record.partition, shard.epoch, result, decide_retry, on_exhausted
             )
 
         recorded = await until_available(apply, f"result {record.source}")
         if recorded is None:
             return "duplicate"
-        if recorded.retry is not None:
+        for run in (recorded.retry, recorded.released):
             # A retry of this execution, or (overlap = buffer_one) the buffered next run.
-            shard.timer.offer_retry(recorded.retry.execution_id, recorded.retry.due_at)
+            if run is not None:
+                shard.timer.offer_pending(run.execution_id, run.due_at)
         if recorded.exhausted is not None:
             return "exhausted"
-        if recorded.retry is not None and result.status == "failed":
+        if recorded.retry is not None:
             RETRIES.inc()
             return "retrying"
         return "recorded"

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from kjs.settings import SchedulerSettings
-from scheduler import store
+from core.settings import SchedulerSettings
 from scheduler.daily_budget import DailyBudget
 from scheduler.firing import Dispatcher
 from scheduler.metrics import DUE_NOT_FIRED, SHARDS_OWNED, TIMER_HELD
+from scheduler.store.shards import Fenced, claim_shard
 from scheduler.timer import ShardTimer
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class Shards:
         wanted = set(shards)
         await self.revoke(set(self._owned) - wanted)
         for shard in sorted(wanted - set(self._owned)):
-            epoch = await store.claim_shard(self._pool, shard, self._owner)
+            epoch = await claim_shard(self._pool, shard, self._owner)
             timer = ShardTimer(
                 shard, epoch, self._pool, self._dispatcher, self._settings, self._budget
             )
@@ -119,7 +119,7 @@ class Shards:
             try:
                 await timer.run()
                 return
-            except store.Fenced as exc:
+            except Fenced as exc:
                 log.warning("shard %s timer stopped: %s", timer.shard, exc)
                 return
             except Exception:

@@ -1,4 +1,5 @@
-"""A shard's timer: the jobs due within a window, fired a short lead before their time.
+"""A shard's timer: the jobs and pending runs due within a window, fired a short lead before
+their time.
 
 Memory is bounded by the window (invariant 4): a job due later than the horizon stays only
 in Postgres and is loaded by a later refresh. The in-memory heap is a cache of
@@ -19,12 +20,16 @@ from uuid import UUID
 
 import asyncpg
 
-from kjs.settings import SchedulerSettings
-from scheduler import store
+from core.clock import utcnow
+from core.settings import SchedulerSettings
 from scheduler.daily_budget import DailyBudget
 from scheduler.firing import Dispatcher, due_of, fires_close, plan, resend_outbox
 from scheduler.metrics import DUE_NOT_FIRED, SKIPPED, TIMER_HELD
-from scheduler.retrying import until_available
+from scheduler.model import Occurrence
+from scheduler.outages import until_available
+from scheduler.store.firing import due_jobs, fire_due, overdue
+from scheduler.store.leases import requeue_expired
+from scheduler.store.pending import due_pending, queue_pending
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +52,9 @@ CLOSE_LEAD = timedelta(milliseconds=250)
 # Fired batches whose due events are still being sent while the next batch is written.
 # One: more made the burst bench bimodal (1.8 s or 5.7 s to drain 10k), one is steady (2.2 s).
 DISPATCHES_IN_FLIGHT = 1
-JOB, RETRY = "job", "retry"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+# The two kinds of timer entries: a job's next occurrence (keyed by job id), and a pending run
+# (keyed by execution id: a retry, a triggered run or a buffered run).
+JOB, PENDING = "job", "pending"
 
 
 class ShardTimer:
@@ -71,7 +74,7 @@ class ShardTimer:
         self._dispatcher = dispatcher
         self._lead = timedelta(milliseconds=settings.lead_ms)
         self._window = timedelta(seconds=settings.window_s)
-        # Two kinds of entries: a job's next occurrence, and a failed attempt's retry.
+        # Two kinds of entries (JOB, PENDING), each with when it is due.
         self._due: dict[tuple[str, UUID], datetime] = {}
         # (when to fire it, kind, key, due, close): see _pop_due.
         self._heap: list[tuple[datetime, str, UUID, datetime, bool]] = []
@@ -89,8 +92,10 @@ class ShardTimer:
         ``close``: fire it ``CLOSE_LEAD`` before ``due_at`` instead of the whole lead."""
         self._hold(JOB, job_id, due_at, close)
 
-    def offer_retry(self, execution_id: UUID, due_at: datetime) -> None:
-        self._hold(RETRY, execution_id, due_at)
+    def offer_pending(self, execution_id: UUID, due_at: datetime) -> None:
+        """Hold a pending run (a retry, a triggered run, a buffered run) due at ``due_at``,
+        if it falls inside the loaded window; otherwise a refresh finds it."""
+        self._hold(PENDING, execution_id, due_at)
 
     def forget(self, job_id: UUID) -> None:
         self._due.pop((JOB, job_id), None)
@@ -106,7 +111,7 @@ class ShardTimer:
         """Fire due jobs until cancelled.
 
         1. Re-send this shard's outbox (executions a previous owner wrote but never sent).
-        2. Every half window, reload the jobs and retries due within the window and re-send
+        2. Every half window, reload the jobs and pending runs due within the window and re-send
            outbox entries that a failed dispatch left behind.
         3. Every ``REAP_INTERVAL_S``, re-dispatch executions whose worker's lease lapsed.
         4. In between, sleep until the earliest held job is a lead away (``CLOSE_LEAD`` for
@@ -121,36 +126,36 @@ class ShardTimer:
                 task.cancel()
 
     async def _loop(self) -> None:
-        await self._retrying(
+        await self._until_available(
             partial(resend_outbox, self._dispatcher, self._pool, self.shard, self.epoch, 0)
         )
         next_refresh = next_reap = 0.0
         while True:
             if time.monotonic() >= next_refresh:
-                await self._retrying(self._refresh)
+                await self._until_available(self._refresh)
                 next_refresh = time.monotonic() + self._window.total_seconds() / 2
             if time.monotonic() >= next_reap:
-                await self._retrying(self._reap)
+                await self._until_available(self._reap)
                 next_reap = time.monotonic() + REAP_INTERVAL_S
             batch = self._pop_due(utcnow())
             if batch:
-                await self._retrying(partial(self._fire, batch))
+                await self._until_available(partial(self._fire, batch))
                 continue
             await self._sleep(min(next_refresh, next_reap))
 
     async def _refresh(self) -> None:
         horizon = utcnow() + self._window
         self._horizon = horizon
-        for job in await store.due_jobs(self._pool, self.shard, horizon):
+        for job in await due_jobs(self._pool, self.shard, horizon):
             self._hold(JOB, job.job_id, due_of(job), fires_close(job.schedule))
-        for retry in await store.due_retries(self._pool, self.shard, horizon):
-            self._hold(RETRY, retry.execution_id, retry.due_at)
+        for run in await due_pending(self._pool, self.shard, horizon):
+            self._hold(PENDING, run.execution_id, run.due_at)
         await resend_outbox(self._dispatcher, self._pool, self.shard, self.epoch, OUTBOX_AGE_S)
-        DUE_NOT_FIRED.labels(str(self.shard)).set(await store.overdue(self._pool, self.shard))
+        DUE_NOT_FIRED.labels(str(self.shard)).set(await overdue(self._pool, self.shard))
         TIMER_HELD.labels(str(self.shard)).set(self.held)
 
     async def _reap(self) -> None:
-        expired = await store.requeue_expired(self._pool, self.shard, self.epoch)
+        expired = await requeue_expired(self._pool, self.shard, self.epoch)
         if expired:
             log.warning(
                 "shard %s: %d executions lost their worker; re-running", self.shard, len(expired)
@@ -164,7 +169,7 @@ class ShardTimer:
         time. A close entry (``CLOSE_LEAD``) is never taken before its own fire time."""
         if not self._heap or self._heap[0][0] > now:
             return {}
-        batch: dict[str, list[UUID]] = {JOB: [], RETRY: []}
+        batch: dict[str, list[UUID]] = {JOB: [], PENDING: []}
         taken = 0
         not_yet = []
         until = now + FIRE_TICK
@@ -187,9 +192,9 @@ class ShardTimer:
         now = utcnow()
         ahead = self._lead + FIRE_TICK
         until = now + ahead
-        occurrences: list[store.Occurrence] = []
+        occurrences: list[Occurrence] = []
         if batch[JOB]:
-            fired = await store.fire_due(
+            fired = await fire_due(
                 self._pool,
                 self.shard,
                 self.epoch,
@@ -204,13 +209,13 @@ class ShardTimer:
                     SKIPPED.labels(skip.reason.split(":", 1)[0]).inc(f.skipped_total)
                 if f.next_due is not None:
                     self.offer(f.job_id, f.next_due, close=f.close)
-        if batch[RETRY]:
-            occurrences += await store.queue_retries(
-                self._pool, self.shard, self.epoch, batch[RETRY], until
+        if batch[PENDING]:
+            occurrences += await queue_pending(
+                self._pool, self.shard, self.epoch, batch[PENDING], until
             )
         await self._dispatch_in_background(occurrences)
 
-    async def _dispatch_in_background(self, occurrences: list[store.Occurrence]) -> None:
+    async def _dispatch_in_background(self, occurrences: list[Occurrence]) -> None:
         """Send a fired batch while the next one is being written (a burst is a pipeline,
         not a queue of round trips). The rows are committed already: a dispatch that fails
         or is cut off by a revocation leaves them in the outbox, re-sent by the refresh."""
@@ -245,5 +250,5 @@ class ShardTimer:
         except TimeoutError:
             pass
 
-    async def _retrying(self, step: Callable[[], Awaitable[object]]) -> None:
+    async def _until_available(self, step: Callable[[], Awaitable[object]]) -> None:
         await until_available(step, f"shard {self.shard}")

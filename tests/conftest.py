@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from kjs.settings import DatabaseSettings, InfraSettings, KafkaSettings
-from schemas.db import create_pool, migrate_url
+from core.db import create_pool, migrate_url
+from core.settings import DatabaseSettings, InfraSettings, KafkaSettings
 from topics.admin import create_topics
 from topics.catalog import Catalog, catalog
 

@@ -10,7 +10,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from kjs.settings import KafkaSettings
+from core.settings import KafkaSettings
 from topics.catalog import Catalog, TopicSpec
 from topics.security import librdkafka_config
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kjs.settings import LANES, KafkaSettings, Lane
+from core.settings import KafkaSettings
+from schemas.v1.statuses import LANES, Lane
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiokafka import AIOKafkaProducer
 
-from kjs.settings import KafkaSettings
+from core.settings import KafkaSettings
 from topics.security import aiokafka_config
 
 

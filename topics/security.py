@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka.helpers import create_ssl_context
 
-from kjs.settings import KafkaSettings
+from core.settings import KafkaSettings
 
 if TYPE_CHECKING:
     from faust.types.auth import CredentialsT

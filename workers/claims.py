@@ -27,8 +27,9 @@ from uuid import UUID
 
 import asyncpg
 
-from schemas.db import is_unavailable
-from workers.backoff import DEFAULT_BACKOFF, Backoff
+from core.backoff import DEFAULT_BACKOFF, Backoff
+from core.db import is_unavailable
+from core.queries import QUERIES
 from workers.leases import LEASE_TTL_S
 
 log = logging.getLogger(__name__)
@@ -36,22 +37,6 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 1000
 STATEMENTS = 2
 COALESCE_S = 0.05
-
-# Per row, this is: UPDATE ... SET status = 'running' WHERE execution_id = $1 AND
-# status = 'queued'. Rows that are not queued any more are simply not returned.
-CLAIM_SQL = """
-UPDATE kjs_executions AS e
-   SET status = 'running',
-       -- Claimed up to a second ahead: the run starts on its instant (the result then
-       -- records the real start).
-       started_at = GREATEST(now(), e.scheduled_for, e.due_at),
-       worker = $3,
-       lease_until = now() + make_interval(secs => c.lease_s)
-  FROM unnest($1::uuid[], $2::float8[]) AS c (execution_id, lease_s)
- WHERE e.execution_id = c.execution_id
-   AND e.status = 'queued'
-RETURNING e.execution_id, e.started_at, e.lease_until
-"""
 
 
 @dataclass(frozen=True)
@@ -64,7 +49,9 @@ async def claim_batch(
     pool: asyncpg.Pool, worker: str, requests: Sequence[tuple[UUID, float]]
 ) -> dict[UUID, Claim]:
     """Claim the queued ones among ``(execution_id, lease_s)``; one statement, one commit."""
-    rows = await pool.fetch(CLAIM_SQL, [r[0] for r in requests], [r[1] for r in requests], worker)
+    rows = await pool.fetch(
+        QUERIES["claim_executions"], [r[0] for r in requests], [r[1] for r in requests], worker
+    )
     return {
         row["execution_id"]: Claim(started_at=row["started_at"], lease_until=row["lease_until"])
         for row in rows

@@ -11,7 +11,8 @@ from typing import TypeVar
 from aiokafka.structs import ConsumerRecord
 from pydantic import BaseModel, ValidationError
 
-from kjs.secrets import (
+from core.clock import utcnow
+from core.secrets import (
     SECRETS,
     SecretBox,
     SecretError,
@@ -34,7 +35,7 @@ from workers.metrics import (
 from workers.policy import TargetGuard
 from workers.reports import Reporter
 from workers.targets import Attempt, Outcome, TargetRegistry
-from workers.timing import hold_until, utc_now
+from workers.timing import hold_until
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ T = TypeVar("T", bound=BaseModel)
 
 def opened(secrets: SecretBox, target: T, user_id: str) -> T:
     """The target as it is to run: its sealed secrets opened for the job's tenant and its
-    ``{{secrets.NAME}}`` placeholders filled (kjs.secrets); as it is when it has neither."""
+    ``{{secrets.NAME}}`` placeholders filled (core.secrets); as it is when it has neither."""
     data = target.model_dump(mode="json")
     if not is_sealed(data) and not data.get(SECRETS):
         return target
@@ -178,7 +179,7 @@ class ExecutionService:
     async def _execute(self, event: DueEvent) -> None:
         instant = start_instant(event)
         await hold_until(instant - CLAIM_AHEAD)
-        early = (instant - utc_now()).total_seconds() > COALESCE_S
+        early = (instant - utcnow()).total_seconds() > COALESCE_S
         claimed = await self.claimer.claim(event.execution_id, urgent=not early)
         if claimed is None:
             log.info(
@@ -208,7 +209,7 @@ class ExecutionService:
         outcome: Outcome | None = None
         try:
             async with self.slots:
-                started_at = utc_now()
+                started_at = utcnow()
                 late_s = (started_at - start_instant(event)).total_seconds()
                 LATENESS.labels(lane).observe(max(0.0, late_s))
                 log.debug(
@@ -225,7 +226,7 @@ class ExecutionService:
                 finally:
                     IN_FLIGHT.labels(lane).dec()
             DURATION.labels(lane, event.target.type).observe(
-                (utc_now() - started_at).total_seconds()
+                (utcnow() - started_at).total_seconds()
             )
             EXECUTIONS.labels(
                 "succeeded" if outcome.succeeded else "failed", lane, event.target.type
@@ -256,7 +257,7 @@ class ExecutionService:
     ) -> None:
         """Report an attempt that shutdown cut off: its real outcome if the target had
         finished (the report was what got cut off), else a retryable interruption."""
-        ran_s = (utc_now() - started_at).total_seconds()
+        ran_s = (utcnow() - started_at).total_seconds()
         if outcome is None:
             outcome = Outcome.failure(
                 f"interrupted: the worker shut down after {ran_s:.1f} s", retryable=True
@@ -287,7 +288,7 @@ class ExecutionService:
             attempt=event.attempt,
             status="succeeded" if outcome.succeeded else "failed",
             started_at=started_at,
-            finished_at=utc_now(),
+            finished_at=utcnow(),
             worker=self.worker_id,
             http_status=outcome.http_status,
             output_excerpt=outcome.output_excerpt,
@@ -298,7 +299,7 @@ class ExecutionService:
 
 
 def _context(event: DueEvent) -> dict[str, object]:
-    """The fields a JSON log line carries for an execution (see kjs/logs.py)."""
+    """The fields a JSON log line carries for an execution (see core/logs.py)."""
     return {
         "job_id": event.job_id,
         "execution_id": event.execution_id,

@@ -26,6 +26,8 @@ from uuid import UUID
 
 import asyncpg
 
+from core.queries import QUERIES
+
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_S = 1.0
@@ -37,26 +39,6 @@ LEASE_TTL_S = 7.0
 # The lease of an attempt whose result is acked in jobs.results, until the shard records it.
 REPORTED_TTL_S = 600.0
 MAX_BATCH = 1000
-
-# SKIP LOCKED: a heartbeat never waits on the shard. A row it finds locked is being written
-# by its owner (recording its result, almost always), so there is nothing to extend, and a
-# heartbeat that waited would deadlock with a bulk result write locking the same rows in
-# another order. A running lease skipped this way is extended by the next beat.
-EXTEND_SQL = """
-WITH mine AS (
-    SELECT e.execution_id, h.secs
-      FROM kjs_executions AS e
-      JOIN unnest($1::uuid[], $3::float8[]) AS h (execution_id, secs) USING (execution_id)
-     WHERE e.status = 'running'
-       AND e.worker = $2
-       FOR UPDATE OF e SKIP LOCKED
-)
-UPDATE kjs_executions AS e
-   SET lease_until = now() + make_interval(secs => mine.secs)
-  FROM mine
- WHERE e.execution_id = mine.execution_id
-RETURNING e.execution_id
-"""
 
 
 class LeaseKeeper:
@@ -140,7 +122,9 @@ class LeaseKeeper:
         extended: set[UUID] = set()
         for start in range(0, len(ids), MAX_BATCH):
             chunk = ids[start : start + MAX_BATCH]
-            rows = await self._pool.fetch(EXTEND_SQL, chunk, self._worker, [ttl[i] for i in chunk])
+            rows = await self._pool.fetch(
+                QUERIES["extend_leases"], chunk, self._worker, [ttl[i] for i in chunk]
+            )
             extended.update(row["execution_id"] for row in rows)
         for i in ids:
             if i in self._held:

@@ -19,27 +19,28 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer
 
-from kjs.ops_server import publish_build_info, start_ops_server
-from kjs.secrets import SecretBox, box_from
-from kjs.settings import (
+from core.backoff import DEFAULT_BACKOFF
+from core.db import StoreUnavailable, create_pool
+from core.ids import process_id
+from core.ops_server import publish_build_info, start_ops_server
+from core.queries import QUERIES
+from core.secrets import SecretBox, box_from
+from core.settings import (
     DatabaseSettings,
     KafkaSettings,
-    Lane,
     ObservabilitySettings,
     SecuritySettings,
     TargetSettings,
     WorkerSettings,
     load,
 )
-from schemas.db import StoreUnavailable, create_pool
 from schemas.v1.addresses import AddressGuard
+from schemas.v1.statuses import Lane
 from topics.catalog import catalog
 from topics.producer import durable_producer
 from topics.security import aiokafka_config
-from workers.backoff import DEFAULT_BACKOFF
 from workers.claims import Claimer
 from workers.execution import ExecutionService
-from workers.identity import worker_id
 from workers.lane import LaneLoop
 from workers.leases import HEARTBEAT_INTERVAL_S, LEASE_TTL_S, LeaseKeeper
 from workers.policy import TargetGuard
@@ -83,8 +84,8 @@ class Worker:
         tuning: WorkerTuning = WorkerTuning(),
         secrets: SecretBox | None = None,
     ) -> None:
-        self.id = worker_id(settings)
-        # Opens the sealed secrets of targets just before they run (kjs.secrets).
+        self.id = process_id(settings.worker_id)
+        # Opens the sealed secrets of targets just before they run (core.secrets).
         self._secrets = secrets or SecretBox()
         self.lane = lane
         self._kafka = kafka
@@ -114,7 +115,7 @@ class Worker:
         if pool is None:
             return {"postgres": "not connected yet", "kafka": "not assigned yet"}
         try:
-            await asyncio.wait_for(pool.fetchval("SELECT 1"), 2.0)
+            await asyncio.wait_for(pool.fetchval(QUERIES["ping"]), 2.0)
             postgres = "ok"
         except Exception as exc:
             postgres = f"unavailable: {type(exc).__name__}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from kjs.settings import TargetSettings
+from core.settings import TargetSettings
 from schemas.v1.target_policy import Resolver, check_target, describe, resolve_executable
 from schemas.v1.targets import Target
 from workers.targets.base import Outcome

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from core.backoff import DEFAULT_BACKOFF, Backoff
 from schemas.v1.events import ResultEvent
 from topics.catalog import Catalog
 from topics.dlq import DeadLetter
-from workers.backoff import DEFAULT_BACKOFF, Backoff
 
 log = logging.getLogger(__name__)
 

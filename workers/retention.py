@@ -15,27 +15,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
+
+from core.clock import utcnow
+from core.queries import QUERIES
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 1000
-
-# Only finished rows (succeeded, failed, cancelled, skipped) have a finished_at: the CHECK
-# constraint kjs_executions_finished says so, so this is "finished before the cutoff", for
-# every finished status there is or will be. The partial index kjs_executions_finished
-# serves it, oldest first.
-PRUNE_SQL = """
-DELETE FROM kjs_executions
- WHERE ctid = ANY(ARRAY(
-        SELECT ctid FROM kjs_executions
-         WHERE finished_at < $1
-         ORDER BY finished_at
-         LIMIT $2
-           FOR UPDATE SKIP LOCKED))
-"""
 
 
 async def prune_batches(
@@ -52,7 +41,7 @@ async def prune_batches(
     if batch < 1:
         raise ValueError("batch must be at least 1")
     while True:
-        status = await pool.execute(PRUNE_SQL, cutoff, batch)
+        status = await pool.execute(QUERIES["prune_executions"], cutoff, batch)
         deleted = int(status.split()[-1])
         if deleted == 0:
             return
@@ -71,7 +60,7 @@ async def prune_executions(
     The cutoff is fixed when the call starts, so a long prune converges instead of chasing
     rows that age past a moving cutoff while it runs.
     """
-    cutoff = (now or datetime.now(UTC)) - older_than
+    cutoff = (now or utcnow()) - older_than
     total = 0
     async for deleted in prune_batches(pool, cutoff, batch):
         total += deleted

@@ -8,11 +8,9 @@ clock, since ``scheduled_for`` is a wall-clock time the scheduler computed on it
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import datetime
 
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
+from core.clock import utcnow
 
 
 async def hold_until(instant: datetime) -> None:
@@ -23,5 +21,5 @@ async def hold_until(instant: datetime) -> None:
     again until the wall clock has really passed the instant.
     """
     # Waiting for a time, not for an event: there is nothing to signal (hence the noqa).
-    while (remaining := (instant - utc_now()).total_seconds()) > 0:  # noqa: ASYNC110
+    while (remaining := (instant - utcnow()).total_seconds()) > 0:  # noqa: ASYNC110
         await asyncio.sleep(remaining)

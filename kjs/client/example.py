@@ -10,17 +10,18 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
+from core.clock import utcnow
 from kjs.client import Client, ClientError, NotFound
+from schemas.v1.statuses import FINISHED_JOB_STATUSES
 
 DEFAULT_URL = "https://example.com/"
-FINISHED = ("succeeded", "failed", "cancelled")
 
 
 async def main(url: str = DEFAULT_URL, timeout_s: float = 60.0) -> int:
     async with Client() as kjs:
-        at = datetime.now(UTC) + timedelta(seconds=2)
+        at = utcnow() + timedelta(seconds=2)
         accepted = await kjs.create(
             {
                 "name": "client-example",
@@ -33,7 +34,7 @@ async def main(url: str = DEFAULT_URL, timeout_s: float = 60.0) -> int:
         while True:
             try:
                 job = await kjs.get(accepted.job_id)
-                if job.status in FINISHED:
+                if job.status in FINISHED_JOB_STATUSES:
                     break
             except NotFound:
                 pass  # created asynchronously: stored a moment after the 202

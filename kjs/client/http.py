@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 from uuid import UUID
@@ -22,16 +22,17 @@ from api.models import (
     ExecutionPage,
     ExecutionView,
     JobPage,
-    JobStatus,
     JobView,
     LifecycleAccepted,
     SubmitAccepted,
 )
+from core.clock import utcnow
+from core.settings import ClientSettings, load
 from kjs.client.errors import ApiUnreachable, NotFound, UnexpectedResponse, api_error
-from kjs.settings import ClientSettings, load
 from schemas.v1.commands import JobChanges
 from schemas.v1.jobs import JobSubmission
 from schemas.v1.schedules import CronSchedule, IntervalSchedule, OnceSchedule
+from schemas.v1.statuses import ShownJobStatus
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -147,7 +148,7 @@ class Client:
     async def list_jobs(
         self,
         user_id: str | None = None,
-        status: JobStatus | None = None,
+        status: ShownJobStatus | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> JobPage:
@@ -158,7 +159,7 @@ class Client:
     async def iter_jobs(
         self,
         user_id: str | None = None,
-        status: JobStatus | None = None,
+        status: ShownJobStatus | None = None,
         page_size: int | None = None,
     ) -> AsyncIterator[JobView]:
         """Every job of the tenant, newest first, page after page."""
@@ -252,7 +253,7 @@ class Client:
                 if isinstance(schedule, BaseModel)
                 else dict(schedule)
             ),
-            "from": (from_ or datetime.now(UTC)).isoformat(),
+            "from": (from_ or utcnow()).isoformat(),
             "count": count,
         }
         return await self._call(PreviewResponse, "POST", "/v1/schedules/preview", body=body)

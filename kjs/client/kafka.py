@@ -19,7 +19,7 @@ from uuid import UUID
 from aiokafka import AIOKafkaProducer
 
 from api.commands import create_command, job_id_for
-from kjs.settings import KafkaSettings, load
+from core.settings import KafkaSettings, load
 from schemas.v1.jobs import JobSpec
 from topics.catalog import catalog
 from topics.partitioner import partition_for

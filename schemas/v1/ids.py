@@ -10,10 +10,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from uuid import UUID, uuid5
 
 _NAMESPACE = UUID("6f1c3b1e-6a8e-4c55-9a43-7b3c1f0d2a11")
+
+
+def job_id(
+    user_id: str, idempotency_key: str | None, given: UUID | None, otherwise: Callable[[], UUID]
+) -> UUID:
+    """The one rule for a new job's id, on every path: the id the create names; else the
+    idempotency key's; else ``otherwise()`` (a fresh id for an HTTP submit, the record's for
+    a Kafka create)."""
+    if given is not None:
+        return given
+    if idempotency_key is not None:
+        return job_id_for_key(user_id, idempotency_key)
+    return otherwise()
 
 
 def job_id_for_key(user_id: str, idempotency_key: str) -> UUID:

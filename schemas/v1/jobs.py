@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.v1.schedules import Schedule
+from schemas.v1.statuses import Lane
 from schemas.v1.targets import Target
 
-Priority = Literal["critical", "normal", "low"]
+# A job's priority: the lane its executions run on.
+Priority = Lane
 UserId = str
 USER_ID = r"^[A-Za-z0-9._:@-]+$"
 USER_ID_FIELD = Field(min_length=1, max_length=128, pattern=USER_ID)

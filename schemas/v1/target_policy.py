@@ -18,7 +18,7 @@ import os
 import shutil
 from collections.abc import Callable, Collection, Iterable
 
-from kjs.settings import TargetSettings
+from core.settings import TargetSettings
 from schemas.v1.addresses import AddressGuard, AddressRefused
 from schemas.v1.targets import HttpTarget, KafkaTarget, ScriptTarget, SqlTarget, Target
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
+
+from core.secrets import PLACEHOLDER, json_strings
 
 # How deeply a JSON value in a target (a body, a record value, SQL parameters) may nest. Real
 # payloads nest a handful of levels; a deeper one is a mistake or an attack on every parser
@@ -40,20 +40,7 @@ JsonData = Annotated[Any, AfterValidator(_plain_json)]
 
 
 # {{secrets.NAME}}: a reference from an HTTP target's headers or body to one of its secrets.
-PLACEHOLDER = re.compile(r"\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_]{0,63})\s*\}\}")
 SecretName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
-
-
-def json_strings(value: Any) -> Iterator[str]:
-    """Every string value inside a JSON value (not the keys)."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, Mapping):
-        for v in value.values():
-            yield from json_strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from json_strings(v)
 
 
 def _placeholders(value: Any) -> set[str]:

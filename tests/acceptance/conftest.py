@@ -20,7 +20,8 @@ import asyncpg
 import pytest
 from cryptography.fernet import Fernet
 
-from kjs.settings import LANES, KafkaSettings
+from core.settings import KafkaSettings
+from schemas.v1.statuses import LANES
 from tests.conftest import RUN_ID
 from tests.support.stack import Process, Stack, free_port
 from tests.support.targets import RecordingTarget, serve_target
@@ -75,7 +76,7 @@ async def stack(
                 "small": {"payload_bytes": 1000},
             }
         ),
-        # Secrets in targets are sealed at rest with this key (kjs.secrets).
+        # Secrets in targets are sealed at rest with this key (core.secrets).
         KJS_SECRET_KEYS=json.dumps([SECRET_KEY]),
         KJS_QUOTA_TENANT_TIERS=json.dumps(
             {

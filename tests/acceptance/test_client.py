@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer
 
 from api.handlers_schedules import PreviewResponse
 from api.models import CancelAccepted, ExecutionDetail, JobPage, JobView, LifecycleAccepted
+from core.settings import KafkaSettings
 from kjs.client import (
     ApiError,
     ApiUnreachable,
@@ -29,7 +30,6 @@ from kjs.client import (
     Unauthorized,
 )
 from kjs.client.kafka import submit_via_kafka
-from kjs.settings import KafkaSettings
 from schemas.v1.commands import JobChanges
 from schemas.v1.ids import job_id_for_key
 from schemas.v1.jobs import JobSpec, JobSubmission

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from kjs.settings import KafkaSettings
+from core.settings import KafkaSettings
 from tests.acceptance.test_walking_skeleton import once_job
 from tests.support.stack import Stack
 from tests.support.targets import RecordingTarget

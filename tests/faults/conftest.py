@@ -25,8 +25,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from kjs.settings import DatabaseSettings, InfraSettings, KafkaSettings, known_env_names
-from schemas.db import create_pool, migrate_url
+from core.db import create_pool, migrate_url
+from core.settings import DatabaseSettings, InfraSettings, KafkaSettings, known_env_names
 from tests.support.stack import Process, Stack, free_port
 from tests.support.targets import RecordingTarget, serve_target
 from topics.admin import create_topics

@@ -65,7 +65,7 @@ async def test_scheduler_loss_fires_everything_once(
     assert report.fired == report.submitted
 
 
-# What a scheduler logs when the fence refuses one of its writes (scheduler.store.Fenced).
+# What a scheduler logs when the fence refuses one of its writes (scheduler.store.shards.Fenced).
 FENCED_WRITE = re.compile(r"shard (\d+): holding epoch (\d+), current is (\d+)")
 
 

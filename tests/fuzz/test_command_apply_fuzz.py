@@ -38,8 +38,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from kjs.secrets import SecretBox
-from kjs.settings import (
+from core.db import create_pool
+from core.quotas import Quotas
+from core.secrets import SecretBox
+from core.settings import (
     DatabaseSettings,
     KafkaSettings,
     QuotaLimits,
@@ -51,10 +53,8 @@ from scheduler.commands import CommandHandler
 from scheduler.daily_budget import DailyBudget
 from scheduler.firing import Dispatcher
 from scheduler.kafka_io import ProducerSender
-from scheduler.quotas import Quotas
 from scheduler.records import Record
 from scheduler.shards import Shards
-from schemas.db import create_pool
 from schemas.v1.commands import CreateCommand, decode_command
 from schemas.v1.target_policy import check_target
 from tests.conftest import RUN_ID, fresh_database

@@ -36,15 +36,15 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from kjs.settings import KafkaSettings, SchedulerSettings
+from core.settings import KafkaSettings, SchedulerSettings
 from scheduler.commands import CommandHandler
-from scheduler.occurrences import first_run
 from scheduler.records import Record
 from scheduler.shards import Shards
 from schemas.v1.commands import COMMAND, AnyCommand, CreateCommand, UpdateCommand, decode_command
 from schemas.v1.jobs import SubmittedJob
 from schemas.v1.schedules import EARLIEST, LATEST, OnceSchedule
 from schemas.v1.targets import MAX_JSON_DEPTH
+from timetable.occurrences import first_run
 from topics.catalog import Catalog, catalog
 from topics.dlq import REASON
 from topics.partitioner import partition_for

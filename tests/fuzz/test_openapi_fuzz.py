@@ -48,8 +48,8 @@ from api.keys import new_key
 from api.openapi import build_openapi
 from api.publisher import CommandPublisher
 from api.routes import ROUTES
-from kjs.settings import DatabaseSettings, KafkaSettings
-from schemas.db import create_pool
+from core.db import create_pool
+from core.settings import DatabaseSettings, KafkaSettings
 from tests.conftest import RUN_ID, bearer, make_api_key
 from tests.integration.test_api_read import insert_execution, insert_job
 from topics.admin import create_topics

@@ -24,7 +24,7 @@ from api.deps import ApiDeps
 from api.keys import create_key, new_key, revoke_key
 from api.publisher import CommandPublisher
 from api.routes import ROUTES
-from kjs.settings import KafkaSettings, QuotaLimits, SecuritySettings
+from core.settings import KafkaSettings, QuotaLimits, SecuritySettings
 from tests.conftest import bearer, make_api_key
 from tests.integration.test_api_submit import commands_for, job_body
 from topics.catalog import Catalog

@@ -15,7 +15,7 @@ from api.app import build_app
 from api.deps import ApiDeps
 from api.models import ExecutionDetail
 from api.publisher import CommandPublisher
-from kjs.settings import KafkaSettings
+from core.settings import KafkaSettings
 from tests.conftest import bearer, make_api_key
 from topics.catalog import Catalog
 

@@ -32,7 +32,7 @@ from api.deps import ApiDeps
 from api.jwt_auth import JwksSource, JwtVerifier, build_authenticator
 from api.keys import Authenticator
 from api.publisher import CommandPublisher
-from kjs.settings import KafkaSettings, SecuritySettings
+from core.settings import KafkaSettings, SecuritySettings
 from schemas.v1.commands import CreateCommand
 from tests.conftest import bearer, make_api_key
 from tests.integration.test_api_auth import BY_ID, request_for, stored

@@ -11,7 +11,7 @@ import sys
 import aiohttp
 import pytest
 
-from kjs.settings import KafkaSettings
+from core.settings import KafkaSettings
 from topics.catalog import Catalog
 
 pytestmark = pytest.mark.services

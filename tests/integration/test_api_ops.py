@@ -16,7 +16,7 @@ from api.deps import ApiDeps
 from api.models import ReadinessBody
 from api.publisher import CommandPublisher
 from api.routes import ROUTES
-from kjs.settings import KafkaSettings
+from core.settings import KafkaSettings
 from topics.catalog import Catalog
 
 pytestmark = pytest.mark.services

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from api.app import build_app
 from api.deps import ApiDeps
 from api.publisher import CommandPublisher
-from kjs.settings import KafkaSettings, TargetSettings
+from core.settings import KafkaSettings, TargetSettings
 from tests.conftest import bearer, make_api_key
 from topics.catalog import Catalog
 

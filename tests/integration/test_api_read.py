@@ -17,7 +17,7 @@ from api.deps import ApiDeps
 from api.keys import new_key
 from api.models import ExecutionPage, JobPage, JobView
 from api.publisher import CommandPublisher
-from kjs.settings import KafkaSettings
+from core.settings import KafkaSettings
 from tests.conftest import bearer
 from topics.catalog import Catalog
 

@@ -19,7 +19,7 @@ from api.app import MAX_BODY_BYTES, build_app
 from api.deps import ApiDeps
 from api.keys import Authenticator, new_key
 from api.publisher import CommandPublisher
-from kjs.settings import KafkaSettings
+from core.settings import KafkaSettings
 from schemas.v1.commands import COMMAND, CancelCommand, CreateCommand
 from schemas.v1.ids import job_id_for_key
 from tests.conftest import bearer, make_api_key

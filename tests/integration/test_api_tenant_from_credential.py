@@ -20,7 +20,7 @@ from api.app import build_app
 from api.deps import ApiDeps
 from api.keys import ActsFor, KeyError_, create_key, list_keys
 from api.publisher import CommandPublisher
-from kjs.settings import KafkaSettings, SecuritySettings
+from core.settings import KafkaSettings, SecuritySettings
 from tests.conftest import bearer, make_api_key
 from tests.integration.test_api_auth import stored
 from tests.integration.test_api_submit import commands_for, job_body

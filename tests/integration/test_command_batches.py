@@ -16,16 +16,16 @@ from typing import Any
 import asyncpg
 import pytest
 
-from kjs.settings import QuotaLimits, SchedulerSettings, SecuritySettings
-from scheduler import store
+from core.db import create_pool
+from core.quotas import Quotas
+from core.settings import QuotaLimits, SchedulerSettings, SecuritySettings
 from scheduler.command_batches import CommandBatches
 from scheduler.commands import CommandHandler
 from scheduler.firing import Dispatcher
 from scheduler.kafka_io import ProducerSender
-from scheduler.quotas import Quotas
 from scheduler.records import Record
 from scheduler.shards import Shards
-from schemas.db import create_pool
+from scheduler.store.shards import claim_shard
 from tests.conftest import RUN_ID, fresh_database
 from topics.catalog import Catalog
 from topics.partitioner import partition_for
@@ -39,7 +39,7 @@ LIMITED = "limited-tenant"
 async def batches(
     services: None, topic_catalog: Catalog, kafka_settings: Any
 ) -> AsyncIterator[tuple[CommandBatches, asyncpg.Pool]]:
-    from kjs.settings import DatabaseSettings
+    from core.settings import DatabaseSettings
 
     async with fresh_database(f"kjs_test_{RUN_ID}_batches_{uuid.uuid4().hex[:6]}") as dsn:
         pool = await create_pool(DatabaseSettings(), dsn=dsn)
@@ -155,7 +155,7 @@ async def test_a_shard_that_moved_does_not_stop_the_others(
         users.setdefault(rec(f"u{n}", b"").partition, f"u{n}")
     assert len(users) >= 2
     moved, kept = sorted(users)[:2]
-    await store.claim_shard(pool, moved, "another-instance")  # fences this one's epoch
+    await claim_shard(pool, moved, "another-instance")  # fences this one's epoch
 
     outcomes = await handler.handle_batch(
         [

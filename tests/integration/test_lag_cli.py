@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from kjs.settings import KafkaSettings
+from core.settings import KafkaSettings
 from tests.support.waiting import eventually
 from topics.admin import create_topics
 from topics.catalog import Catalog, catalog

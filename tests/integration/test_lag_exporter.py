@@ -15,15 +15,15 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from kjs.settings import KafkaSettings
+from core.settings import KafkaSettings
+from lag.exporter import LagExporter
+from lag.groups import monitored_groups
+from lag.metrics import EXPORTER_METRICS
+from lag.monitor import LagMonitor
+from lag.read import LagReader
 from tests.support.waiting import eventually
 from topics.admin import create_topics
 from topics.catalog import Catalog, catalog
-from topics.lag import monitored_groups
-from topics.lag_exporter import LagExporter
-from topics.lag_metrics import EXPORTER_METRICS
-from topics.lag_monitor import LagMonitor
-from topics.lag_read import LagReader
 
 pytestmark = pytest.mark.services
 

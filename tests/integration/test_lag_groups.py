@@ -28,16 +28,16 @@ from aiokafka.structs import TopicPartition as AioTopicPartition
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from core.settings import InfraSettings, KafkaSettings
 from infra.paths import Layout
 from infra.process import find_tool
-from kjs.settings import InfraSettings, KafkaSettings
+from lag.groups import monitored_groups
+from lag.monitor import GroupReport, LagMonitor, LagReport, PartitionReport
+from lag.read import LagReader
+from lag.status import Status, Thresholds
 from tests.support.waiting import eventually
 from topics.admin import create_topics
 from topics.catalog import Catalog, catalog
-from topics.lag import monitored_groups
-from topics.lag_monitor import GroupReport, LagMonitor, LagReport, PartitionReport
-from topics.lag_read import LagReader
-from topics.lag_status import Status, Thresholds
 
 pytestmark = pytest.mark.services
 

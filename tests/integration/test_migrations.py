@@ -7,7 +7,7 @@ import uuid
 import asyncpg
 import pytest
 
-from schemas.db import MIGRATIONS_TABLE, migrate, migration_files, schema_file
+from core.db import MIGRATIONS_TABLE, migrate, migration_files, schema_file
 
 pytestmark = pytest.mark.services
 

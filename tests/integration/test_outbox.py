@@ -18,10 +18,13 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from kjs.settings import KafkaSettings, SchedulerSettings
-from scheduler import store
+from core.settings import KafkaSettings, SchedulerSettings
 from scheduler.firing import Dispatcher, plan
 from scheduler.kafka_io import ProducerSender
+from scheduler.model import NewJob, Occurrence
+from scheduler.store.firing import fire_due, mark_dispatched, undispatched
+from scheduler.store.jobs import insert_jobs
+from scheduler.store.shards import Fenced, claim_shard
 from scheduler.timer import ShardTimer
 from schemas.v1.events import DueEvent
 from tests.integration.worker_harness import TopicReader
@@ -61,7 +64,7 @@ def shard() -> int:
 
 async def fire(
     pool: asyncpg.Pool, shard: int, epoch: int, user_id: str, n: int
-) -> list[store.Occurrence]:
+) -> list[Occurrence]:
     """Insert ``n`` one-time jobs and fire them (the first half of a fire: rows committed,
     due events not sent): what a scheduler killed before its dispatch leaves behind."""
     now = datetime.now(UTC)
@@ -69,7 +72,7 @@ async def fire(
     for i in range(n):
         at = now + timedelta(seconds=60 + i)  # far enough that no timer fires them itself
         jobs.append(
-            store.NewJob(
+            NewJob(
                 job_id=uuid.uuid4(),
                 user_id=user_id,
                 shard=shard,
@@ -84,8 +87,8 @@ async def fire(
                 source="test",
             )
         )
-    await store.insert_jobs(pool, shard, epoch, jobs)
-    fired = await store.fire_due(
+    await insert_jobs(pool, shard, epoch, jobs)
+    fired = await fire_due(
         pool,
         shard,
         epoch,
@@ -121,7 +124,7 @@ async def test_the_next_owner_resends_what_a_crash_left_in_the_outbox(
     pool: asyncpg.Pool, own_topics: KafkaSettings, sender: ProducerSender, shard: int, user_id: str
 ) -> None:
     cat = catalog(own_topics)
-    old = await store.claim_shard(pool, shard, "old-owner")
+    old = await claim_shard(pool, shard, "old-owner")
     # One batch the old owner fired and sent in full, then one it fired and died before
     # sending (a crash between the commit and the mark).
     sent = await fire(pool, shard, old, user_id, 1)
@@ -130,7 +133,7 @@ async def test_the_next_owner_resends_what_a_crash_left_in_the_outbox(
     crashed_ids = [o.execution_id for o in crashed]
     assert await dispatched_at(pool, crashed_ids) == {}, "in the outbox"
 
-    new = await store.claim_shard(pool, shard, "new-owner")
+    new = await claim_shard(pool, shard, "new-owner")
     # A long window: the timer's periodic outbox pass (every half window) would not come
     # before the deadline below; only the re-send at start can pass this test.
     settings = SchedulerSettings(window_s=120)
@@ -171,21 +174,21 @@ async def test_an_owner_that_lost_the_shard_cannot_mark_rows_dispatched(
     pool: asyncpg.Pool, own_topics: KafkaSettings, sender: ProducerSender, shard: int, user_id: str
 ) -> None:
     cat = catalog(own_topics)
-    old = await store.claim_shard(pool, shard, "old-owner")
+    old = await claim_shard(pool, shard, "old-owner")
     fired = await fire(pool, shard, old, user_id, 2)
     ids = [o.execution_id for o in fired]
-    new = await store.claim_shard(pool, shard, "new-owner")
+    new = await claim_shard(pool, shard, "new-owner")
 
     # The old owner's dispatch still reaches Kafka (a duplicate is harmless), but its mark
     # is refused: the rows stay in the outbox of the new owner, who re-sends them.
-    with pytest.raises(store.Fenced):
+    with pytest.raises(Fenced):
         await Dispatcher(pool, sender, cat).dispatch(shard, old, fired)
     assert await dispatched_at(pool, ids) == {}
-    with pytest.raises(store.Fenced):
-        await store.mark_dispatched(pool, shard, old, ids)
+    with pytest.raises(Fenced):
+        await mark_dispatched(pool, shard, old, ids)
     assert await dispatched_at(pool, ids) == {}
-    outbox = await store.undispatched(pool, shard, datetime.now(UTC) + timedelta(seconds=1))
+    outbox = await undispatched(pool, shard, datetime.now(UTC) + timedelta(seconds=1))
     assert {o.execution_id for o in outbox} == set(ids)
 
-    await store.mark_dispatched(pool, shard, new, ids)
+    await mark_dispatched(pool, shard, new, ids)
     assert set(await dispatched_at(pool, ids)) == set(ids)

@@ -4,7 +4,7 @@ A private cluster (``infra.database.start(..., tls=...)``, its own port and data
 certificate made by ``infra.pki``) refuses TCP clients without TLS, so a process that dropped
 ``sslmode``/``sslrootcert`` from ``KJS_DATABASE_URL`` could not connect at all. The processes
 run as users run them (``kjs db migrate``, ``kjs keys create``), and a pool is made the way the
-API, scheduler and workers make theirs (``schemas.db.create_pool``).
+API, scheduler and workers make theirs (``core.db.create_pool``).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from core.db import StoreUnavailable, create_pool
+from core.settings import DatabaseSettings, InfraSettings
 from infra import database
 from infra.pki import TLS_HOST, Pki, make_pki
 from infra.secure_broker import free_port
-from kjs.settings import DatabaseSettings, InfraSettings
-from schemas.db import StoreUnavailable, create_pool
 
 pytestmark = pytest.mark.services
 

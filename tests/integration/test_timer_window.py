@@ -10,10 +10,12 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from kjs.settings import SchedulerSettings
-from scheduler import store
+from core.settings import SchedulerSettings
 from scheduler.firing import Dispatcher
 from scheduler.kafka_io import ProducerSender
+from scheduler.model import NewJob
+from scheduler.store.jobs import insert_job
+from scheduler.store.shards import claim_shard
 from scheduler.timer import ShardTimer
 from tests.support.waiting import eventually
 from topics.catalog import Catalog
@@ -24,7 +26,7 @@ pytestmark = pytest.mark.services
 
 @pytest.fixture
 async def sender(topic_catalog: Catalog) -> AsyncIterator[ProducerSender]:
-    from kjs.settings import KafkaSettings
+    from core.settings import KafkaSettings
 
     producer = durable_producer(KafkaSettings())
     await producer.start()
@@ -32,8 +34,8 @@ async def sender(topic_catalog: Catalog) -> AsyncIterator[ProducerSender]:
     await producer.stop()
 
 
-def job_row(shard: int, user_id: str, at: datetime) -> store.NewJob:
-    return store.NewJob(
+def job_row(shard: int, user_id: str, at: datetime) -> NewJob:
+    return NewJob(
         job_id=uuid.uuid4(),
         user_id=user_id,
         shard=shard,
@@ -53,12 +55,12 @@ async def test_far_jobs_stay_in_postgres_until_their_window_comes(
     pool: asyncpg.Pool, topic_catalog: Catalog, sender: ProducerSender, user_id: str
 ) -> None:
     shard = 2000 + uuid.uuid4().int % 1_000_000
-    epoch = await store.claim_shard(pool, shard, "window-test")
+    epoch = await claim_shard(pool, shard, "window-test")
     now = datetime.now(UTC)
     near = job_row(shard, user_id, now + timedelta(seconds=1))
     far = [job_row(shard, user_id, now + timedelta(seconds=4 + i * 0.01)) for i in range(50)]
     for job in [near, *far]:
-        await store.insert_job(pool, epoch, job)
+        await insert_job(pool, epoch, job)
 
     settings = SchedulerSettings(window_s=2.0, lead_ms=100)
     timer = ShardTimer(shard, epoch, pool, Dispatcher(pool, sender, topic_catalog), settings)

@@ -25,9 +25,11 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaConnectionError
 
 from api.publisher import CommandPublisher, KafkaUnavailable
+from core.settings import KafkaSettings
 from infra.secure_broker import SecureBroker, kafka_env, start_secure_broker
 from kjs.dlq import read_letters
-from kjs.settings import KafkaSettings
+from lag.groups import monitored_groups
+from lag.read import LagReader
 from tests.acceptance.conftest import Process, free_port
 from tests.conftest import RUN_ID, bearer, make_api_key
 from tests.integration.worker_harness import http_target
@@ -35,8 +37,6 @@ from tests.support.targets import RecordingTarget
 from tests.support.waiting import eventually
 from topics.admin import KafkaRefused, create_topics
 from topics.catalog import catalog
-from topics.lag import monitored_groups
-from topics.lag_read import LagReader
 from topics.producer import durable_producer
 from topics.security import aiokafka_config
 

@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from kjs.settings import KafkaSettings
+from core.settings import KafkaSettings
 from schemas.v1.events import ResultEvent
 from tests.integration.worker_harness import (
     StartWorker,

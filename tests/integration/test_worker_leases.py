@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from kjs.settings import KafkaSettings
+from core.settings import KafkaSettings
 from tests.integration.worker_harness import (
     StartWorker,
     TopicReader,

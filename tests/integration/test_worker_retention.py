@@ -20,8 +20,8 @@ from uuid import UUID
 import asyncpg
 import pytest
 
-from kjs.settings import DatabaseSettings
-from schemas.db import create_pool, migrate_url
+from core.db import create_pool, migrate_url
+from core.settings import DatabaseSettings
 from tests.integration.worker_harness import StartWorker, lane_kafka, start_worker
 from tests.support.waiting import eventually
 from workers.main import WorkerTuning

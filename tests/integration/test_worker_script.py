@@ -15,7 +15,7 @@ from uuid import uuid4
 
 import pytest
 
-from kjs.settings import TargetSettings
+from core.settings import TargetSettings
 from schemas.v1.targets import ScriptTarget
 from tests.support.waiting import eventually
 from workers.targets.base import Attempt, Outcome

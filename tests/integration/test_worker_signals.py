@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kjs.settings import KafkaSettings
+from core.settings import KafkaSettings
 from topics.admin import create_topics
 from topics.catalog import catalog
 

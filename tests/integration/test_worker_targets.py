@@ -17,7 +17,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
 
-from kjs.settings import KafkaSettings, TargetSettings
+from core.settings import KafkaSettings, TargetSettings
 from tests.integration.worker_harness import (
     Execution,
     StartWorker,

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
-from kjs.settings import DatabaseSettings, KafkaSettings, TargetSettings, WorkerSettings
+from core.settings import DatabaseSettings, KafkaSettings, TargetSettings, WorkerSettings
 from schemas.v1.events import DueEvent, ResultEvent
 from tests.support.targets import RecordingTarget, serve_target
 from tests.support.waiting import eventually

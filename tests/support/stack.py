@@ -30,7 +30,7 @@ import aiohttp
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from kjs.settings import KafkaSettings
+from core.settings import KafkaSettings
 from tests.support.targets import RecordingTarget
 from tests.support.waiting import eventually
 from topics.catalog import Catalog

@@ -4,7 +4,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from scheduler.backoff import backoff_cap, retry_delay
+from core.backoff import backoff_cap, retry_delay
 from schemas.v1.jobs import RetryPolicy
 
 POLICY = RetryPolicy(max_attempts=5, initial_delay_s=1, max_delay_s=10)

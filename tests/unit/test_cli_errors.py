@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from kjs.settings import UnknownSettingError, check_environment
+from core.settings import UnknownSettingError, check_environment
 
 
 def kjs(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from scheduler.daily_budget import ration
-from scheduler.store import Fired, Occurrence, Skip
+from scheduler.model import Fired, Occurrence, Skip
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 MIDNIGHT = datetime(2026, 12, 2, tzinfo=UTC)

@@ -26,9 +26,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.occurrences import last_run, next_run, occurrences
-from scheduler.wallclock import SAMPLE_S, segment_at
 from schemas.v1.schedules import CronSchedule, DstPolicy
+from timetable.occurrences import last_run, next_run, occurrences
+from timetable.wallclock import SAMPLE_S, segment_at
 
 ZONES = [
     "Europe/Berlin",

@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from scheduler.occurrences import last_run, next_run, occurrences
-from scheduler.preview import preview
 from schemas.v1.schedules import CronSchedule, DstPolicy
+from timetable.occurrences import last_run, next_run, occurrences
+from timetable.preview import preview
 
 HOUR, QUARTER = timedelta(hours=1), timedelta(minutes=15)
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from scheduler.firing import fires_close, plan
-from scheduler.store import FiringJob
+from scheduler.model import FiringJob
 
 T = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
 LEAD = timedelta(seconds=2.5)

@@ -18,9 +18,9 @@ from uuid import UUID
 import pytest
 
 from scheduler.firing import RECORDED_SKIPS, plan
-from scheduler.occurrences import jitter_delay
-from scheduler.store import Fired, FiringJob
+from scheduler.model import Fired, FiringJob
 from schemas.v1.schedules import IntervalSchedule
+from timetable.occurrences import jitter_delay
 
 T = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)

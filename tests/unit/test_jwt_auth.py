@@ -33,7 +33,7 @@ from api.jwt_auth import (
     build_authenticator,
 )
 from api.keys import Principal, new_key
-from kjs.settings import SecuritySettings
+from core.settings import SecuritySettings
 
 ISSUER = "https://idp.example/"
 AUDIENCE = "kjs-api"

@@ -11,8 +11,8 @@ from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from faust.types.auth import AuthProtocol, SASLMechanism
 from pydantic import ValidationError
 
+from core.settings import KafkaSettings, check_environment, known_env_names
 from infra.pki import Pki, make_pki
-from kjs.settings import KafkaSettings, check_environment, known_env_names
 from topics.security import (
     aiokafka_config,
     faust_broker,
@@ -188,7 +188,7 @@ def test_no_client_is_built_around_the_mapping() -> None:
     """Only topics/security.py reads the bootstrap servers: a client built elsewhere from
     them alone would speak PLAINTEXT to a secured broker."""
     root = Path(__file__).resolve().parents[2]
-    allowed = {Path("topics/security.py"), Path("kjs/settings.py")}
+    allowed = {Path("topics/security.py"), Path("core/settings.py")}
     offenders = []
     for package in ("api", "kjs", "scheduler", "topics", "workers"):
         for path in (root / package).rglob("*.py"):

@@ -1,4 +1,4 @@
-"""Offset lag, time lag, rates and the workers-needed hint (topics/lag_figures.py)."""
+"""Offset lag, time lag, rates and the workers-needed hint (lag/figures.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from topics.lag_figures import (
+from lag.figures import (
     consumed_per_s,
     offset_lag,
     produced_per_s,
@@ -14,7 +14,7 @@ from topics.lag_figures import (
     time_lag_s,
     workers_needed,
 )
-from topics.lag_status import Sample
+from lag.status import Sample
 
 
 def test_offset_lag_is_end_minus_committed() -> None:

@@ -13,12 +13,12 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from topics.lag import kjs_group_topics, monitored_groups
-from topics.lag_exporter import LagCollector
-from topics.lag_monitor import LagMonitor, LagReport
-from topics.lag_read import GroupRead, LagRead, PartitionRead
-from topics.lag_render import as_json, duration, table
-from topics.lag_status import Status, Thresholds
+from lag.exporter import LagCollector
+from lag.groups import kjs_group_topics, monitored_groups
+from lag.monitor import LagMonitor, LagReport
+from lag.read import GroupRead, LagRead, PartitionRead
+from lag.render import as_json, duration, table
+from lag.status import Status, Thresholds
 
 T0 = 1_800_000_000.0
 
@@ -209,7 +209,7 @@ def test_unknown_figures_are_absent_not_zero() -> None:
 
 
 def test_kjs_groups_know_their_topics() -> None:
-    from kjs.settings import KafkaSettings
+    from core.settings import KafkaSettings
     from topics.catalog import catalog
 
     cat = catalog(KafkaSettings(namespace="x."))

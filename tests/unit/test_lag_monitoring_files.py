@@ -1,8 +1,8 @@
 """infra/monitoring/: the rules pass promtool, and every query uses a metric that exists.
 
-"Exists" means exported by the lag exporter or declared in ``topics.lag_metrics``'s
-``PROCESS_METRICS``, the list of names the kjs processes export. promtool comes from Debian's
-``prometheus`` package (installed by .ci/run).
+"Exists" means exported by the lag exporter or registered by a kjs process: the processes'
+metric modules are imported and their live registries read (``lag.metrics.registered``).
+promtool comes from Debian's ``prometheus`` package (installed by infra/system-deps.sh).
 """
 
 from __future__ import annotations
@@ -15,10 +15,38 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from kjs.settings import KafkaSettings, Lane
+from core.settings import KafkaSettings
+from lag.exporter import DEFAULT_PORT
+from lag.metrics import EXPORTER_METRICS, MetricName, known_series, registered
+from schemas.v1.statuses import Lane
 from topics.catalog import catalog
-from topics.lag_exporter import DEFAULT_PORT
-from topics.lag_metrics import EXPORTER_METRICS, PROCESS_METRICS, known_series
+
+
+def process_metrics() -> list[MetricName]:
+    """What the scheduler, the workers and the API register, from their real registries."""
+    from prometheus_client import REGISTRY, CollectorRegistry
+
+    import scheduler.metrics
+    import topics.dlq
+    import workers.metrics
+    from api.metrics import ApiMetrics
+    from core.ops_server import publish_build_info
+
+    assert scheduler.metrics and workers.metrics and topics.dlq  # registered on import
+    build = CollectorRegistry()
+    publish_build_info("any", build)
+    api = CollectorRegistry()
+    ApiMetrics(api)
+    return [
+        *registered(REGISTRY, "scheduler, workers"),
+        *registered(api, "api"),
+        *registered(build, "every process"),
+    ]
+
+
+def all_series() -> frozenset[str]:
+    return known_series([*EXPORTER_METRICS, *process_metrics()])
+
 
 MONITORING = Path(__file__).resolve().parents[2] / "infra" / "monitoring"
 DASHBOARD = MONITORING / "grafana-dashboard.json"
@@ -134,7 +162,7 @@ def test_dashboard_parses_and_has_the_panels() -> None:
 
 
 def test_dashboard_queries_use_metrics_that_exist() -> None:
-    known = known_series()
+    known = all_series()
     unknown = {
         (title, name)
         for title, expr in dashboard_exprs()
@@ -147,7 +175,7 @@ def test_dashboard_queries_use_metrics_that_exist() -> None:
 def test_alerts_query_metrics_that_exist() -> None:
     exprs = list(alert_exprs())
     assert len(exprs) == 8
-    unknown = {name for expr in exprs for name in metric_names(expr) if name not in known_series()}
+    unknown = {name for expr in exprs for name in metric_names(expr) if name not in all_series()}
     assert not unknown, f"alerts query metrics nobody exports: {sorted(unknown)}"
 
 
@@ -162,9 +190,13 @@ async def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
 
 
 def test_every_metric_name_is_declared_once() -> None:
-    names = [m.name for m in (*EXPORTER_METRICS, *PROCESS_METRICS)]
+    metrics = [*EXPORTER_METRICS, *process_metrics()]
+    names = [m.name for m in metrics]
     assert len(names) == len(set(names))
-    for m in (*EXPORTER_METRICS, *PROCESS_METRICS):
+    assert {"kjs_jobs_fired_total", "kjs_api_requests_total", "kjs_dead_letters_total"} <= set(
+        names
+    )
+    for m in metrics:
         assert m.name.startswith("kjs_")
         assert m.name.endswith("_total") == (m.kind == "counter"), m.name
         assert not {"job_id", "user_id", "execution_id"} & set(m.labels), m.name
@@ -178,5 +210,5 @@ def test_keda_object_names_the_lanes_group_and_topic() -> None:
     assert re.search(rf"^\s+topic: {re.escape(cat.due[lane].name)}$", text, re.M)
     assert re.search(r"^\s+offsetResetPolicy: earliest$", text, re.M)
     (query,) = re.findall(r"^\s+query: (.+)$", text, re.M)
-    assert metric_names(query) <= known_series()
+    assert metric_names(query) <= all_series()
     assert f'group="{cat.worker_group(lane)}"' in query

@@ -1,4 +1,4 @@
-"""The Burrow-like status rules (topics/lag_status.py): samples in, status out."""
+"""The Burrow-like status rules (lag/status.py): samples in, status out."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from topics.lag_status import (
+from lag.status import (
     SEVERITY,
     Sample,
     Status,

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 import logging
 
-from kjs.logs import JsonFormatter
+from core.logs import JsonFormatter
 
 
 def test_json_lines_carry_the_execution_context() -> None:

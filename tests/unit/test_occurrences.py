@@ -6,7 +6,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from scheduler.occurrences import (
+from schemas.v1.schedules import CronSchedule, DstPolicy, IntervalSchedule, OnceSchedule
+from timetable.occurrences import (
     exhausted,
     first_run,
     fold_policy,
@@ -15,7 +16,6 @@ from scheduler.occurrences import (
     next_run,
     occurrences,
 )
-from schemas.v1.schedules import CronSchedule, DstPolicy, IntervalSchedule, OnceSchedule
 
 T0 = datetime(2026, 3, 10, 12, 0, 7, 250_000, tzinfo=UTC)
 

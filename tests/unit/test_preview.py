@@ -6,9 +6,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from scheduler.preview import MAX_COUNT, preview
-from scheduler.wallclock import format_offset
 from schemas.v1.schedules import CronSchedule, DstPolicy, IntervalSchedule, OnceSchedule
+from timetable.preview import MAX_COUNT, preview
+from timetable.wallclock import format_offset
 
 FROM = datetime(2026, 3, 28, 12, 0, tzinfo=UTC)
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -1,4 +1,4 @@
-"""scheduler.quotas: the pure decisions the API and the owning shard share."""
+"""core.quotas: the pure decisions the API and the owning shard share."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from kjs.settings import QuotaLimits, SecuritySettings
-from scheduler.quotas import (
+from core.quotas import (
     PayloadTooLarge,
     QuotaExceeded,
     Quotas,
@@ -15,6 +14,7 @@ from scheduler.quotas import (
     target_bytes,
     usage_day,
 )
+from core.settings import QuotaLimits, SecuritySettings
 from schemas.v1.targets import KafkaTarget
 
 

@@ -1,4 +1,4 @@
-"""kjs.secrets: sealing credential-like target values with Fernet keys, and rotating them."""
+"""core.secrets: sealing credential-like target values with Fernet keys, and rotating them."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from cryptography.fernet import Fernet
 from pydantic import ValidationError
 
-from kjs.secrets import (
+from core.secrets import (
     PREFIX,
     REDACTED,
     SecretBox,

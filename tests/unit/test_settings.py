@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from kjs.settings import KafkaSettings, UnknownSettingError, check_environment, known_env_names
+from core.settings import KafkaSettings, UnknownSettingError, check_environment, known_env_names
 
 
 def test_unknown_kjs_variable_is_refused() -> None:

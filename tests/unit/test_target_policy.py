@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr, TypeAdapter
 
-from kjs.settings import TargetSettings
+from core.settings import TargetSettings
 from schemas.v1.target_policy import (
     allowed_executable,
     check_target,

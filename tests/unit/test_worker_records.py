@@ -10,14 +10,15 @@ from uuid import uuid4
 import pytest
 from aiokafka.structs import ConsumerRecord
 
+from core.backoff import Backoff
+from core.clock import utcnow
 from schemas.v1.events import DueEvent
 from schemas.v1.targets import KafkaTarget, ScriptTarget, SqlTarget
 from topics.dlq import REASON, SOURCE_OFFSET, DeadLetter
-from workers.backoff import Backoff
 from workers.execution import parse_due_event
 from workers.targets import Attempt, Outcome, TargetRegistry
 from workers.targets.kafka import delivery_headers, encode_value
-from workers.timing import hold_until, utc_now
+from workers.timing import hold_until
 
 ATTEMPT = Attempt(execution_id=uuid4(), job_id=uuid4(), user_id="u-1", attempt=1)
 
@@ -102,14 +103,14 @@ async def test_a_registered_runner_gets_the_target_and_attempt() -> None:
 
 
 async def test_hold_returns_at_the_instant_never_before() -> None:
-    instant = utc_now() + timedelta(milliseconds=50)
+    instant = utcnow() + timedelta(milliseconds=50)
     await hold_until(instant)
-    woke = utc_now()
+    woke = utcnow()
     assert instant <= woke < instant + timedelta(milliseconds=500)
 
 
 async def test_hold_does_not_wait_for_a_past_instant() -> None:
-    await asyncio.wait_for(hold_until(utc_now() - timedelta(seconds=5)), timeout=0.05)
+    await asyncio.wait_for(hold_until(utcnow() - timedelta(seconds=5)), timeout=0.05)
 
 
 def test_kafka_values_are_json_unless_a_string() -> None:

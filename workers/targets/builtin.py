@@ -10,7 +10,7 @@ from __future__ import annotations
 import aiohttp
 from aiokafka import AIOKafkaProducer
 
-from kjs.settings import TargetSettings
+from core.settings import TargetSettings
 from schemas.v1.addresses import AddressGuard
 from workers.targets import TargetRegistry
 from workers.targets.http import HttpRunner

@@ -13,7 +13,6 @@ import asyncio
 import codecs
 import errno
 import socket
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -21,6 +20,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
+from core.clock import utcnow
 from schemas.v1.addresses import AddressGuard, AddressRefused, parse_address
 from schemas.v1.targets import HttpTarget
 from workers.targets.base import Attempt, Outcome, with_idempotency_key
@@ -204,8 +204,6 @@ class HttpRunner:
             error=f"HTTP {status}",
             retryable=is_retryable_status(status),
             retry_after_s=(
-                parse_retry_after(retry_after, datetime.now(UTC))
-                if status in RETRY_AFTER_STATUSES
-                else None
+                parse_retry_after(retry_after, utcnow()) if status in RETRY_AFTER_STATUSES else None
             ),
         )

@@ -21,7 +21,7 @@ import os
 import signal
 import subprocess
 
-from kjs.settings import TargetSettings
+from core.settings import TargetSettings
 from schemas.v1.target_policy import SCRIPT_PATH, Resolver, allowed_executable, resolve_executable
 from schemas.v1.targets import ScriptTarget
 from workers.targets.base import Attempt, Outcome

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 from pydantic import SecretStr
 
-from schemas.db import is_unavailable
+from core.db import is_unavailable
 from schemas.v1.targets import SqlTarget
 from workers.targets.base import Attempt, Outcome
 from workers.targets.sql_results import ResultExcerpt, rows_affected

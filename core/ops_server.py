@@ -18,7 +18,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from kjs import __version__
+from core import __version__
 
 log = logging.getLogger(__name__)
 

@@ -25,18 +25,8 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from pydantic import BaseModel
 
-from kjs.settings import QuotaLimits, SecuritySettings
+from core.settings import QuotaLimits, SecuritySettings
 
-# Jobs that count against quota_default.active_jobs and its tiers.
-ACTIVE_STATUSES = ("scheduled", "paused", "queued")
-ACTIVE_JOBS_SQL = """
-SELECT count(*) FROM (
-    SELECT 1 FROM kjs_jobs
-    WHERE user_id = $1 AND status IN ('scheduled', 'paused', 'queued')
-    LIMIT $2
-) active
-"""
-DAILY_USAGE_SQL = "SELECT executions FROM kjs_tenant_usage WHERE user_id = $1 AND day = $2"
 # How long a client refused for its active-job count is told to wait.
 ACTIVE_RETRY_AFTER_S = 60
 _MAX_TENANTS = 100_000

@@ -38,8 +38,8 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from kjs.settings import KafkaSettings
-from topics.lag_figures import offset_lag, read_position
+from core.settings import KafkaSettings
+from lag.figures import offset_lag, read_position
 from topics.security import aiokafka_config, librdkafka_config
 
 Key = tuple[str, int]

@@ -1,10 +1,9 @@
-"""Every metric name kjs exports, in one place.
+"""Every metric name kjs exports.
 
-``EXPORTER_METRICS`` are served by the lag exporter (``kjs lag --serve``). ``PROCESS_METRICS``
-are the names the other kjs processes export on their ``/metrics``: the contract that
-``infra/monitoring/``'s alert rules and dashboard are written against, and checked against by
-``tests/unit/test_lag_monitoring_files.py``. A process that renames a metric must change it
-here too, and the check then shows which rule or panel to fix.
+``EXPORTER_METRICS`` are served by the lag exporter (``kjs lag --serve``). The other
+processes' metrics are read from their live registries (``registered``):
+``tests/unit/test_lag_monitoring_files.py`` checks ``infra/monitoring/``'s alert rules and
+dashboard against both, so a renamed metric shows which rule or panel to fix.
 
 Names are as exposed: counters with their ``_total``, histograms by their base name (their
 ``_bucket``, ``_sum`` and ``_count`` series are implied).
@@ -12,8 +11,11 @@ Names are as exposed: counters with their ``_total``, histograms by their base n
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
+
+from prometheus_client import CollectorRegistry
 
 Kind = Literal["gauge", "counter", "histogram"]
 
@@ -98,60 +100,33 @@ EXPORTER_METRICS: tuple[MetricName, ...] = (
     SAMPLES,
 )
 
-PROCESS_METRICS: tuple[MetricName, ...] = (
-    MetricName(
-        "kjs_api_requests_total",
-        "counter",
-        ("route", "method", "code_class"),
-        "HTTP requests answered.",
-        "api",
-    ),
-    MetricName(
-        "kjs_api_submit_duration_seconds",
-        "histogram",
-        ("outcome",),
-        "POST /v1/jobs, receipt to answer.",
-        "api",
-    ),
-    MetricName("kjs_jobs_fired_total", "counter", ("lane",), "Due events produced.", "scheduler"),
-    MetricName(
-        "kjs_shards_owned",
-        "gauge",
-        (),
-        "Shards (jobs.commands partitions) this scheduler instance owns.",
-        "scheduler",
-    ),
-    MetricName(
-        "kjs_schedule_lateness_seconds",
-        "histogram",
-        (),
-        "Start time minus due time of an execution.",
-        "scheduler, workers",
-    ),
-    MetricName(
-        "kjs_executions_total",
-        "counter",
-        ("status", "lane", "target"),
-        "Executions finished, by status (succeeded, failed, ...), lane and target type.",
-        "workers",
-    ),
-    MetricName(
-        "kjs_dead_letters_total",
-        "counter",
-        (),
-        "Records sent to jobs.dlq.",
-        "scheduler, workers",
-    ),
-)
+
+def registered(registry: CollectorRegistry, process: str) -> list[MetricName]:
+    """The kjs metrics a process registered: the names its ``/metrics`` exports, read from
+    the live registry (so a renamed metric cannot leave a stale list behind)."""
+    found = []
+    # prometheus_client keeps a metric's label names on the metric object only.
+    for collector in list(registry._collector_to_names):
+        labels = tuple(getattr(collector, "_labelnames", ()))
+        for family in collector.collect():
+            if not family.name.startswith("kjs_"):
+                continue
+            kinds: dict[str, Kind] = {"counter": "counter", "histogram": "histogram"}
+            kind = kinds.get(family.type, "gauge")  # a gauge, or an info (a gauge of 1)
+            name = family.name + {"counter": "_total", "info": "_info"}.get(family.type, "")
+            found.append(MetricName(name, kind, labels, family.documentation, process))
+    return found
+
 
 # Series every Prometheus target has without exporting them.
 PROMETHEUS_BUILTIN: frozenset[str] = frozenset({"up", "scrape_duration_seconds"})
 
 
-def known_series() -> frozenset[str]:
-    """Every series name a query may use: the names above, with a histogram's suffixes."""
+def known_series(metrics: Iterable[MetricName]) -> frozenset[str]:
+    """Every series name a query may use: the names of ``metrics``, with a histogram's
+    suffixes, and the series Prometheus adds itself."""
     names: set[str] = set(PROMETHEUS_BUILTIN)
-    for metric in (*EXPORTER_METRICS, *PROCESS_METRICS):
+    for metric in metrics:
         names.add(metric.name)
         if metric.kind == "histogram":
             names.update(f"{metric.name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))

@@ -17,9 +17,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "KJS_"
 
-Lane = Literal["critical", "normal", "low"]
-LANES: tuple[Lane, ...] = ("critical", "normal", "low")
-
 
 class _Section(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)

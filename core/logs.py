@@ -14,7 +14,7 @@ import logging.config
 from datetime import UTC, datetime
 from typing import Any
 
-from kjs.settings import ObservabilitySettings
+from core.settings import ObservabilitySettings
 
 CONTEXT_FIELDS = ("job_id", "execution_id", "shard", "lane", "user_id")
 # Libraries whose INFO logs are at WARNING unless the level is debug.

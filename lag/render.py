@@ -7,7 +7,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from topics.lag_monitor import LagReport
+from lag.monitor import LagReport
 
 
 def as_json(report: LagReport) -> dict[str, Any]:

@@ -8,8 +8,10 @@ from typing import Any
 
 import asyncpg
 
-from kjs.settings import DatabaseSettings
+from core.queries import QUERIES
+from core.settings import DatabaseSettings
 
+# Where the applied migrations are recorded (created by the runner, in queries.sql).
 MIGRATIONS_TABLE = "kjs_schema_migrations"
 
 
@@ -84,20 +86,14 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     """
     applied_now: list[str] = []
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('kjs-migrate'))")
-        await conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
-            " version integer PRIMARY KEY, name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        done = {r["version"] for r in await conn.fetch(f"SELECT version FROM {MIGRATIONS_TABLE}")}
+        await conn.execute(QUERIES["lock_migrations"])
+        await conn.execute(QUERIES["create_migrations_table"])
+        done = {r["version"] for r in await conn.fetch(QUERIES["applied_migrations"])}
         for version, name, sql in migration_files():
             if version in done:
                 continue
             await conn.execute(sql)
-            await conn.execute(
-                f"INSERT INTO {MIGRATIONS_TABLE} (version, name) VALUES ($1, $2)", version, name
-            )
+            await conn.execute(QUERIES["record_migration"], version, name)
             applied_now.append(name)
     return applied_now
 

@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import SecretStr
-
-from schemas.v1.targets import PLACEHOLDER, json_strings
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +50,21 @@ _SCRUB_MIN = 4
 _SCRUB_WORD = 12
 
 Change = Callable[[str], str]
+
+# How a target names a secret: {{ secrets.NAME }} (the contract's syntax; schemas.v1.targets).
+PLACEHOLDER = re.compile(r"\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_]{0,63})\s*\}\}")
+
+
+def json_strings(value: Any) -> Iterator[str]:
+    """Every string value inside a JSON value (not the keys)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from json_strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from json_strings(v)
 
 
 class SecretError(Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from topics.lag_status import Sample
+from lag.status import Sample
 
 
 def offset_lag(committed: int | None, start: int, end: int) -> int:

@@ -12,9 +12,9 @@ from datetime import UTC, datetime, tzinfo
 from typing import TypedDict
 from zoneinfo import ZoneInfo
 
-from scheduler.occurrences import Schedule, cron_fires, occurrences
-from scheduler.wallclock import format_offset
 from schemas.v1.schedules import CronSchedule, OnceSchedule
+from timetable.occurrences import Schedule, cron_fires, occurrences
+from timetable.wallclock import format_offset
 
 MAX_COUNT = 1000
 

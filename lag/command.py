@@ -11,13 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from kjs.settings import KafkaSettings
-from topics.lag import monitored_groups
-from topics.lag_exporter import DEFAULT_INTERVAL_S, LagExporter
-from topics.lag_monitor import DRAIN_TARGET_S, LagMonitor, LagReport
-from topics.lag_read import LagReader
-from topics.lag_render import as_json, table
-from topics.lag_status import Thresholds
+from core.settings import KafkaSettings
+from lag.exporter import DEFAULT_INTERVAL_S, LagExporter
+from lag.groups import monitored_groups
+from lag.monitor import DRAIN_TARGET_S, LagMonitor, LagReport
+from lag.read import LagReader
+from lag.render import as_json, table
+from lag.status import Thresholds
 
 # A one-shot run takes this many samples this far apart, so that STALL and WARN, which need
 # Thresholds.min_samples samples, can show without --watch. 1.5 s apart spans 3 s: more than

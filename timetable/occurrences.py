@@ -5,7 +5,7 @@ Times are UTC in and out. ``max_runs`` is the caller's to enforce (it knows the 
 
 Cron expressions name *wall-clock* times in the job's IANA zone, and daylight saving makes the
 wall clock skip some of them and repeat others. Rather than trust croniter across transitions,
-the engine walks the zone's UTC timeline one :class:`~scheduler.wallclock.Segment` (a stretch
+the engine walks the zone's UTC timeline one :class:`~timetable.wallclock.Segment` (a stretch
 of constant offset) at a time and asks croniter only for pure wall arithmetic on *naive*
 times, where it has no zone to get wrong:
 
@@ -38,7 +38,8 @@ from uuid import UUID
 
 from croniter import CroniterBadDateError, croniter
 
-from scheduler.wallclock import (
+from schemas.v1.schedules import CronSchedule, IntervalSchedule, OnceSchedule
+from timetable.wallclock import (
     EPOCH,
     Segment,
     ceil_seconds,
@@ -47,7 +48,6 @@ from scheduler.wallclock import (
     to_seconds,
     wall_datetime,
 )
-from schemas.v1.schedules import CronSchedule, IntervalSchedule, OnceSchedule
 
 Schedule = OnceSchedule | CronSchedule | IntervalSchedule
 MICROSECOND = timedelta(microseconds=1)

@@ -9,8 +9,9 @@ from typing import TypeVar
 
 from aiokafka.errors import KafkaError
 
+from core.backoff import OUTAGE_BACKOFF, Backoff
+from core.db import is_unavailable
 from scheduler.metrics import DEPENDENCY_ERRORS
-from schemas.db import is_unavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -21,14 +22,15 @@ def is_transient(exc: BaseException) -> bool:
 
 
 async def until_available(
-    step: Callable[[], Awaitable[T]], what: str, max_delay_s: float = 5.0
+    step: Callable[[], Awaitable[T]], what: str, backoff: Backoff = OUTAGE_BACKOFF
 ) -> T:
-    """Run ``step``, retrying with capped exponential backoff while Postgres or Kafka is down.
+    """Run ``step``, again and again after a capped exponential backoff while Postgres or Kafka
+    is down.
 
     The caller's consumer does not move past the record meanwhile, so nothing is
     acknowledged before its effect is durable.
     """
-    delay = 0.1
+    failures = 0
     while True:
         try:
             return await step()
@@ -36,6 +38,7 @@ async def until_available(
             if not is_transient(exc):
                 raise
             DEPENDENCY_ERRORS.labels("kafka" if isinstance(exc, KafkaError) else "postgres").inc()
+            failures += 1
+            delay = backoff.delay(failures)
             log.warning("%s: %s: %s; retrying in %.1fs", what, type(exc).__name__, exc, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, max_delay_s)

@@ -1,6 +1,6 @@
 """The lag monitor: samples every group, keeps each partition's window, reports the figures.
 
-``LagMonitor.sample`` reads once (``topics.lag_read``) and folds the reading into the
+``LagMonitor.sample`` reads once (``lag.read``) and folds the reading into the
 windows; ``update_windows`` and ``build_report`` are the pure halves of that, so the report's
 assembly is tested without a broker.
 """
@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from topics.lag_figures import consumed_per_s, produced_per_s, time_lag_s, workers_needed
-from topics.lag_read import GroupRead, LagRead, PartitionRead
-from topics.lag_status import (
+from lag.figures import consumed_per_s, produced_per_s, time_lag_s, workers_needed
+from lag.read import GroupRead, LagRead, PartitionRead
+from lag.status import (
     Sample,
     Status,
     Thresholds,

@@ -2,7 +2,7 @@
 
 The monitor samples in the background every ``interval_s``; a scrape renders the latest
 report, so scrapes are cheap and never wait on Kafka. ``/metrics`` serves the gauges of
-``topics.lag_metrics.EXPORTER_METRICS`` (and the process' own CPU and memory), ``/healthz``
+``lag.metrics.EXPORTER_METRICS`` (and the process' own CPU and memory), ``/healthz``
 answers 200 once the first sample is in.
 """
 
@@ -25,9 +25,9 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from topics import lag_metrics as m
-from topics.lag_monitor import LagMonitor, LagReport
-from topics.lag_status import SEVERITY
+from lag import metrics as m
+from lag.monitor import LagMonitor, LagReport
+from lag.status import SEVERITY
 
 log = logging.getLogger(__name__)
 

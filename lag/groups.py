@@ -2,14 +2,14 @@
 
 The parts, each its own module:
 
-- ``topics.lag_read``: one sample from Kafka (committed offsets, log start and end, members,
+- ``lag.read``: one sample from Kafka (committed offsets, log start and end, members,
   and the timestamp of the record each lagging partition waits on);
-- ``topics.lag_figures``: offset lag, time lag, rates and the autoscaling hint (pure);
-- ``topics.lag_status``: the Burrow-like status rules over a sliding window (pure);
-- ``topics.lag_monitor``: windows per partition, and the report of every group;
-- ``topics.lag_render``: ``kjs lag``'s table and JSON; ``topics.lag_command``: ``kjs lag``;
-- ``topics.lag_exporter``: ``kjs lag --serve``, the figures as Prometheus gauges;
-- ``topics.lag_metrics``: every metric name kjs exports.
+- ``lag.figures``: offset lag, time lag, rates and the autoscaling hint (pure);
+- ``lag.status``: the Burrow-like status rules over a sliding window (pure);
+- ``lag.monitor``: windows per partition, and the report of every group;
+- ``lag.render``: ``kjs lag``'s table and JSON; ``lag.command``: ``kjs lag``;
+- ``lag.exporter``: ``kjs lag --serve``, the figures as Prometheus gauges;
+- ``lag.metrics``: every metric name kjs exports.
 
 This module says which groups are kjs's and which topics each one consumes, so that a group
 that never committed on its topics is still reported, with its lag counted from the log start.
@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from kjs.settings import LANES, KafkaSettings
+from core.settings import KafkaSettings
+from schemas.v1.statuses import LANES
 from topics.catalog import Catalog, catalog
 
 

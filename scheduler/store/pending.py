@@ -1,0 +1,92 @@
+"""Pending runs: executions stored as 'pending' with a ``due_at``, which the shard's timer
+queues and dispatches when they are due, like a first fire.
+
+Three things make one: a retry of a failed attempt (:func:`add_retry`, due after its
+backoff), a triggered run (:func:`add_triggered_run`, due now) and the run an
+``overlap = buffer_one`` job kept while the previous one ran (:func:`release_buffered_run`,
+due when that one finishes). The ``add``/``release`` functions run inside the caller's
+fenced transaction; :func:`queue_pending` is a fenced transaction of its own.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+from core.queries import QUERIES
+from scheduler.model import Occurrence, PendingRun
+from scheduler.store.shards import fenced
+from schemas.v1.ids import execution_id_for
+
+
+async def add_retry(
+    conn: asyncpg.Connection, shard: int, failed: asyncpg.Record, delay_s: float
+) -> PendingRun | None:
+    """Attempt n+1 of the ``failed`` attempt's occurrence (its execution row: job_id,
+    user_id, scheduled_for, attempt, lane), due ``delay_s`` from now; ``None`` when it was
+    stored before (a redelivered result)."""
+    execution_id = execution_id_for(
+        failed["job_id"], failed["scheduled_for"], failed["attempt"] + 1
+    )
+    due_at: datetime | None = await conn.fetchval(
+        QUERIES["insert_retry"],
+        execution_id,
+        failed["job_id"],
+        failed["user_id"],
+        shard,
+        failed["scheduled_for"],
+        failed["attempt"] + 1,
+        failed["lane"],
+        delay_s,
+    )
+    return PendingRun(execution_id, due_at) if due_at else None
+
+
+async def release_buffered_run(
+    conn: asyncpg.Connection, shard: int, finished: asyncpg.Record
+) -> PendingRun | None:
+    """overlap = buffer_one: the run that ``finished`` (its execution row) lets the buffered
+    occurrence of its job go, now; ``None`` when the job had none."""
+    buffered = await conn.fetchval(QUERIES["take_buffered_run"], finished["job_id"])
+    if buffered is None:
+        return None
+    execution_id = execution_id_for(finished["job_id"], buffered, 1)
+    due_at: datetime | None = await conn.fetchval(
+        QUERIES["insert_buffered_run"],
+        execution_id,
+        finished["job_id"],
+        finished["user_id"],
+        shard,
+        buffered,
+        finished["lane"],
+    )
+    return PendingRun(execution_id, due_at) if due_at else None
+
+
+async def add_triggered_run(
+    conn: asyncpg.Connection, shard: int, user_id: str, job_id: UUID, lane: str, now: datetime
+) -> PendingRun:
+    """One extra run of a job, an occurrence of its own (scheduled_for = ``now``, so it never
+    collides with a scheduled one), due now."""
+    execution_id = execution_id_for(job_id, now, 1)
+    await conn.execute(
+        QUERIES["insert_triggered_run"], execution_id, job_id, user_id, shard, now, lane
+    )
+    return PendingRun(execution_id, now)
+
+
+async def due_pending(pool: asyncpg.Pool, shard: int, until: datetime) -> list[PendingRun]:
+    """The shard's pending runs due by ``until`` (the timer's window)."""
+    rows = await pool.fetch(QUERIES["due_pending_runs"], shard, until)
+    return [PendingRun(r["execution_id"], r["due_at"]) for r in rows]
+
+
+async def queue_pending(
+    pool: asyncpg.Pool, shard: int, epoch: int, execution_ids: list[UUID], until: datetime
+) -> list[Occurrence]:
+    """Move due pending runs from 'pending' to 'queued' (fenced); returns what to dispatch."""
+    async with fenced(pool, shard, epoch) as conn:
+        rows = await conn.fetch(QUERIES["queue_pending_runs"], execution_ids, shard, until)
+    return [Occurrence(**dict(r)) for r in rows]

@@ -1,0 +1,509 @@
+-- Every SQL statement kjs runs, by name (core/queries.py loads this file into QUERIES).
+--
+-- A name line, a comment saying what the statement does, the statement ended by ';'.
+-- tests/integration/test_named_queries.py prepares each one on a migrated database and checks
+-- that the code uses every name. Status and lane words are the ones of schemas/v1/statuses.py
+-- (tests/integration/test_statuses.py checks the quoted ones); they are spelled out, not passed
+-- as parameters, so that the partial indexes (WHERE status = 'pending', ...) serve them.
+--
+-- Sections follow the modules that run the statements.
+
+
+-- ---------------------------------------------------------------------------------------------
+-- The shard's fence (scheduler/store/shards.py)
+
+-- name: claim_shard
+-- Take ownership of a shard: bump its epoch (the new owner fences out the old one).
+INSERT INTO kjs_shards (shard, epoch, owner) VALUES ($1, 1, $2)
+ON CONFLICT (shard) DO UPDATE
+    SET epoch = kjs_shards.epoch + 1, owner = EXCLUDED.owner, assigned_at = now()
+RETURNING epoch;
+
+-- name: shard_epoch
+-- The shard's current epoch, locked FOR SHARE until the transaction ends: a new owner's bump
+-- waits for this transaction, and every later one of the old owner sees the new epoch.
+SELECT epoch FROM kjs_shards WHERE shard = $1 FOR SHARE;
+
+
+-- ---------------------------------------------------------------------------------------------
+-- Creating jobs (scheduler/store/jobs.py, scheduler/commands.py)
+
+-- name: insert_jobs
+-- Store a shard's created jobs ($1 the shard) in one statement; a repeat (same job_id, or
+-- same user and idempotency key) is skipped. Returns the ids inserted.
+INSERT INTO kjs_jobs (job_id, user_id, shard, name, idempotency_key, schedule,
+                      target, priority, retry, status, next_run_at, created_at,
+                      updated_at, source)
+SELECT j, u, $1, n, k, s, t, p, r, 'scheduled', nx, c, c, src
+FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::jsonb[],
+            $7::jsonb[], $8::text[], $9::jsonb[], $10::timestamptz[],
+            $11::timestamptz[], $12::text[])
+     AS t(j, u, n, k, s, t, p, r, nx, c, src)
+ON CONFLICT DO NOTHING
+RETURNING job_id;
+
+-- name: job_exists
+-- Whether a job is stored already (a redelivered create is not counted against quotas).
+SELECT 1 FROM kjs_jobs WHERE job_id = $1;
+
+
+-- ---------------------------------------------------------------------------------------------
+-- Lifecycle: cancel, pause, resume, update, trigger (scheduler/store/lifecycle.py)
+
+-- name: lock_tenant_job
+-- A tenant's job, locked for a lifecycle change.
+SELECT * FROM kjs_jobs WHERE job_id = $1 AND user_id = $2 FOR UPDATE;
+
+-- name: cancel_job
+-- A cancelled job has no next run.
+UPDATE kjs_jobs SET status = 'cancelled', next_run_at = NULL, updated_at = now()
+WHERE job_id = $1;
+
+-- name: cancel_unstarted_executions
+-- Cancel a job's executions that have not started. A worker's claim only takes 'queued' rows,
+-- so this also wins inside the lead time.
+UPDATE kjs_executions SET status = 'cancelled', finished_at = now()
+WHERE job_id = $1 AND status IN ('pending', 'queued');
+
+-- name: change_job
+-- Set the columns a lifecycle change gives ($2 names them, $3 to $9 their values in the
+-- order status, next_run_at, name, schedule, target, priority, retry); the others keep theirs.
+UPDATE kjs_jobs
+SET status      = CASE WHEN 'status' = ANY($2::text[]) THEN $3::text ELSE status END,
+    next_run_at = CASE WHEN 'next_run_at' = ANY($2::text[]) THEN $4::timestamptz
+                       ELSE next_run_at END,
+    name        = CASE WHEN 'name' = ANY($2::text[]) THEN $5::text ELSE name END,
+    schedule    = CASE WHEN 'schedule' = ANY($2::text[]) THEN $6::jsonb ELSE schedule END,
+    target      = CASE WHEN 'target' = ANY($2::text[]) THEN $7::jsonb ELSE target END,
+    priority    = CASE WHEN 'priority' = ANY($2::text[]) THEN $8::text ELSE priority END,
+    retry       = CASE WHEN 'retry' = ANY($2::text[]) THEN $9::jsonb ELSE retry END,
+    updated_at  = now()
+WHERE job_id = $1
+RETURNING status, next_run_at, schedule;
+
+-- name: skip_runs_ahead_of_pause
+-- Occurrences fired ahead (the lead) but not yet due: a pause lands before them, as it would
+-- have before the lead existed. A worker's claim only takes 'queued' rows, so this wins until
+-- the claim, a second before the instant.
+UPDATE kjs_executions SET status = 'skipped', finished_at = now(),
+       error = 'paused: the job was paused before this run started'
+WHERE job_id = $1 AND status = 'queued' AND scheduled_for > now();
+
+-- name: requeue_finished_once_job
+-- A triggered run makes a finished one-time job 'queued' again.
+UPDATE kjs_jobs SET status = 'queued', updated_at = now()
+WHERE job_id = $1 AND status IN ('succeeded', 'failed');
+
+
+-- ---------------------------------------------------------------------------------------------
+-- Firing due jobs (scheduler/store/firing.py)
+
+-- name: due_jobs
+-- The shard's scheduled jobs due by $2 (the timer's window).
+SELECT job_id, next_run_at, schedule FROM kjs_jobs
+WHERE shard = $1 AND status = 'scheduled' AND next_run_at <= $2;
+
+-- name: lock_firing_jobs
+-- Lock the due jobs among $1 that are still scheduled and due by $3, with whether a previous
+-- run is unfinished (for the overlap policy).
+SELECT j.job_id, j.user_id, j.schedule, j.target, j.priority, j.next_run_at,
+       j.created_at, j.run_count, j.buffered_for,
+       EXISTS (SELECT 1 FROM kjs_executions e WHERE e.job_id = j.job_id
+               AND e.status IN ('pending', 'queued', 'running')) AS busy
+FROM kjs_jobs j
+WHERE j.job_id = ANY($1::uuid[]) AND j.shard = $2 AND j.status = 'scheduled'
+  AND j.next_run_at <= $3
+FOR UPDATE OF j;
+
+-- name: cancel_replaced_executions
+-- overlap = replace: the jobs' unfinished executions give way to the new run.
+UPDATE kjs_executions SET status = 'cancelled', finished_at = now(),
+       error = 'replaced by a newer run (overlap = replace)'
+WHERE job_id = ANY($1::uuid[]) AND status IN ('pending', 'queued', 'running');
+
+-- name: insert_fired_executions
+-- The fired occurrences ('queued') and the recorded skips ('skipped', finished, with the
+-- reason), in one statement; an occurrence fired before is skipped.
+INSERT INTO kjs_executions (execution_id, job_id, user_id, shard, scheduled_for,
+                            attempt, lane, status, due_at, finished_at, error)
+SELECT e, j, u, $4, s, a, l, st, d,
+       CASE WHEN st = 'skipped' THEN now() END, err
+FROM unnest($1::uuid[], $2::uuid[], $3::text[], $5::timestamptz[], $6::int[],
+            $7::text[], $8::text[], $9::timestamptz[], $10::text[])
+     AS t(e, j, u, s, a, l, st, d, err)
+ON CONFLICT DO NOTHING;
+
+-- name: advance_fired_jobs
+-- Move each fired job to its next run ('queued' when none is left), counting its runs and
+-- skips, and remember a buffered occurrence.
+UPDATE kjs_jobs AS j
+SET next_run_at = t.n,
+    status = CASE WHEN t.n IS NULL THEN 'queued' ELSE 'scheduled' END,
+    run_count = j.run_count + t.runs,
+    skipped_runs = j.skipped_runs + t.skips,
+    buffered_for = COALESCE(t.buf, j.buffered_for),
+    updated_at = now()
+FROM unnest($1::uuid[], $2::timestamptz[], $3::int[], $4::int[], $5::timestamptz[])
+     AS t(id, n, runs, skips, buf)
+WHERE j.job_id = t.id;
+
+-- name: undispatched_executions
+-- The outbox: the shard's queued executions written before $2 whose due event Kafka never
+-- acknowledged.
+SELECT e.execution_id, e.job_id, e.user_id, e.attempt, e.scheduled_for, e.lane, j.target,
+       e.due_at
+FROM kjs_executions e JOIN kjs_jobs j USING (job_id)
+WHERE e.shard = $1 AND e.status = 'queued' AND e.dispatched_at IS NULL
+  AND e.created_at < $2
+ORDER BY e.scheduled_for;
+
+-- name: mark_dispatched
+-- Kafka acknowledged these executions' due events: out of the outbox.
+UPDATE kjs_executions SET dispatched_at = now()
+WHERE execution_id = ANY($1::uuid[]) AND dispatched_at IS NULL;
+
+-- name: count_overdue
+-- Jobs and pending runs due more than a second ago and not fired: the stage's depth.
+SELECT (SELECT count(*) FROM kjs_jobs WHERE shard = $1 AND status = 'scheduled'
+          AND next_run_at < now() - interval '1 second')
+     + (SELECT count(*) FROM kjs_executions WHERE shard = $1 AND status = 'pending'
+          AND due_at < now() - interval '1 second');
+
+
+-- ---------------------------------------------------------------------------------------------
+-- Lapsed leases (scheduler/store/leases.py)
+
+-- name: any_lease_lapsed
+-- Whether a running execution of the shard has a lapsed lease (one indexed read).
+SELECT EXISTS (SELECT 1 FROM kjs_executions WHERE shard = $1 AND status = 'running'
+               AND lease_until < now());
+
+-- name: requeue_lapsed_executions
+-- Put the shard's running executions whose lease lapsed back to 'queued', with their id.
+UPDATE kjs_executions AS e
+SET status = 'queued', dispatched_at = NULL, started_at = NULL, worker = NULL,
+    lease_until = NULL
+FROM kjs_jobs AS j
+WHERE e.shard = $1 AND e.status = 'running' AND e.lease_until < now()
+  AND j.job_id = e.job_id
+RETURNING e.execution_id, e.job_id, e.user_id, e.attempt, e.scheduled_for, e.lane,
+          j.target, e.due_at;
+
+
+-- ---------------------------------------------------------------------------------------------
+-- Recording results (scheduler/store/results.py)
+
+-- name: record_result
+-- Move a queued or running execution to its result; no row back means already recorded.
+UPDATE kjs_executions
+SET status = $2, started_at = COALESCE($3, started_at), finished_at = $4,
+    worker = COALESCE(worker, $5), http_status = $6, output_excerpt = $7,
+    error = $8, lease_until = NULL
+WHERE execution_id = $1 AND status IN ('queued', 'running')
+RETURNING job_id, attempt, scheduled_for, lane, user_id;
+
+-- name: lock_job_for_result
+-- The job of a recorded result, locked: its status and retry policy.
+SELECT status, retry FROM kjs_jobs WHERE job_id = $1 FOR UPDATE;
+
+-- name: buffered_executions
+-- Those of $1 whose job has a buffered run to release (overlap = buffer_one).
+SELECT e.execution_id FROM kjs_executions e JOIN kjs_jobs j USING (job_id)
+WHERE e.execution_id = ANY($1::uuid[]) AND j.buffered_for IS NOT NULL;
+
+-- name: record_successes
+-- Record successful results in one statement; returns the job of each execution moved.
+UPDATE kjs_executions AS e
+SET status = 'succeeded', started_at = COALESCE(t.started, e.started_at),
+    finished_at = t.finished, worker = COALESCE(e.worker, t.worker),
+    http_status = t.http, output_excerpt = t.excerpt, error = NULL,
+    lease_until = NULL
+FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::text[],
+            $5::int[], $6::text[])
+     AS t(id, started, finished, worker, http, excerpt)
+WHERE e.execution_id = t.id AND e.status IN ('queued', 'running')
+RETURNING e.job_id;
+
+-- name: settle_once_jobs
+-- A one-time job takes its occurrence's outcome ($2). Only a one-time job is 'queued' (its
+-- single occurrence is out); recurring and cancelled ones are left as they are.
+UPDATE kjs_jobs SET status = $2, updated_at = now()
+WHERE job_id = ANY($1::uuid[]) AND status = 'queued';
+
+
+-- ---------------------------------------------------------------------------------------------
+-- Pending runs: retries, triggered runs, buffered runs (scheduler/store/pending.py)
+
+-- name: insert_retry
+-- The next attempt of a failed one, 'pending' until the backoff ($8 seconds) has passed.
+-- Returns when it is due; nothing when it was stored before.
+INSERT INTO kjs_executions (execution_id, job_id, user_id, shard, scheduled_for,
+                            attempt, lane, status, due_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending',
+        now() + make_interval(secs => $8))
+ON CONFLICT DO NOTHING
+RETURNING due_at;
+
+-- name: take_buffered_run
+-- overlap = buffer_one: clear the job's buffered occurrence and return it, if it had one.
+WITH old AS (SELECT buffered_for FROM kjs_jobs WHERE job_id = $1)
+UPDATE kjs_jobs AS j SET buffered_for = NULL FROM old
+WHERE j.job_id = $1 AND old.buffered_for IS NOT NULL
+RETURNING old.buffered_for;
+
+-- name: insert_buffered_run
+-- The buffered occurrence ($5) as a 'pending' first attempt, due now or at its time.
+-- Returns when it is due; nothing when it was stored before.
+INSERT INTO kjs_executions (execution_id, job_id, user_id, shard, scheduled_for,
+                            attempt, lane, status, due_at)
+VALUES ($1, $2, $3, $4, $5, 1, $6, 'pending', GREATEST(now(), $5))
+ON CONFLICT DO NOTHING
+RETURNING due_at;
+
+-- name: insert_triggered_run
+-- An extra run of a job, an occurrence of its own at $5, 'pending' until then.
+INSERT INTO kjs_executions (execution_id, job_id, user_id, shard, scheduled_for,
+                            attempt, lane, status, due_at)
+VALUES ($1, $2, $3, $4, $5, 1, $6, 'pending', $5)
+ON CONFLICT DO NOTHING;
+
+-- name: due_pending_runs
+-- The shard's pending runs due by $2 (the timer's window).
+SELECT execution_id, due_at FROM kjs_executions
+WHERE shard = $1 AND status = 'pending' AND due_at <= $2;
+
+-- name: queue_pending_runs
+-- Move the due pending runs among $1 to 'queued'; returns what to dispatch.
+UPDATE kjs_executions AS e SET status = 'queued'
+FROM kjs_jobs AS j
+WHERE e.execution_id = ANY($1::uuid[]) AND e.shard = $2 AND e.status = 'pending'
+  AND e.due_at <= $3 AND j.job_id = e.job_id
+RETURNING e.execution_id, e.job_id, e.user_id, e.attempt, e.scheduled_for, e.lane,
+          j.target, e.due_at;
+
+
+-- ---------------------------------------------------------------------------------------------
+-- Quotas (core/quotas.py, scheduler/daily_budget.py, api/queries.py)
+
+-- name: count_active_jobs
+-- The tenant's active jobs (scheduled, paused or queued), counted up to $2.
+SELECT count(*) FROM (
+    SELECT 1 FROM kjs_jobs
+    WHERE user_id = $1 AND status IN ('scheduled', 'paused', 'queued')
+    LIMIT $2
+) active;
+
+-- name: daily_usage
+-- The tenant's runs counted on a UTC day.
+SELECT executions FROM kjs_tenant_usage WHERE user_id = $1 AND day = $2;
+
+-- name: create_usage_rows
+-- The day's usage rows of the limited tenants, created (at 0) if missing. Created first, then
+-- locked (two statements: the lock needs a snapshot that sees a row another transaction
+-- inserted meanwhile), so a trigger applied meanwhile by the same shard waits for the fire,
+-- and never counts past it. Usage rows are always locked after the job rows, by the fire and
+-- by a trigger, so the two cannot deadlock.
+INSERT INTO kjs_tenant_usage (user_id, day, executions)
+SELECT u, $1, 0 FROM unnest($2::text[]) AS t(u)
+ON CONFLICT DO NOTHING;
+
+-- name: lock_usage_rows
+-- The day's counts of the limited tenants, locked until the fire commits.
+SELECT user_id, executions FROM kjs_tenant_usage
+WHERE day = $1 AND user_id = ANY($2::text[])
+FOR UPDATE;
+
+-- name: count_usage
+-- Add the runs each tenant spends on the day.
+INSERT INTO kjs_tenant_usage (user_id, day, executions)
+SELECT u, $2, n FROM unnest($1::text[], $3::int[]) AS t(u, n)
+ON CONFLICT (user_id, day) DO UPDATE
+    SET executions = kjs_tenant_usage.executions + EXCLUDED.executions;
+
+-- name: take_one_run
+-- One run more, unless the day's limit ($3) is reached: no row back means refused.
+INSERT INTO kjs_tenant_usage (user_id, day, executions) VALUES ($1, $2, 1)
+ON CONFLICT (user_id, day) DO UPDATE SET executions = kjs_tenant_usage.executions + 1
+WHERE kjs_tenant_usage.executions < $3
+RETURNING executions;
+
+
+-- ---------------------------------------------------------------------------------------------
+-- The API's reads (api/queries.py)
+
+-- fragment: jobs_as_shown
+-- Every job with its latest attempt, by creation (the same-transaction ties go to the later
+-- occurrence); a queued job whose latest attempt runs shows 'running'. The API's job views
+-- (get_job, list_jobs) select from it.
+SELECT j.job_id, j.user_id, j.name, j.next_run_at, j.run_count, j.created_at,
+       j.schedule, j.target, j.priority, j.retry, j.idempotency_key,
+       CASE WHEN j.status = 'queued' AND le.status = 'running' THEN 'running'
+            ELSE j.status END AS status,
+       le.execution_id AS le_execution_id, le.scheduled_for AS le_scheduled_for,
+       le.attempt AS le_attempt, le.lane AS le_lane, le.status AS le_status,
+       le.dispatched_at AS le_dispatched_at, le.started_at AS le_started_at,
+       le.finished_at AS le_finished_at, le.worker AS le_worker,
+       le.http_status AS le_http_status, le.output_excerpt AS le_output_excerpt,
+       le.error AS le_error
+FROM kjs_jobs j
+LEFT JOIN LATERAL (
+    SELECT * FROM kjs_executions e
+    WHERE e.job_id = j.job_id
+    ORDER BY e.created_at DESC, e.scheduled_for DESC, e.attempt DESC
+    LIMIT 1
+) le ON true;
+
+-- name: get_job
+-- A job as the API shows it (the condition reaches kjs_jobs' primary key).
+SELECT * FROM ({{jobs_as_shown}}) jobs
+WHERE jobs.job_id = $1;
+
+-- name: list_jobs
+-- A page of a tenant's jobs as the API shows them, newest first, after the cursor ($2, $3),
+-- with the shown status $4 if given. The row comparison is what lets kjs_jobs_by_user serve
+-- every page.
+SELECT * FROM ({{jobs_as_shown}}) jobs
+WHERE jobs.user_id = $1 AND (jobs.created_at, jobs.job_id) < ($2, $3)
+  AND ($4::text IS NULL OR jobs.status = $4)
+ORDER BY jobs.created_at DESC, jobs.job_id DESC
+LIMIT $5;
+
+-- name: job_owner
+-- A job's tenant and status: all that cancel and the executions listing need.
+SELECT user_id, status FROM kjs_jobs WHERE job_id = $1;
+
+-- name: list_executions
+-- A page of a job's executions, newest first, after the cursor ($2, $3).
+SELECT execution_id, scheduled_for, attempt, lane, status, dispatched_at, started_at,
+       finished_at, worker, http_status, output_excerpt, error, created_at
+FROM kjs_executions
+WHERE job_id = $1 AND (created_at, execution_id) < ($2, $3)
+ORDER BY created_at DESC, execution_id DESC
+LIMIT $4;
+
+-- name: get_execution
+-- One execution with everything stored about it.
+SELECT execution_id, job_id, user_id, shard, scheduled_for, attempt, lane, status,
+       dispatched_at, started_at, finished_at, worker, lease_until, http_status,
+       output_excerpt, error, created_at, due_at
+FROM kjs_executions
+WHERE execution_id = $1;
+
+-- name: ping
+-- Whether Postgres answers (the readiness checks of the API, the scheduler and the workers,
+-- and infra's wait for a starting server).
+SELECT 1;
+
+
+-- ---------------------------------------------------------------------------------------------
+-- API keys (api/keys.py)
+
+-- name: insert_api_key
+-- A new key's hash, for one tenant ($2), a list of tenants ($3) or all ($4).
+INSERT INTO kjs_api_keys (key_id, user_id, tenants, all_tenants, key_hash, scopes, name)
+VALUES ($1, $2, $3, $4, $5, $6, $7);
+
+-- name: list_api_keys
+-- Every key, or those acting for the tenant $1 (service keys covering it included).
+SELECT key_id, user_id, tenants, all_tenants, scopes, name, created_at, revoked_at
+FROM kjs_api_keys
+WHERE $1::text IS NULL OR user_id = $1 OR $1 = ANY(tenants) OR all_tenants
+ORDER BY user_id NULLS LAST, created_at;
+
+-- name: revoke_api_key
+-- Revoke a live key.
+UPDATE kjs_api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL;
+
+-- name: find_api_key
+-- The key with this hash, revoked or not (every authenticated request, cached).
+SELECT key_id, user_id, tenants, all_tenants, key_hash, scopes, revoked_at
+FROM kjs_api_keys WHERE key_hash = $1;
+
+
+-- ---------------------------------------------------------------------------------------------
+-- The workers (workers/claims.py, workers/leases.py, workers/retention.py)
+
+-- name: claim_executions
+-- Claim the queued ones among $1, each with its lease ($2 seconds), for the worker $3. Per
+-- row: UPDATE ... SET status = 'running' WHERE execution_id = $1 AND status = 'queued'. Rows
+-- that are not queued any more are simply not returned.
+UPDATE kjs_executions AS e
+   SET status = 'running',
+       -- Claimed up to a second ahead: the run starts on its instant (the result then
+       -- records the real start).
+       started_at = GREATEST(now(), e.scheduled_for, e.due_at),
+       worker = $3,
+       lease_until = now() + make_interval(secs => c.lease_s)
+  FROM unnest($1::uuid[], $2::float8[]) AS c (execution_id, lease_s)
+ WHERE e.execution_id = c.execution_id
+   AND e.status = 'queued'
+RETURNING e.execution_id, e.started_at, e.lease_until;
+
+-- name: extend_leases
+-- Extend the leases of the worker's ($2) running executions among $1, each by its $3 seconds.
+-- SKIP LOCKED: a heartbeat never waits on the shard. A row it finds locked is being written
+-- by its owner (recording its result, almost always), so there is nothing to extend, and a
+-- heartbeat that waited would deadlock with a bulk result write locking the same rows in
+-- another order. A running lease skipped this way is extended by the next beat.
+WITH mine AS (
+    SELECT e.execution_id, h.secs
+      FROM kjs_executions AS e
+      JOIN unnest($1::uuid[], $3::float8[]) AS h (execution_id, secs) USING (execution_id)
+     WHERE e.status = 'running'
+       AND e.worker = $2
+       FOR UPDATE OF e SKIP LOCKED
+)
+UPDATE kjs_executions AS e
+   SET lease_until = now() + make_interval(secs => mine.secs)
+  FROM mine
+ WHERE e.execution_id = mine.execution_id
+RETURNING e.execution_id;
+
+-- name: prune_executions
+-- Delete up to $2 executions finished before $1, oldest first, passing over rows another
+-- transaction holds. Only finished rows (succeeded, failed, cancelled, skipped) have a
+-- finished_at: the CHECK constraint kjs_executions_finished says so, so this is "finished
+-- before the cutoff", for every finished status there is or will be. The partial index
+-- kjs_executions_finished serves it.
+DELETE FROM kjs_executions
+ WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM kjs_executions
+         WHERE finished_at < $1
+         ORDER BY finished_at
+         LIMIT $2
+           FOR UPDATE SKIP LOCKED));
+
+
+-- ---------------------------------------------------------------------------------------------
+-- The migration runner (core/db.py)
+
+-- name: lock_migrations
+-- One migrating process at a time (a transaction-level advisory lock).
+SELECT pg_advisory_xact_lock(hashtext('kjs-migrate'));
+
+-- name: create_migrations_table
+-- Where the applied migrations are recorded.
+CREATE TABLE IF NOT EXISTS kjs_schema_migrations (
+    version integer PRIMARY KEY, name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: applied_migrations
+-- The versions applied so far.
+SELECT version FROM kjs_schema_migrations;
+
+-- name: record_migration
+-- A migration applied.
+INSERT INTO kjs_schema_migrations (version, name) VALUES ($1, $2);
+
+
+-- ---------------------------------------------------------------------------------------------
+-- The local Postgres's bootstrap (infra/database.py), on the cluster's "postgres" database
+
+-- name: role_exists
+-- Whether the role $1 exists.
+SELECT 1 FROM pg_roles WHERE rolname = $1;
+
+-- name: database_exists
+-- Whether the database $1 exists.
+SELECT 1 FROM pg_database WHERE datname = $1;
