@@ -152,9 +152,7 @@ def _lag(args: argparse.Namespace) -> int:
 
 
 def _dlq(args: argparse.Namespace) -> int:
-    import json
-
-    from kjs.dlq import NotReplayable, read_letters, replay
+    from kjs.dlq import list_letters, replay_letter
     from topics.catalog import catalog
 
     kafka = load(KafkaSettings)
@@ -163,16 +161,8 @@ def _dlq(args: argparse.Namespace) -> int:
         if args.offset is None:
             print("kjs: dlq replay needs --offset (and --partition)", file=sys.stderr)
             return 2
-        try:
-            job_id = asyncio.run(replay(kafka, cat, args.partition, args.offset))
-        except NotReplayable as exc:
-            print(f"kjs: {exc}", file=sys.stderr)
-            return 2
-        print(f"replaying job {job_id}")
-        return 0
-    for letter in asyncio.run(read_letters(kafka, cat, args.limit)):
-        print(json.dumps(letter.__dict__, default=str))
-    return 0
+        return asyncio.run(replay_letter(kafka, cat, args.partition, args.offset, sys.stdout))
+    return asyncio.run(list_letters(kafka, cat, args.limit, sys.stdout))
 
 
 def _dev(args: argparse.Namespace) -> int:
