@@ -124,8 +124,10 @@ def _processes(text: str) -> int:
 
 def _api(args: argparse.Namespace) -> int:
     from api.main import run
+    from console.app import mount_console
 
-    asyncio.run(run())
+    # The web console under /ui/, mounted here so that the API knows nothing of it.
+    asyncio.run(run(extend=mount_console))
     return 0
 
 
@@ -195,7 +197,7 @@ def parser() -> argparse.ArgumentParser:
         default=1,
         help="run N worker processes of the lane, to use N cores (default 1)",
     )
-    sub.add_parser("api", help="run the HTTP API")
+    sub.add_parser("api", help="run the HTTP API and the web console (/ui/)")
     i = sub.add_parser("infra", help="the local broker and database")
     i.add_argument("action", choices=("up", "down", "status", "logs"))
     t = sub.add_parser("topics", help="topic management")

@@ -1,5 +1,5 @@
-"""A schedule in words, for people: "every 5 minutes, Europe/Berlin", "at 09:00, Monday to
-Friday, Europe/Berlin", "every 90 seconds", "once, at 2026-12-05 10:00:00 UTC".
+"""Schedules and lengths of time in words, for people: "every 5 minutes, Europe/Berlin",
+"at 09:00, Monday to Friday, Europe/Berlin", "every 90 seconds", "in 4m12s", "3s ago".
 
 Pure. Cron expressions that fit a common shape (every N seconds/minutes/hours, hourly, daily,
 on some weekdays, on a day of the month) are said in words; any other is shown as written, so
@@ -9,7 +9,7 @@ since its wall times mean nothing without it.
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 
 from schemas.v1.schedules import CronSchedule, IntervalSchedule, OnceSchedule
 
@@ -39,6 +39,33 @@ def _count(n: float, unit: str) -> str:
     if n == 1:
         return f"every {unit}"
     return f"every {n:g} {unit}s"
+
+
+def span(seconds: float) -> str:
+    """A length of time, rounded for reading: ``45s``, ``4m12s``, ``3h05m``, ``2d4h``."""
+    s = round(abs(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600}h"
+
+
+def took(seconds: float) -> str:
+    """How long something ran: ``0.123s``, ``12.4s``, ``4m12s``."""
+    if seconds < 10:
+        return f"{seconds:.3f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    return span(seconds)
+
+
+def relative(at: datetime, now: datetime) -> str:
+    """``in 4m12s`` or ``3s ago``."""
+    delta = (at - now).total_seconds()
+    return f"in {span(delta)}" if delta >= 0 else f"{span(delta)} ago"
 
 
 def cron_words(expression: str) -> str:
