@@ -24,8 +24,8 @@ def lag_chart(
     """``points`` (time, value) between ``start`` and ``end`` as an SVG polyline.
 
     The y axis runs from 0 to the highest value (at least 1, so a flat zero line sits at the
-    bottom); the highest value is written in the corner. ``label`` names the chart for screen
-    readers (``role="img"`` with a ``<title>``).
+    bottom); the highest value is written in the top left corner. ``label`` names the chart
+    for screen readers (``role="img"`` with a ``<title>``).
     """
     span = max(end - start, 1e-9)
     top = max((v for _, v in points), default=0.0)
@@ -51,9 +51,7 @@ def lag_chart(
     elif shown:
         path = " ".join(xy(at, v) for at, v in shown)
         parts.append(f'<polyline class="chart-line" fill="none" points="{path}"/>')
-    parts.append(
-        f'<text class="chart-max" x="{width - _PAD}" y="10" text-anchor="end">{_short(top)}</text>'
-    )
+    parts.append(f'<text class="chart-max" x="{_PAD + 2}" y="10">max {_short(top)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 

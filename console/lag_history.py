@@ -54,6 +54,10 @@ class LagHistory:
             while points and points[0].at < oldest:
                 points.popleft()
 
+    def first_at(self) -> float | None:
+        """When the oldest point kept was sampled."""
+        return min((points[0].at for points in self._points.values() if points), default=None)
+
     def points(self, group: str) -> list[Point]:
         return list(self._points.get(group, ()))
 

@@ -21,6 +21,7 @@ from console.render import render
 from core.db import is_unavailable
 from core.settings import LANES
 from lag.monitor import GroupReport
+from timetable.words import span
 from topics.catalog import Catalog
 
 HISTORY: web.AppKey[LagHistory] = web.AppKey("kjs_console_lag", LagHistory)
@@ -50,11 +51,15 @@ async def pipeline_page(request: web.Request) -> web.Response:
     cat = request.app[CATALOG]
     report = history.latest
     rows = []
+    span_s = 0.0
     if report is not None:
-        start = report.at - history.keep_s
+        # The last hour, or as much of it as this process has seen (a fresh API shows its
+        # first minutes across the whole chart, not squeezed into its right edge).
+        start = max(report.at - history.keep_s, history.first_at() or report.at)
+        span_s = report.at - start
         for g in report.groups:
             points = [(p.at, float(p.lag)) for p in history.points(g.group)]
-            label = f"lag of {g.group} over the last hour, in messages"
+            label = f"lag of {g.group} over the last {span(span_s)}, in messages"
             rows.append(
                 GroupRow(g, role_of(g.group, cat), lag_chart(points, start, report.at, label))
             )
@@ -66,6 +71,7 @@ async def pipeline_page(request: web.Request) -> web.Response:
         sampled_at=datetime.fromtimestamp(report.at).astimezone() if report else None,
         interval_s=history.interval_s,
         rows=rows,
+        span=span(span_s) if span_s >= 1 else "first sample",
         shards=shards,
         shards_error=shards_error,
     )
