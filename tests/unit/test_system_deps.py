@@ -1,8 +1,9 @@
 """infra/system-deps.sh: what `make dev`, `make test` and .ci/run install on a bare machine.
 
 The script runs for real, on a fake machine: PATH is a temp dir of fake executables (java, mvn,
-kcat, promtool, chromium, python3.11, id, and apt-get/sudo that only record their calls), Postgres is
-looked for under a temp glob (``KJS_PG_BIN_GLOB``). Nothing is installed on the real machine.
+kcat, promtool, chromium, python3.11, id, and apt-get/sudo that only record their calls),
+Postgres is looked for under a temp glob (``KJS_PG_BIN_GLOB``). Nothing is installed on the real
+machine.
 """
 
 from __future__ import annotations

@@ -40,6 +40,20 @@ async def test_a_job_is_listed_opened_triggered_paused_resumed_and_cancelled(
     console: Console, stack: Stack, target: Target
 ) -> None:
     job_id = (await stack.submit(weekday_job(target, "console-hello")))["job_id"]
+    # Two more of other kinds, so the list (and its screenshot) shows each in words.
+    later = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
+    for name, schedule in (
+        ("console-every-5-min", {"type": "interval", "every_seconds": 300}),
+        ("console-once", {"type": "once", "at": later.isoformat()}),
+    ):
+        await stack.submit(
+            {
+                "name": name,
+                "priority": "low",
+                "schedule": schedule,
+                "target": {"type": "http", "method": "GET", "url": target.url(name)},
+            }
+        )
     page = console.page
 
     # The list shows it once the shard stored it (the table refreshes itself).
@@ -47,6 +61,9 @@ async def test_a_job_is_listed_opened_triggered_paused_resumed_and_cancelled(
     await expect(row).to_be_visible(timeout=WAIT_MS)
     await expect(row).to_contain_text("at 09:00, Monday to Friday, Europe/Berlin")
     await expect(row).to_contain_text("scheduled")
+    await expect(page.locator("#jobs tbody tr")).to_have_count(3, timeout=WAIT_MS)
+    await expect(page.locator("#jobs")).to_contain_text("every 5 minutes")
+    await expect(page.locator("#jobs")).to_contain_text(f"once, at {later:%Y-%m-%d %H:%M:%S} UTC")
     await console.shot("jobs")
 
     await row.get_by_role("link", name="console-hello").click()
