@@ -48,6 +48,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        if exc.status == 404 and request.path == PATH.rstrip("/"):
+            raise web.HTTPMovedPermanently(PATH) from None  # /ui -> /ui/
         if exc.status == 404:
             return render(request, "not_found.html", status=404)
         return _problem(request, exc.status, exc.reason)

@@ -1,8 +1,9 @@
 """What the console accepts from a browser: form posts and query strings, as pydantic models.
 
-Unknown fields are refused (``extra="forbid"``), as the API refuses them: a form that grew a
-field the server does not read is a bug to see, not to ignore. Every POST form carries the
-session's CSRF token in ``csrf`` (checked by ``console.guard`` before a handler runs).
+Unknown fields, and a field given twice, are refused (``extra="forbid"``), as the API refuses
+them: a form that grew a field the server does not read is a bug to see, not to ignore. Every
+POST carries the session's CSRF token, in the form's ``csrf`` or the ``X-CSRF-Token`` header
+(checked by ``console.guard`` before a handler runs).
 """
 
 from __future__ import annotations
@@ -39,28 +40,29 @@ class LoginForm(_Form):
     next: str = Field(default="", max_length=2000)
 
 
-class CsrfForm(_Form):
+class _Posted(_Form):
+    # The session's token, when the form carries it (htmx may send it as a header instead);
+    # console.guard has checked it before any handler parses the form.
+    csrf: str = Field(default="", max_length=200)
+
+
+class CsrfForm(_Posted):
     """A POST with nothing but its token: logout, and the job actions."""
 
-    csrf: str = Field(max_length=200)
 
-
-class TenantForm(_Form):
-    csrf: str = Field(max_length=200)
+class TenantForm(_Posted):
     tenant: str = Field(min_length=1, max_length=128, pattern=USER_ID)
     next: str = Field(default="", max_length=2000)
 
 
-class ReplayForm(_Form):
-    csrf: str = Field(max_length=200)
+class ReplayForm(_Posted):
     partition: int = Field(ge=0, le=100_000)
     offset: int = Field(ge=0)
 
 
-class ScheduleForm(_Form):
+class ScheduleForm(_Posted):
     """The schedule editor: a type and the one or two fields that type needs."""
 
-    csrf: str = Field(max_length=200)
     type: ScheduleType
     expression: MaybeText = Field(default=None, max_length=200)
     timezone: MaybeText = Field(default=None, max_length=100)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from aiokafka.errors import KafkaError
@@ -40,6 +41,7 @@ READ_PER_PARTITION = 1000
 SHOWN = 100
 KAFKA_TIMEOUT_S = 10.0
 _NOT_FOUND = "dead letter not found"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,8 @@ def redacted(value: Any) -> Any:
     return value
 
 
-async def _kafka(work: Any) -> Any:
+async def _kafka(work: Awaitable[T]) -> T:
+    """``work`` on Kafka, bounded: a broker that is down or slow is a 503 page, not a hang."""
     try:
         async with asyncio.timeout(KAFKA_TIMEOUT_S):
             return await work

@@ -27,7 +27,7 @@ from api.handlers_lifecycle import apply
 from api.models import JobStatus, JobView
 from api.tenancy import resolve_tenant
 from api.views import job_view, next_cursor
-from console.forms import FormError, JobFilters, PageQuery, ScheduleForm, parse
+from console.forms import CsrfForm, FormError, JobFilters, PageQuery, ScheduleForm, parse
 from console.guard import Handler, acting_tenant
 from console.render import render
 from console.sessions import PATH
@@ -146,6 +146,10 @@ def button(action: ButtonAction) -> Handler:
 
     async def act(request: web.Request) -> web.StreamResponse:
         job_id = path_job_id(request)
+        try:
+            parse(CsrfForm, await request.post())  # the token alone (checked by the guard)
+        except FormError as exc:
+            raise FieldError(exc.errors) from None
         try:
             if action == "cancel":
                 await cancel(request, job_id)

@@ -23,15 +23,17 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from api.deps import DEPS
 from api.errors import Unauthorized
 from api.tenancy import AUTHENTICATOR, PRINCIPAL
-from console.forms import FormError, LoginForm, NextQuery, TenantForm, parse
+from console.forms import CsrfForm, FormError, LoginForm, NextQuery, TenantForm, parse
 from console.guard import CODEC
 from console.render import SESSION, render
 from console.sessions import COOKIE, PATH, Session
 from core.db import StoreUnavailable
 
 HOME = f"{PATH}jobs"
+NEEDS_AUTH = "the console needs authentication, and KJS_AUTH_DISABLED is set on this API"
 
 
 def safe_next(path: str | None) -> str:
@@ -48,7 +50,8 @@ async def login_page(request: web.Request) -> web.Response:
     except FormError:
         wanted = None
     signed_in = request.app[CODEC].open(request.cookies.get(COOKIE)) is not None
-    return render(request, "login.html", next=safe_next(wanted), signed_in=signed_in, error=None)
+    error = NEEDS_AUTH if request.app[DEPS].security.auth_disabled else None
+    return render(request, "login.html", next=safe_next(wanted), signed_in=signed_in, error=error)
 
 
 async def login(request: web.Request) -> web.StreamResponse:
@@ -57,6 +60,10 @@ async def login(request: web.Request) -> web.StreamResponse:
     except FormError as exc:
         return _refused(request, 422, str(exc), HOME)
     wanted = safe_next(form.next)
+    if request.app[DEPS].security.auth_disabled:
+        # Without authentication the API trusts whoever claims a tenant; the console, which
+        # shows and acts for a tenant, does not serve in that mode.
+        return _refused(request, 503, NEEDS_AUTH, wanted)
     try:
         principal = await request.app[AUTHENTICATOR].authenticate(form.key)
     except Unauthorized as exc:
@@ -94,12 +101,18 @@ def _set_cookie(request: web.Request, response: web.StreamResponse, session: Ses
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
+    try:
+        parse(CsrfForm, await request.post())
+    except FormError as exc:
+        return render(request, "login.html", status=422, next=HOME, signed_in=True, error=str(exc))
     response = web.HTTPSeeOther(f"{PATH}login")
     response.del_cookie(COOKIE, path=PATH)
     raise response
 
 
-async def tenant_page(request: web.Request) -> web.Response:
+async def tenant_page(request: web.Request) -> web.StreamResponse:
+    if request[PRINCIPAL].user_id is not None:
+        raise web.HTTPSeeOther(HOME)  # a tenant's own key has nothing to choose
     try:
         wanted = parse(NextQuery, request.query).next
     except FormError:

@@ -9,7 +9,7 @@ user sees the same page.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import asyncpg
 from aiohttp import web
@@ -68,7 +68,7 @@ async def pipeline_page(request: web.Request) -> web.Response:
         request,
         "pipeline.html",
         report=report,
-        sampled_at=datetime.fromtimestamp(report.at).astimezone() if report else None,
+        sampled_at=datetime.fromtimestamp(report.at, UTC) if report else None,
         interval_s=history.interval_s,
         rows=rows,
         span=span(span_s) if span_s >= 1 else "first sample",

@@ -141,8 +141,8 @@ def allowed(action: str, shown_status: str) -> bool:
     stored = "queued" if shown_status == "running" else shown_status
     if action == "cancel":
         return stored not in FINISHED
-    rule = ALLOWED_FROM.get(action)  # type: ignore[call-overload]
-    return rule is not None and stored in rule
+    starts = {str(name): statuses for name, statuses in ALLOWED_FROM.items()}.get(action)
+    return starts is not None and stored in starts
 
 
 def target_words(target: HttpTarget | KafkaTarget | ScriptTarget | SqlTarget) -> str:

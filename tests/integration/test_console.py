@@ -25,7 +25,7 @@ from console.app import build_console
 from console.lag_history import LagHistory
 from console.pages_dead_letters import LETTERS, DeadLetterSource
 from console.sessions import COOKIE
-from core.settings import ConsoleSettings, KafkaSettings
+from core.settings import ConsoleSettings, KafkaSettings, SecuritySettings
 from lag.monitor import LagMonitor
 from lag.read import LagRead
 from tests.conftest import make_api_key
@@ -398,3 +398,49 @@ async def test_assets_ship_in_the_package_and_pages_forbid_inline_script(client:
     assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
     assert page.headers["Cache-Control"] == "no-store"
     assert "<script>" not in await page.text()
+
+
+async def test_ui_without_its_slash_goes_to_the_console(client: Client) -> None:
+    resp = await client.get("/ui", allow_redirects=False)
+    assert resp.status == 301
+    assert resp.headers["Location"] == "/ui/"
+
+
+async def test_a_form_with_a_field_the_server_does_not_read_is_refused(
+    client: Client, pool: asyncpg.Pool, user_id: str
+) -> None:
+    job_id = await insert_job(pool, user_id)
+    token = await login(client, await make_api_key(pool, user_id))
+    resp = await client.post(
+        f"/ui/jobs/{job_id}/pause", data={"csrf": token, "force": "yes"}, headers=origin(client)
+    )
+    assert resp.status == 422
+    assert "force" in await resp.text()
+    duplicated = await client.post(
+        f"/ui/jobs/{job_id}/pause", data=[("csrf", token), ("csrf", token)], headers=origin(client)
+    )
+    assert duplicated.status == 422
+    assert (await client.get("/ui/tenant", allow_redirects=False)).status == 303  # no choice
+
+
+async def test_with_authentication_disabled_the_console_does_not_serve(
+    pool: asyncpg.Pool, publisher: CommandPublisher, topic_catalog: Catalog, user_id: str
+) -> None:
+    deps = ApiDeps(
+        pool,
+        publisher,
+        topic_catalog,
+        timedelta(seconds=60),
+        security=SecuritySettings(auth_disabled=True),
+    )
+    api = build_app(deps)
+    history = LagHistory(LagMonitor(NoGroups(), {}), interval_s=60)
+    api.add_subapp("/ui/", build_console(api, ConsoleSettings(), history))
+    async with TestClient(TestServer(api)) as c:
+        page = await (await c.get("/ui/login")).text()
+        assert "KJS_AUTH_DISABLED" in page
+        resp = await c.post(
+            "/ui/login", data={"key": await make_api_key(pool, user_id)}, headers=origin(c)
+        )
+        assert resp.status == 503
+        assert COOKIE not in resp.cookies
