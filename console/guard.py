@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote
 
@@ -61,19 +60,21 @@ class Refused(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
 class LoginNeeded(Exception):
     """No valid session for a page: the user is sent to log in, then back to ``path``."""
 
-    path: str
-    clear_cookie: bool = False
+    def __init__(self, path: str, clear_cookie: bool = False) -> None:
+        super().__init__(path)
+        self.path = path
+        self.clear_cookie = clear_cookie
 
 
-@dataclass(frozen=True)
 class TenantNeeded(Exception):
     """A service key has not chosen its tenant yet: it does, then comes back to ``path``."""
 
-    path: str
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
 
 
 def acting_tenant(request: web.Request) -> str:

@@ -31,7 +31,7 @@ from console.forms import CsrfForm, FormError, JobFilters, PageQuery, ScheduleFo
 from console.guard import Handler, acting_tenant
 from console.render import render
 from console.sessions import PATH
-from console.views import coming_fires, fire_rows, run_row, zone_of
+from console.views import Fire, coming_fires, fire_rows, run_row, zone_of
 from schemas.v1.commands import JobChanges
 from schemas.v1.jobs import Priority
 from schemas.v1.schedules import CronSchedule, IntervalSchedule, OnceSchedule, Schedule
@@ -114,7 +114,7 @@ async def _job_response(
     notice: str | None = None,
     error: str | None = None,
     form: Mapping[str, Any] | None = None,
-    previewed: list[Any] | None = None,
+    previewed: list[Fire] | None = None,
     form_error: str | None = None,
 ) -> web.Response:
     """The job's page: spec, coming fire times, runs, actions (and the schedule editor)."""
