@@ -71,6 +71,8 @@ async def test_a_job_is_listed_opened_triggered_paused_resumed_and_cancelled(
     await expect(page.locator("#job-status")).to_have_text("scheduled")
     await expect(page.locator("#fires tbody tr")).to_have_count(10)
     assert "not-for-your-eyes" not in await page.content()
+    # The key of the login link was in the fragment: in no request line, so in no log.
+    assert console.key not in stack.processes["api"].log_path.read_text()
 
     await page.locator("#action-trigger").click()
     await expect(page.locator("#notice")).to_contain_text("Trigger sent")

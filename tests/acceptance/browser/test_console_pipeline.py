@@ -71,7 +71,7 @@ async def test_a_lanes_lag_rises_while_its_worker_is_stopped_and_falls_after(
             )
         # Nobody consumes the lane: its lag grows to the jobs fired into it, and stays.
         await expect(row).to_have_attribute("data-lag", str(JOBS), timeout=60_000)
-        await expect(row).to_have_attribute("data-status", re.compile("STALL|STOP"), timeout=30_000)
+        await expect(row).to_have_attribute("data-status", re.compile("STALL|STOP"), timeout=60_000)
 
         async def agrees() -> bool:
             shown = int(await row.get_attribute("data-lag") or -1)
