@@ -8,8 +8,8 @@ PY     := $(VENV)/bin/python
 .PHONY: install dev test lint infra-up infra-down infra-status system-deps
 
 # The machine packages (infra/system-deps.sh: installed with apt-get when missing, or one line
-# saying how). The profile is the goal's: `dev` (java, maven, postgres), `test` (those plus kcat
-# and promtool), and for `make install` alone just python3-venv. Make passes a target's
+# saying how). The profile is the goal's: `dev` (java, maven, postgres), `test` (those plus kcat,
+# promtool and chromium), and for `make install` alone just python3-venv. Make passes a target's
 # variables on to its prerequisites, so `make test` checks the `test` profile here.
 SYSTEM_DEPS ?= venv
 dev: SYSTEM_DEPS = dev

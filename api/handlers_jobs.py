@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from uuid import UUID
 
+import asyncpg
 from aiohttp import web
 from pydantic import BaseModel
 
@@ -29,23 +30,32 @@ from core.quotas import PayloadTooLarge, QuotaExceeded, target_bytes, usage_day
 from schemas.v1.commands import CancelCommand
 from schemas.v1.statuses import FINISHED_JOB_STATUSES
 
-_JOB_NOT_FOUND = "job not found"
+JOB_NOT_FOUND = "job not found"
 
 
-def _job_id(request: web.Request) -> UUID:
+def path_job_id(request: web.Request) -> UUID:
     """The path's job id; a malformed one names no job, so it is a 404 like any other."""
     try:
         return UUID(request.match_info["job_id"])
     except ValueError as exc:
-        raise NotFound(_JOB_NOT_FOUND) from exc
+        raise NotFound(JOB_NOT_FOUND) from exc
 
 
-async def _visible(request: web.Request, owner: str) -> None:
+async def ensure_visible(request: web.Request, owner: str) -> None:
     """Another tenant's job is reported as absent, so ids cannot be probed for existence."""
     try:
         await resolve_tenant(request, owner)
     except TenantDenied as exc:
-        raise NotFound(_JOB_NOT_FOUND) from exc
+        raise NotFound(JOB_NOT_FOUND) from exc
+
+
+async def owned_job(request: web.Request, job_id: UUID) -> asyncpg.Record:
+    """The job's (user_id, status), if the request's credential may see it; else 404."""
+    owner = await queries.job_owner(request.app[DEPS].pool, job_id)
+    if owner is None:
+        raise NotFound(JOB_NOT_FOUND)
+    await ensure_visible(request, owner["user_id"])
+    return owner
 
 
 async def _within_quotas(request: web.Request, user_id: str) -> None:
@@ -108,24 +118,33 @@ async def submit_job(request: web.Request) -> web.Response:
         )
 
 
-async def get_job(request: web.Request) -> web.Response:
-    row = await queries.get_job(request.app[DEPS].pool, _job_id(request))
+async def read_job(request: web.Request, job_id: UUID) -> asyncpg.Record:
+    """The job's row (``queries.get_job``), if the request's credential may see it; else 404."""
+    row = await queries.get_job(request.app[DEPS].pool, job_id)
     if row is None:
-        raise NotFound(_JOB_NOT_FOUND)
-    await _visible(request, row["user_id"])
-    return model_response(job_view(row))
+        raise NotFound(JOB_NOT_FOUND)
+    await ensure_visible(request, row["user_id"])
+    return row
+
+
+async def get_job(request: web.Request) -> web.Response:
+    return model_response(job_view(await read_job(request, path_job_id(request))))
+
+
+async def cancel(request: web.Request, job_id: UUID) -> None:
+    """Send the job's cancel command: 404 for a job the credential may not see, 409 once it
+    finished."""
+    owner = await owned_job(request, job_id)
+    if owner["status"] in FINISHED_JOB_STATUSES:
+        raise Conflict("job already finished", status=owner["status"])
+    await commands.send(
+        request.app[DEPS], CancelCommand(type="cancel", user_id=owner["user_id"], job_id=job_id)
+    )
 
 
 async def cancel_job(request: web.Request) -> web.Response:
-    deps = request.app[DEPS]
-    job_id = _job_id(request)
-    owner = await queries.job_owner(deps.pool, job_id)
-    if owner is None:
-        raise NotFound(_JOB_NOT_FOUND)
-    await _visible(request, owner["user_id"])
-    if owner["status"] in FINISHED_JOB_STATUSES:
-        raise Conflict("job already finished", status=owner["status"])
-    await commands.send(deps, CancelCommand(type="cancel", user_id=owner["user_id"], job_id=job_id))
+    job_id = path_job_id(request)
+    await cancel(request, job_id)
     return model_response(CancelAccepted(job_id=job_id), status=202)
 
 
@@ -133,7 +152,11 @@ async def list_jobs(request: web.Request) -> web.Response:
     query = validate_model(ListJobsQuery, dict(request.query))
     tenant = await resolve_tenant(request, query.user_id)
     rows = await queries.list_jobs(
-        request.app[DEPS].pool, tenant, query.status, query.after, query.limit + 1
+        request.app[DEPS].pool,
+        tenant,
+        queries.JobFilter(status=query.status),
+        query.after,
+        query.limit + 1,
     )
     page = JobPage(
         jobs=[job_view(row) for row in rows[: query.limit]],
@@ -143,14 +166,12 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 
 async def list_executions(request: web.Request) -> web.Response:
-    deps = request.app[DEPS]
-    job_id = _job_id(request)
+    job_id = path_job_id(request)
     query = validate_model(ListExecutionsQuery, dict(request.query))
-    owner = await queries.job_owner(deps.pool, job_id)
-    if owner is None:
-        raise NotFound(_JOB_NOT_FOUND)
-    await _visible(request, owner["user_id"])
-    rows = await queries.list_executions(deps.pool, job_id, query.after, query.limit + 1)
+    await owned_job(request, job_id)
+    rows = await queries.list_executions(
+        request.app[DEPS].pool, job_id, query.after, query.limit + 1
+    )
     page = ExecutionPage(
         executions=[execution_view(row) for row in rows[: query.limit]],
         next_cursor=next_cursor(rows, query.limit, "execution_id"),

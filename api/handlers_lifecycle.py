@@ -12,16 +12,10 @@ from uuid import UUID
 
 from aiohttp import web
 
-from api import commands, queries
+from api import commands
 from api.deps import DEPS
-from api.errors import Conflict, NotFound
-from api.handlers_jobs import (
-    _JOB_NOT_FOUND,
-    _job_id,
-    _visible,
-    within_daily_runs,
-    within_payload,
-)
+from api.errors import Conflict
+from api.handlers_jobs import owned_job, path_job_id, within_daily_runs, within_payload
 from api.models import LifecycleAccepted
 from api.validation import parse_json, validate_model
 from api.views import model_response
@@ -37,53 +31,54 @@ from schemas.v1.statuses import ALLOWED_FROM
 Action = Literal["pause", "resume", "trigger", "update"]
 
 
-async def _owned_job(request: web.Request, action: Action) -> tuple[UUID, str]:
-    job_id = _job_id(request)
-    owner = await queries.job_owner(request.app[DEPS].pool, job_id)
-    if owner is None:
-        raise NotFound(_JOB_NOT_FOUND)
-    await _visible(request, owner["user_id"])
+async def apply(
+    request: web.Request, action: Action, job_id: UUID, changes: JobChanges | None = None
+) -> None:
+    """Send ``action``'s command for the job, after the checks the API makes first: the job
+    is visible to the credential (else 404), its stored status allows the action (else 409),
+    a trigger is within the tenant's runs per day (else 429) and a new target within its
+    payload limit (else 413). The owning shard checks again, and decides."""
+    owner = await owned_job(request, job_id)
     if owner["status"] not in ALLOWED_FROM[action]:
         raise Conflict(f"cannot {action} a job that is {owner['status']}", status=owner["status"])
-    return job_id, str(owner["user_id"])
+    user_id = str(owner["user_id"])
+    command: PauseCommand | ResumeCommand | TriggerCommand | UpdateCommand
+    if action == "pause":
+        command = PauseCommand(type="pause", user_id=user_id, job_id=job_id)
+    elif action == "resume":
+        command = ResumeCommand(type="resume", user_id=user_id, job_id=job_id)
+    elif action == "trigger":
+        await within_daily_runs(request, user_id)
+        command = TriggerCommand(type="trigger", user_id=user_id, job_id=job_id)
+    else:
+        if changes is None:
+            raise ValueError("an update needs its changes")
+        if changes.target is not None:
+            within_payload(request, user_id, changes.target)
+        command = UpdateCommand(type="update", user_id=user_id, job_id=job_id, changes=changes)
+    await commands.send(request.app[DEPS], command)
 
 
-async def _accepted(request: web.Request, action: Action, job_id: UUID) -> web.Response:
+async def _accepted(request: web.Request, action: Action) -> web.Response:
+    job_id = path_job_id(request)
+    await apply(request, action, job_id)
     return model_response(LifecycleAccepted(job_id=job_id, action=action), status=202)
 
 
 async def pause_job(request: web.Request) -> web.Response:
-    job_id, user_id = await _owned_job(request, "pause")
-    await commands.send(
-        request.app[DEPS], PauseCommand(type="pause", user_id=user_id, job_id=job_id)
-    )
-    return await _accepted(request, "pause", job_id)
+    return await _accepted(request, "pause")
 
 
 async def resume_job(request: web.Request) -> web.Response:
-    job_id, user_id = await _owned_job(request, "resume")
-    await commands.send(
-        request.app[DEPS], ResumeCommand(type="resume", user_id=user_id, job_id=job_id)
-    )
-    return await _accepted(request, "resume", job_id)
+    return await _accepted(request, "resume")
 
 
 async def trigger_job(request: web.Request) -> web.Response:
-    job_id, user_id = await _owned_job(request, "trigger")
-    await within_daily_runs(request, user_id)
-    await commands.send(
-        request.app[DEPS], TriggerCommand(type="trigger", user_id=user_id, job_id=job_id)
-    )
-    return await _accepted(request, "trigger", job_id)
+    return await _accepted(request, "trigger")
 
 
 async def update_job(request: web.Request) -> web.Response:
     changes = validate_model(JobChanges, parse_json(await request.read()))
-    job_id, user_id = await _owned_job(request, "update")
-    if changes.target is not None:
-        within_payload(request, user_id, changes.target)
-    await commands.send(
-        request.app[DEPS],
-        UpdateCommand(type="update", user_id=user_id, job_id=job_id, changes=changes),
-    )
-    return await _accepted(request, "update", job_id)
+    job_id = path_job_id(request)
+    await apply(request, "update", job_id, changes)
+    return model_response(LifecycleAccepted(job_id=job_id, action="update"), status=202)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from datetime import timedelta
 
@@ -31,8 +32,12 @@ log = logging.getLogger(__name__)
 # In-flight requests get this long past the Kafka timeout to finish on shutdown.
 _SHUTDOWN_SLACK_S = 5.0
 
+# Called with the built app before it serves: how the command line mounts sub-applications
+# (the web console) without the API knowing of them.
+AppExtension = Callable[[web.Application], None]
 
-async def run() -> None:
+
+async def run(extend: AppExtension | None = None) -> None:
     """Serve until a stop signal, then unwind in reverse: listener, producer, pool.
 
     The pool opens no connection up front (``min_size=0``), so the API starts, and goes on
@@ -48,7 +53,7 @@ async def run() -> None:
             loop.add_signal_handler(sig, stop.set)
             stack.callback(loop.remove_signal_handler, sig)
 
-        pool = await create_pool(database.model_copy(update={"db_pool_min": 0}))
+        pool = await create_pool(database.model_copy(update={"db_pool_min": 0}), custom_plans=True)
         stack.push_async_callback(pool.close)
         publisher = CommandPublisher(kafka, api.kafka_timeout_s)
         stack.push_async_callback(publisher.close)
@@ -62,7 +67,10 @@ async def run() -> None:
             targets=load(TargetSettings),
             security=security,
         )
-        runner = web.AppRunner(build_app(deps))
+        app = build_app(deps)
+        if extend is not None:
+            extend(app)
+        runner = web.AppRunner(app)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(

@@ -31,6 +31,9 @@ TenantResolver = Callable[[web.Request, str | None], Awaitable[str]]
 TENANTS: web.AppKey[TenantResolver] = web.AppKey("kjs_api_tenants")
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("kjs_api_authenticator")
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("kjs_principal", Principal)
+# Set on a sub-application mounted on the API (``app.add_subapp``) that authenticates its own
+# requests, such as a web UI with a session cookie: the API's middleware lets its paths through.
+AUTHENTICATES_ITSELF: web.AppKey[bool] = web.AppKey("kjs_authenticates_itself", bool)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -95,6 +98,13 @@ def bearer_key(request: web.Request) -> str | None:
     return value.strip()
 
 
+def _self_authenticating(request: web.Request) -> bool:
+    """The request was routed into a sub-application that says it checks credentials itself
+    (the innermost app the route belongs to; the API's own routes never are)."""
+    owner = request.match_info.apps[-1]
+    return owner is not request.app and owner.get(AUTHENTICATES_ITSELF, False)
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """401 for a missing, unknown or revoked key; 403 for a key without the scope.
@@ -104,6 +114,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     """
     if request.path in OPEN_PATHS:
         return await handler(request)  # health, readiness, metrics and the spec stay open
+    if _self_authenticating(request):
+        return await handler(request)
     key = bearer_key(request)
     if key is None:
         raise Unauthorized("missing API key (Authorization: Bearer <key>)")

@@ -24,7 +24,13 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def create_pool(settings: DatabaseSettings, dsn: str | None = None) -> asyncpg.Pool:
+async def create_pool(
+    settings: DatabaseSettings, dsn: str | None = None, *, custom_plans: bool = False
+) -> asyncpg.Pool:
+    """A pool of ``settings`` (or ``dsn``). ``custom_plans``: every statement is planned for
+    the values it is run with, never with a cached generic plan; the API's listings take
+    optional filters (``$4 IS NULL OR ...``), and only a plan that knows which are given uses
+    the index of the one that is."""
     try:
         pool = await asyncpg.create_pool(
             dsn or settings.database_url.get_secret_value(),
@@ -32,6 +38,7 @@ async def create_pool(settings: DatabaseSettings, dsn: str | None = None) -> asy
             max_size=settings.db_pool_max,
             init=_init_connection,
             reset=_reset_connection,
+            server_settings={"plan_cache_mode": "force_custom_plan"} if custom_plans else None,
         )
     except (OSError, asyncpg.PostgresError) as exc:
         raise StoreUnavailable(f"cannot connect to Postgres: {exc}") from exc

@@ -334,6 +334,24 @@ class ApiSettings(_Section):
     kafka_timeout_s: float = Field(default=10.0, gt=0)
 
 
+class ConsoleSettings(_Section):
+    """The web console that ``kjs api`` serves under ``/ui/`` (docs/console.md)."""
+
+    # A validation error must not echo the input: it holds the session keys.
+    model_config = SettingsConfigDict(hide_input_in_errors=True)
+
+    # Fernet keys (JSON list) encrypting the console's session cookies; the first encrypts,
+    # all decrypt (rotation). Empty: a random key per API process, so sessions end when it
+    # restarts and only work with one API instance (the API logs this at start-up).
+    console_session_keys: list[SecretStr] = Field(default_factory=list)
+    # How long a login lasts, whatever happens in between (the key is also re-checked on
+    # every request, so a revoked key ends its sessions within KJS_AUTH_CACHE_S).
+    console_session_s: float = Field(default=12 * 3600.0, gt=0, le=30 * 86400)
+    # How often the API process samples consumer lag for the pipeline page (its last hour
+    # is kept in memory for the charts).
+    console_lag_interval_s: float = Field(default=10.0, ge=0.5, le=600)
+
+
 class ClientSettings(_Section):
     """What the client commands (``kjs jobs``) and ``kjs.client`` read. Server processes accept
     these in the environment without using them, so a shell that exported the key ``kjs dev``
@@ -368,6 +386,7 @@ SECTIONS: tuple[type[_Section], ...] = (
     TargetSettings,
     SecuritySettings,
     ApiSettings,
+    ConsoleSettings,
     ClientSettings,
     ObservabilitySettings,
     InfraSettings,

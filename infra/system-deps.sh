@@ -10,7 +10,8 @@
 #   dev   venv + java (openjdk-17-jre-headless), maven, postgres (the server binaries:
 #         initdb/pg_ctl under /usr/lib/postgresql/*/bin, or initdb on PATH): what
 #         `kjs dev` / `python -m infra up` run
-#   test  dev + kcat (acceptance tests) and promtool (Debian's prometheus: the rule tests)
+#   test  dev + kcat (acceptance tests), promtool (Debian's prometheus: the rule tests) and
+#         chromium (the console's browser tests: Playwright drives the system's browser)
 #
 # Nothing missing: prints nothing, exit 0 (fast: no apt, no network). Something missing: installs
 # it with apt-get as root, or with `sudo -n` when sudo works without a password, running
@@ -37,7 +38,7 @@ fi
 case $1 in
   venv) wanted=(venv) ;;
   dev) wanted=(java maven postgres venv) ;;
-  test) wanted=(java maven postgres kcat promtool venv) ;;
+  test) wanted=(java maven postgres kcat promtool chromium venv) ;;
   *) usage ;;
 esac
 
@@ -73,6 +74,7 @@ present() {
     postgres) has_postgres ;;
     kcat) command -v kcat >/dev/null ;;
     promtool) command -v promtool >/dev/null ;;
+    chromium) command -v chromium >/dev/null ;;
     venv) has_venv ;;
   esac
 }
@@ -84,6 +86,7 @@ package() {
     postgres) echo postgresql ;;
     kcat) echo kcat ;;
     promtool) echo prometheus ;; # with --no-install-recommends, as all: no node exporter
+    chromium) echo chromium ;;
     venv) echo "$venv_package" ;;
   esac
 }

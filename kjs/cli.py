@@ -125,8 +125,10 @@ def _processes(text: str) -> int:
 
 def _api(args: argparse.Namespace) -> int:
     from api.main import run
+    from console.app import mount_console
 
-    asyncio.run(run())
+    # The web console under /ui/, mounted here so that the API knows nothing of it.
+    asyncio.run(run(extend=mount_console))
     return 0
 
 
@@ -153,9 +155,7 @@ def _lag(args: argparse.Namespace) -> int:
 
 
 def _dlq(args: argparse.Namespace) -> int:
-    import json
-
-    from kjs.dlq import NotReplayable, read_letters, replay
+    from kjs.dlq import list_letters, replay_letter
     from topics.catalog import catalog
 
     kafka = load(KafkaSettings)
@@ -164,16 +164,8 @@ def _dlq(args: argparse.Namespace) -> int:
         if args.offset is None:
             print("kjs: dlq replay needs --offset (and --partition)", file=sys.stderr)
             return 2
-        try:
-            job_id = asyncio.run(replay(kafka, cat, args.partition, args.offset))
-        except NotReplayable as exc:
-            print(f"kjs: {exc}", file=sys.stderr)
-            return 2
-        print(f"replaying job {job_id}")
-        return 0
-    for letter in asyncio.run(read_letters(kafka, cat, args.limit)):
-        print(json.dumps(letter.__dict__, default=str))
-    return 0
+        return asyncio.run(replay_letter(kafka, cat, args.partition, args.offset, sys.stdout))
+    return asyncio.run(list_letters(kafka, cat, args.limit, sys.stdout))
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -206,7 +198,7 @@ def parser() -> argparse.ArgumentParser:
         default=1,
         help="run N worker processes of the lane, to use N cores (default 1)",
     )
-    sub.add_parser("api", help="run the HTTP API")
+    sub.add_parser("api", help="run the HTTP API and the web console (/ui/)")
     i = sub.add_parser("infra", help="the local broker and database")
     i.add_argument("action", choices=("up", "down", "status", "logs"))
     t = sub.add_parser("topics", help="topic management")

@@ -100,7 +100,11 @@ def ready_line(started_s: float, api: ApiSettings, key: str | None) -> str:
         f"lag http://127.0.0.1:{LAG_EXPORTER_PORT}/metrics (or `kjs lag`)",
     ]
     if key is not None:
+        # The key travels in the fragment, which the browser keeps to itself (console.js).
+        parts.append(f"console http://{api.api_host}:{api.api_port}/ui/#key={key}")
         parts.append(f"tenant {DEV_TENANT!r}: export KJS_API_KEY={key}")
+    else:
+        parts.append(f"console http://{api.api_host}:{api.api_port}/ui/ (needs authentication on)")
     return " | ".join(parts)
 
 

@@ -11,6 +11,8 @@ from api.models import ExecutionDetail, ExecutionView, JobView
 from schemas.v1.jobs import RetryPolicy
 from schemas.v1.schedules import CronSchedule, IntervalSchedule, OnceSchedule
 from schemas.v1.targets import HttpTarget, KafkaTarget, ScriptTarget, SqlTarget
+from timetable.words import relative as in_words
+from timetable.words import took
 
 NONE = "-"
 # How much of an error a table cell shows (``kjs jobs logs`` shows all of it).
@@ -34,32 +36,8 @@ def stamp(at: datetime | None) -> str:
     return utc.replace(tzinfo=None).isoformat(sep=" ", timespec=spec) + "Z"
 
 
-def span(seconds: float) -> str:
-    """A length of time, rounded for reading: ``45s``, ``4m12s``, ``3h05m``, ``2d4h``."""
-    s = round(abs(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600}h"
-
-
-def took(seconds: float) -> str:
-    """How long something ran: ``0.123s``, ``12.4s``, ``4m12s``."""
-    if seconds < 10:
-        return f"{seconds:.3f}s"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    return span(seconds)
-
-
 def relative(at: datetime | None, now: datetime) -> str:
-    if at is None:
-        return NONE
-    delta = (at - now).total_seconds()
-    return f"in {span(delta)}" if delta >= 0 else f"{span(delta)} ago"
+    return NONE if at is None else in_words(at, now)
 
 
 def seconds_text(seconds: float) -> str:

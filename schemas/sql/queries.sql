@@ -360,13 +360,17 @@ WHERE jobs.job_id = $1;
 
 -- name: list_jobs
 -- A page of a tenant's jobs as the API shows them, newest first, after the cursor ($2, $3),
--- with the shown status $4 if given. The row comparison is what lets kjs_jobs_by_user serve
--- every page.
+-- filtered when given by the shown status $4, the lane $5, the schedule type $6 and a
+-- lower-cased part of the name $7. The row comparison is what lets kjs_jobs_by_user (or
+-- 0009's indexes, for a lane or a schedule type) serve every page.
 SELECT * FROM ({{jobs_as_shown}}) jobs
 WHERE jobs.user_id = $1 AND (jobs.created_at, jobs.job_id) < ($2, $3)
   AND ($4::text IS NULL OR jobs.status = $4)
+  AND ($5::text IS NULL OR jobs.priority = $5)
+  AND ($6::text IS NULL OR jobs.schedule->>'type' = $6)
+  AND ($7::text IS NULL OR strpos(lower(jobs.name), $7) > 0)
 ORDER BY jobs.created_at DESC, jobs.job_id DESC
-LIMIT $5;
+LIMIT $8;
 
 -- name: job_owner
 -- A job's tenant and status: all that cancel and the executions listing need.
@@ -375,7 +379,7 @@ SELECT user_id, status FROM kjs_jobs WHERE job_id = $1;
 -- name: list_executions
 -- A page of a job's executions, newest first, after the cursor ($2, $3).
 SELECT execution_id, scheduled_for, attempt, lane, status, dispatched_at, started_at,
-       finished_at, worker, http_status, output_excerpt, error, created_at
+       finished_at, worker, http_status, output_excerpt, error, created_at, due_at
 FROM kjs_executions
 WHERE job_id = $1 AND (created_at, execution_id) < ($2, $3)
 ORDER BY created_at DESC, execution_id DESC
@@ -388,6 +392,10 @@ SELECT execution_id, job_id, user_id, shard, scheduled_for, attempt, lane, statu
        output_excerpt, error, created_at, due_at
 FROM kjs_executions
 WHERE execution_id = $1;
+
+-- name: list_shards
+-- Every shard with its owner and epoch, for the console's pipeline page.
+SELECT shard, epoch, owner, assigned_at FROM kjs_shards ORDER BY shard;
 
 -- name: ping
 -- Whether Postgres answers (the readiness checks of the API, the scheduler and the workers,

@@ -45,6 +45,10 @@ CREATE TABLE kjs_jobs (
 CREATE INDEX kjs_jobs_due ON kjs_jobs (shard, next_run_at) WHERE status = 'scheduled';
 -- Listing a tenant's jobs with keyset pagination.
 CREATE INDEX kjs_jobs_by_user ON kjs_jobs (user_id, created_at, job_id);
+-- The console's filtered lists, by status, lane or schedule type (0009).
+CREATE INDEX kjs_jobs_by_user_status ON kjs_jobs (user_id, status, created_at, job_id);
+CREATE INDEX kjs_jobs_by_user_priority ON kjs_jobs (user_id, priority, created_at, job_id);
+CREATE INDEX kjs_jobs_by_user_kind ON kjs_jobs (user_id, (schedule->>'type'), created_at, job_id);
 
 CREATE TABLE kjs_executions (
     execution_id   uuid PRIMARY KEY,

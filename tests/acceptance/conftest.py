@@ -78,6 +78,8 @@ async def stack(
         ),
         # Secrets in targets are sealed at rest with this key (core.secrets).
         KJS_SECRET_KEYS=json.dumps([SECRET_KEY]),
+        # The console's pipeline page (tests/acceptance/browser) sees lag move within seconds.
+        KJS_CONSOLE_LAG_INTERVAL_S="5",
         KJS_QUOTA_TENANT_TIERS=json.dumps(
             {
                 QUOTA_ACTIVE_TENANT: "two-active",

@@ -56,9 +56,11 @@ async def test_the_check_constraints_list_exactly_the_statuses_and_lanes(
 
 def test_the_named_sql_uses_no_other_word() -> None:
     """Every one-word literal of queries.sql is a status, a lane or a column change_job may
-    set: a misspelt status ('canceled') would match no row, silently."""
+    set: a misspelt status ('canceled') would match no row, silently. (A JSON key read with
+    ``->>'key'`` is not a value.)"""
     sql = (ROOT / "schemas" / "sql" / "queries.sql").read_text()
     body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    body = re.sub(r"->>?\s*'[a-z_]+'", "", body)
     words = set(re.findall(r"'([a-z_]+)'", body))
     known = {*SHOWN_JOB_STATUSES, *EXECUTION_STATUSES, *LANES, *CHANGEABLE}
     assert words - known == set()

@@ -27,7 +27,6 @@ from aiokafka.errors import KafkaConnectionError
 from api.publisher import CommandPublisher, KafkaUnavailable
 from core.settings import KafkaSettings
 from infra.secure_broker import SecureBroker, kafka_env, start_secure_broker
-from kjs.dlq import read_letters
 from lag.groups import monitored_groups
 from lag.read import LagReader
 from tests.acceptance.conftest import Process, free_port
@@ -37,6 +36,7 @@ from tests.support.targets import RecordingTarget
 from tests.support.waiting import eventually
 from topics.admin import KafkaRefused, create_topics
 from topics.catalog import catalog
+from topics.dead_letters import read_letters
 from topics.producer import durable_producer
 from topics.security import aiokafka_config
 

@@ -1,8 +1,9 @@
 """infra/system-deps.sh: what `make dev`, `make test` and .ci/run install on a bare machine.
 
 The script runs for real, on a fake machine: PATH is a temp dir of fake executables (java, mvn,
-kcat, promtool, python3.11, id, and apt-get/sudo that only record their calls), Postgres is
-looked for under a temp glob (``KJS_PG_BIN_GLOB``). Nothing is installed on the real machine.
+kcat, promtool, chromium, python3.11, id, and apt-get/sudo that only record their calls),
+Postgres is looked for under a temp glob (``KJS_PG_BIN_GLOB``). Nothing is installed on the real
+machine.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ TOOLS = {
     "maven": ("mvn", "maven"),
     "kcat": ("kcat", "kcat"),
     "promtool": ("promtool", "prometheus"),
+    "chromium": ("chromium", "chromium"),
 }
-EVERYTHING = ["java", "maven", "postgres", "kcat", "promtool", "venv"]
+EVERYTHING = ["java", "maven", "postgres", "kcat", "promtool", "chromium", "venv"]
 
 # Records its calls and "installs" what each package would: the tools into the fake PATH,
 # initdb under the fake Postgres glob, ensurepip (a flag file the fake python looks at).
@@ -181,16 +183,24 @@ def test_check_names_every_missing_thing_with_its_debian_package(machine: Machin
         "postgres postgresql",
         "kcat kcat",
         "promtool prometheus",
+        "chromium chromium",
         "venv python3.12-venv",  # the package of the interpreter that makes the venv
     ]
 
 
-def test_dev_does_not_need_kcat_or_promtool(machine: Machine) -> None:
-    machine.remove("kcat", "promtool")
+def test_dev_does_not_need_kcat_promtool_or_chromium(machine: Machine) -> None:
+    machine.remove("kcat", "promtool", "chromium")
     assert machine.run("--check", "dev").returncode == 0
     assert machine.run("dev", KJS_SYSTEM_DEPS_NO_INSTALL="1").returncode == 0
     result = machine.run("--check", "test")
-    assert missing_lines(result) == ["kcat kcat", "promtool prometheus"]
+    assert missing_lines(result) == ["kcat kcat", "promtool prometheus", "chromium chromium"]
+
+
+def test_the_console_browser_tests_need_chromium(machine: Machine) -> None:
+    machine.remove("chromium")
+    result = machine.run("--check", "test")
+    assert result.returncode == 1
+    assert missing_lines(result) == ["chromium chromium"]
 
 
 def test_dev_needs_java_maven_postgres_and_venv(machine: Machine) -> None:
@@ -277,10 +287,12 @@ def test_without_root_or_sudo_it_stops_with_one_line(machine: Machine) -> None:
     assert result.returncode != 0
     lines = result.stderr.splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("kjs: missing java, maven, postgres, kcat, promtool, venv; ")
+    assert lines[0].startswith(
+        "kjs: missing java, maven, postgres, kcat, promtool, chromium, venv; "
+    )
     assert lines[0].endswith(
         "sudo apt-get install -y --no-install-recommends openjdk-17-jre-headless maven "
-        "postgresql kcat prometheus python3.11-venv"
+        "postgresql kcat prometheus chromium python3.11-venv"
     )
     assert machine.log("apt") == []
 
@@ -316,7 +328,7 @@ def test_as_root_it_installs_with_one_update(machine: Machine) -> None:
 
 
 def test_with_passwordless_sudo_it_installs_through_sudo(machine: Machine) -> None:
-    machine.remove("kcat", "promtool")
+    machine.remove("kcat", "promtool", "chromium")
     machine.with_apt_get()
     machine.with_sudo()
     result = machine.run("test")
@@ -325,11 +337,11 @@ def test_with_passwordless_sudo_it_installs_through_sudo(machine: Machine) -> No
         "-n true",
         "-n env DEBIAN_FRONTEND=noninteractive apt-get update -qq",
         "-n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
-        "kcat prometheus",
+        "kcat prometheus chromium",
     ]
     assert machine.log("apt") == [
         "noninteractive update -qq",
-        "noninteractive install -y -qq --no-install-recommends kcat prometheus",
+        "noninteractive install -y -qq --no-install-recommends kcat prometheus chromium",
     ]
     assert machine.run("--check", "test").returncode == 0
 
