@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -27,6 +26,7 @@ from api.routes import ROUTES
 from core.settings import KafkaSettings, QuotaLimits, SecuritySettings
 from tests.conftest import bearer, make_api_key
 from tests.integration.test_api_submit import commands_for, job_body
+from tests.support.api import api_deps
 from topics.catalog import Catalog
 
 pytestmark = pytest.mark.services
@@ -41,22 +41,6 @@ BY_TENANT = [("POST", "/v1/jobs"), ("GET", "/v1/jobs")]
 # The routes that touch no tenant's data: any valid key with the read scope may call them.
 TENANT_FREE = [("POST", "/v1/schedules/preview")]
 READ_ONLY = {("POST", "/v1/schedules/preview")}
-
-
-@pytest.fixture(scope="module")
-async def publisher(kafka_settings: KafkaSettings) -> AsyncIterator[CommandPublisher]:
-    p = CommandPublisher(kafka_settings, timeout_s=10.0)
-    yield p
-    await p.close()
-
-
-@pytest.fixture
-async def client(
-    pool: asyncpg.Pool, publisher: CommandPublisher, topic_catalog: Catalog
-) -> AsyncIterator[Client]:
-    deps = ApiDeps(pool, publisher, topic_catalog, timedelta(seconds=60))
-    async with TestClient(TestServer(build_app(deps))) as c:
-        yield c
 
 
 async def stored(pool: asyncpg.Pool, user_id: str) -> tuple[uuid.UUID, uuid.UUID]:
@@ -238,13 +222,7 @@ async def test_own_jobs_are_served_to_their_tenant(client: Client, pool: asyncpg
 async def test_a_revoked_key_stops_working_within_the_cache_time(
     pool: asyncpg.Pool, publisher: CommandPublisher, topic_catalog: Catalog, user_id: str
 ) -> None:
-    deps = ApiDeps(
-        pool,
-        publisher,
-        topic_catalog,
-        timedelta(seconds=60),
-        security=SecuritySettings(auth_cache_s=0.0),
-    )
+    deps = api_deps(pool, publisher, topic_catalog, auth_cache_s=0.0)
     key_id, key = await create_key(pool, user_id, ["read"])
     async with TestClient(TestServer(build_app(deps)), headers=bearer(key)) as c:
         assert (await c.get("/v1/jobs", params={"user_id": user_id})).status == 200
@@ -273,13 +251,7 @@ async def test_auth_disabled_trusts_the_claim_and_says_so_loudly(
     user_id: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    deps = ApiDeps(
-        pool,
-        publisher,
-        topic_catalog,
-        timedelta(seconds=60),
-        security=SecuritySettings(auth_disabled=True),
-    )
+    deps = api_deps(pool, publisher, topic_catalog, auth_disabled=True)
     with caplog.at_level(logging.WARNING):
         app = build_app(deps)
     assert "AUTHENTICATION IS DISABLED" in caplog.text

@@ -15,7 +15,6 @@ from api.app import build_app
 from api.deps import ApiDeps
 from api.models import ExecutionDetail
 from api.publisher import CommandPublisher
-from core.settings import KafkaSettings
 from tests.conftest import bearer, make_api_key
 from topics.catalog import Catalog
 
@@ -23,13 +22,6 @@ pytestmark = pytest.mark.services
 
 Client = TestClient[web.Request, web.Application]
 T0 = datetime(2025, 5, 1, 8, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-async def publisher(kafka_settings: KafkaSettings) -> AsyncIterator[CommandPublisher]:
-    p = CommandPublisher(kafka_settings, timeout_s=10.0)
-    yield p
-    await p.close()
 
 
 async def open_client(

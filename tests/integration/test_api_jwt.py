@@ -96,13 +96,6 @@ async def idp(signing_key: rsa.RSAPrivateKey) -> AsyncIterator[Idp]:
     await server.server.close()
 
 
-@pytest.fixture(scope="module")
-async def publisher(kafka_settings: KafkaSettings) -> AsyncIterator[CommandPublisher]:
-    p = CommandPublisher(kafka_settings, timeout_s=10.0)
-    yield p
-    await p.close()
-
-
 def jwt_security(idp: Idp) -> SecuritySettings:
     return SecuritySettings(jwt_issuer=ISSUER, jwt_audience=AUDIENCE, jwt_jwks_url=idp.url)
 

@@ -26,13 +26,6 @@ GRACE = timedelta(seconds=60)
 DEAD_POSTGRES = "postgresql://kjs@127.0.0.1:1/kjs"
 
 
-@pytest.fixture(scope="module")
-async def publisher(kafka_settings: KafkaSettings) -> AsyncIterator[CommandPublisher]:
-    p = CommandPublisher(kafka_settings, timeout_s=10.0)
-    yield p
-    await p.close()
-
-
 @pytest.fixture
 async def client(
     pool: asyncpg.Pool,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -15,7 +14,7 @@ from pydantic import SecretStr
 from api.app import build_app
 from api.deps import ApiDeps
 from api.publisher import CommandPublisher
-from core.settings import KafkaSettings, TargetSettings
+from core.settings import TargetSettings
 from tests.conftest import bearer, make_api_key
 from topics.catalog import Catalog
 
@@ -28,13 +27,6 @@ POLICY = TargetSettings(
     sql_connections={"reporting": SecretStr("postgresql://reader@127.0.0.1:1/reports")},
     max_timeout_s=60,
 )
-
-
-@pytest.fixture(scope="module")
-async def publisher(kafka_settings: KafkaSettings) -> AsyncIterator[CommandPublisher]:
-    p = CommandPublisher(kafka_settings, timeout_s=10.0)
-    yield p
-    await p.close()
 
 
 async def submit(

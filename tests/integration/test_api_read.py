@@ -17,7 +17,6 @@ from api.deps import ApiDeps
 from api.keys import new_key
 from api.models import ExecutionPage, JobPage, JobView
 from api.publisher import CommandPublisher
-from core.settings import KafkaSettings
 from tests.conftest import bearer
 from topics.catalog import Catalog
 
@@ -25,13 +24,6 @@ pytestmark = pytest.mark.services
 
 Client = TestClient[web.Request, web.Application]
 T0 = datetime(2025, 5, 1, 8, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-async def publisher(kafka_settings: KafkaSettings) -> AsyncIterator[CommandPublisher]:
-    p = CommandPublisher(kafka_settings, timeout_s=10.0)
-    yield p
-    await p.close()
 
 
 @pytest.fixture

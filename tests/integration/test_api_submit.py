@@ -32,13 +32,6 @@ Client = TestClient[web.Request, web.Application]
 GRACE = timedelta(seconds=60)
 
 
-@pytest.fixture(scope="module")
-async def publisher(kafka_settings: KafkaSettings) -> AsyncIterator[CommandPublisher]:
-    p = CommandPublisher(kafka_settings, timeout_s=10.0)
-    yield p
-    await p.close()
-
-
 def _deps(pool: asyncpg.Pool, publisher: CommandPublisher, cat: Catalog) -> ApiDeps:
     return ApiDeps(pool, publisher, cat, GRACE)
 

@@ -8,43 +8,24 @@ as another tenant's key would. Everything runs on the real API app, Kafka and Po
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from datetime import timedelta
-
 import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import build_app
-from api.deps import ApiDeps
 from api.keys import ActsFor, KeyError_, create_key, list_keys
 from api.publisher import CommandPublisher
-from core.settings import KafkaSettings, SecuritySettings
+from core.settings import KafkaSettings
 from tests.conftest import bearer, make_api_key
 from tests.integration.test_api_auth import stored
 from tests.integration.test_api_submit import commands_for, job_body
+from tests.support.api import api_deps
 from topics.catalog import Catalog
 
 pytestmark = pytest.mark.services
 
 Client = TestClient[web.Request, web.Application]
-
-
-@pytest.fixture(scope="module")
-async def publisher(kafka_settings: KafkaSettings) -> AsyncIterator[CommandPublisher]:
-    p = CommandPublisher(kafka_settings, timeout_s=10.0)
-    yield p
-    await p.close()
-
-
-@pytest.fixture
-async def client(
-    pool: asyncpg.Pool, publisher: CommandPublisher, topic_catalog: Catalog
-) -> AsyncIterator[Client]:
-    deps = ApiDeps(pool, publisher, topic_catalog, timedelta(seconds=60))
-    async with TestClient(TestServer(build_app(deps))) as c:
-        yield c
 
 
 async def service_key(pool: asyncpg.Pool, acts_for: ActsFor) -> dict[str, str]:
@@ -178,13 +159,7 @@ async def test_a_service_key_keeps_its_scopes(
 async def test_auth_disabled_needs_the_user_id(
     pool: asyncpg.Pool, publisher: CommandPublisher, topic_catalog: Catalog, user_id: str
 ) -> None:
-    deps = ApiDeps(
-        pool,
-        publisher,
-        topic_catalog,
-        timedelta(seconds=60),
-        security=SecuritySettings(auth_disabled=True),
-    )
+    deps = api_deps(pool, publisher, topic_catalog, auth_disabled=True)
     async with TestClient(TestServer(build_app(deps))) as open_client:
         resp = await open_client.post("/v1/jobs", json=without_user_id(user_id))
         body = await resp.json()

@@ -25,10 +25,11 @@ from console.app import build_console
 from console.lag_history import LagHistory
 from console.pages_dead_letters import LETTERS, DeadLetterSource
 from console.sessions import COOKIE
-from core.settings import ConsoleSettings, KafkaSettings, SecuritySettings
+from core.settings import ConsoleSettings, KafkaSettings
 from lag.monitor import LagMonitor
 from lag.read import LagRead
 from tests.conftest import make_api_key
+from tests.support.api import api_deps
 from topics.catalog import Catalog
 
 pytestmark = pytest.mark.services
@@ -43,13 +44,6 @@ class NoGroups:
 
     async def read(self, groups: Mapping[str, Sequence[str]]) -> LagRead:
         return LagRead(at=datetime.now(UTC).timestamp(), groups=())
-
-
-@pytest.fixture(scope="module")
-async def publisher(kafka_settings: KafkaSettings) -> AsyncIterator[CommandPublisher]:
-    p = CommandPublisher(kafka_settings, timeout_s=10.0)
-    yield p
-    await p.close()
 
 
 @pytest.fixture
@@ -426,13 +420,7 @@ async def test_a_form_with_a_field_the_server_does_not_read_is_refused(
 async def test_with_authentication_disabled_the_console_does_not_serve(
     pool: asyncpg.Pool, publisher: CommandPublisher, topic_catalog: Catalog, user_id: str
 ) -> None:
-    deps = ApiDeps(
-        pool,
-        publisher,
-        topic_catalog,
-        timedelta(seconds=60),
-        security=SecuritySettings(auth_disabled=True),
-    )
+    deps = api_deps(pool, publisher, topic_catalog, auth_disabled=True)
     api = build_app(deps)
     history = LagHistory(LagMonitor(NoGroups(), {}), interval_s=60)
     api.add_subapp("/ui/", build_console(api, ConsoleSettings(), history))
