@@ -14,7 +14,6 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from core.clock import utcnow
 from scheduler.commands import CommandHandler, Rejected
 from scheduler.firing import fires_close
 from scheduler.metrics import COMMANDS
@@ -97,7 +96,7 @@ class CommandBatches:
                 return None
             if handler.quotas.counts_creates(command.user_id):
                 return None
-            row, due = handler.new_job(command, record, utcnow())
+            row, due = handler.new_job(command, record, handler.clock())
         except Rejected:
             return None
         return _Create(record, row, due)

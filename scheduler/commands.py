@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -14,7 +13,7 @@ from uuid import UUID
 import asyncpg
 from pydantic import ValidationError
 
-from core.clock import utcnow
+from core.clock import SYSTEM_CLOCK, Clock
 from core.queries import QUERIES
 from core.quotas import PayloadTooLarge, QuotaExceeded, Quotas, target_bytes
 from core.secrets import SecretBox
@@ -88,6 +87,8 @@ class CommandHandler:
     quotas: Quotas = field(default_factory=lambda: Quotas(SecuritySettings()))
     # Seals the credential-like values of targets before they are stored (core.secrets).
     secrets: SecretBox = field(default_factory=SecretBox)
+    # Now, for every decision (first run, the past-grace check, a trigger's due time).
+    clock: Clock = SYSTEM_CLOCK
 
     @property
     def reserved_topics(self) -> set[str]:
@@ -194,7 +195,7 @@ class CommandHandler:
         return "cancelled"
 
     async def _trigger(self, command: TriggerCommand, partition: int, shard: OwnedShard) -> str:
-        now = utcnow()
+        now = self.clock()
         try:
             triggered = await trigger_job(
                 self.pool,
@@ -223,7 +224,7 @@ class CommandHandler:
         Missed occurrences of a paused job stay in its next_run_at, so on resume the
         catch-up policy decides about them, as after a shard outage.
         """
-        now = utcnow()
+        now = self.clock()
         if isinstance(command, PauseCommand):
             changes = _set(status="paused")
         elif isinstance(command, ResumeCommand):
@@ -234,7 +235,14 @@ class CommandHandler:
             changes = _sealed(self.secrets, command, now)
         allowed = ALLOWED_FROM[command.type]
         changed = await change_job(
-            self.pool, partition, shard.epoch, command.user_id, command.job_id, allowed, changes
+            self.pool,
+            partition,
+            shard.epoch,
+            command.user_id,
+            command.job_id,
+            allowed,
+            changes,
+            now,
         )
         if isinstance(changed, str):
             raise Rejected(f"{command.type}: job {command.job_id} is {changed}")
@@ -267,7 +275,7 @@ class CommandHandler:
             if cap is not None:
                 active = await self.pool.fetchval(QUERIES["count_active_jobs"], user_id, cap)
                 self.quotas.check_active(user_id, int(active))
-            at = record.timestamp if record.timestamp is not None else time.time()
+            at = record.timestamp if record.timestamp is not None else self.clock().timestamp()
             self.quotas.take_submission(user_id, at)
         except QuotaExceeded as exc:
             raise Rejected(f"quota: {exc.reason}") from None
@@ -311,7 +319,7 @@ class CommandHandler:
         return row, effective_due(job.schedule, job_id, first)
 
     async def _create(self, command: CreateCommand, record: Record, shard: OwnedShard) -> str:
-        row, due = self.new_job(command, record, utcnow())
+        row, due = self.new_job(command, record, self.clock())
         await self._within_quotas(row.user_id, row.job_id, record)
         if not await insert_job(self.pool, shard.epoch, row):
             return "duplicate"

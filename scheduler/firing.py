@@ -11,7 +11,7 @@ from uuid import UUID
 import asyncpg
 from pydantic import TypeAdapter
 
-from core.clock import utcnow
+from core.clock import SYSTEM_CLOCK, Clock
 from scheduler.kafka_io import Sender
 from scheduler.metrics import DISPATCH_LEAD, FIRED
 from scheduler.model import DueJob, Fired, FiringJob, Occurrence, Skip
@@ -149,7 +149,10 @@ def due_of(job: DueJob) -> datetime:
 class Dispatcher:
     """Sends due events for execution rows already written (the outbox's sending half)."""
 
-    def __init__(self, pool: asyncpg.Pool, sender: Sender, cat: Catalog) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, sender: Sender, cat: Catalog, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        self.clock = clock
         self._pool = pool
         self._sender = sender
         self._catalog = cat
@@ -186,7 +189,7 @@ class Dispatcher:
                 )
             )
         await asyncio.gather(*acks)
-        acked = utcnow()
+        acked = self.clock()
         for occ in occurrences:
             FIRED.labels(occ.lane).inc()
             DISPATCH_LEAD.observe(((occ.due_at or occ.scheduled_for) - acked).total_seconds())
@@ -197,7 +200,7 @@ async def resend_outbox(
     dispatcher: Dispatcher, pool: asyncpg.Pool, shard: int, epoch: int, age_s: float
 ) -> int:
     """Re-send executions that were written but never acknowledged, older than ``age_s``."""
-    before = utcnow() - timedelta(seconds=age_s)
+    before = dispatcher.clock() - timedelta(seconds=age_s)
     pending = await undispatched(pool, shard, before)
     if pending:
         log.info("shard %s: re-sending %d undispatched executions", shard, len(pending))

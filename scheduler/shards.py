@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from core.clock import SYSTEM_CLOCK, Clock
 from core.settings import SchedulerSettings
 from scheduler.daily_budget import DailyBudget
 from scheduler.firing import Dispatcher
@@ -46,8 +47,10 @@ class Shards:
         settings: SchedulerSettings,
         owner: str,
         budget: DailyBudget | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._pool = pool
+        self._clock = clock
         self._budget = budget
         self._dispatcher = dispatcher
         self._settings = settings
@@ -75,7 +78,13 @@ class Shards:
         for shard in sorted(wanted - set(self._owned)):
             epoch = await claim_shard(self._pool, shard, self._owner)
             timer = ShardTimer(
-                shard, epoch, self._pool, self._dispatcher, self._settings, self._budget
+                shard,
+                epoch,
+                self._pool,
+                self._dispatcher,
+                self._settings,
+                self._budget,
+                self._clock,
             )
             task = asyncio.create_task(self._run_timer(timer), name=f"kjs-shard-{shard}")
             self._owned[shard] = OwnedShard(timer, task)

@@ -20,7 +20,7 @@ from uuid import UUID
 
 import asyncpg
 
-from core.clock import utcnow
+from core.clock import SYSTEM_CLOCK, Clock
 from core.settings import SchedulerSettings
 from scheduler.daily_budget import DailyBudget
 from scheduler.firing import Dispatcher, due_of, fires_close, plan, resend_outbox
@@ -66,8 +66,15 @@ class ShardTimer:
         dispatcher: Dispatcher,
         settings: SchedulerSettings,
         budget: DailyBudget | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.shard = shard
+        # Every "now" of the timer's decisions (what is due, which lease lapsed); a test
+        # passes a clock it steps. Pacing (refresh and reap intervals) is monotonic time.
+        self._clock = clock
+        # The clock's time when the timer last found nothing more due (every entry due by
+        # then is fired and committed): a test waits on it after stepping its clock.
+        self.idle_at: datetime | None = None
         self._budget = budget
         self.epoch = epoch
         self._pool = pool
@@ -96,6 +103,10 @@ class ShardTimer:
         """Hold a pending run (a retry, a triggered run, a buffered run) due at ``due_at``,
         if it falls inside the loaded window; otherwise a refresh finds it."""
         self._hold(PENDING, execution_id, due_at)
+
+    def wake(self) -> None:
+        """Look at the held entries again now (a test's clock was stepped)."""
+        self._wake.set()
 
     def forget(self, job_id: UUID) -> None:
         self._due.pop((JOB, job_id), None)
@@ -137,25 +148,28 @@ class ShardTimer:
             if time.monotonic() >= next_reap:
                 await self._until_available(self._reap)
                 next_reap = time.monotonic() + REAP_INTERVAL_S
-            batch = self._pop_due(utcnow())
+            now = self._clock()
+            batch = self._pop_due(now)
             if batch:
                 await self._until_available(partial(self._fire, batch))
                 continue
+            self.idle_at = now
             await self._sleep(min(next_refresh, next_reap))
 
     async def _refresh(self) -> None:
-        horizon = utcnow() + self._window
+        now = self._clock()
+        horizon = now + self._window
         self._horizon = horizon
         for job in await due_jobs(self._pool, self.shard, horizon):
             self._hold(JOB, job.job_id, due_of(job), fires_close(job.schedule))
         for run in await due_pending(self._pool, self.shard, horizon):
             self._hold(PENDING, run.execution_id, run.due_at)
         await resend_outbox(self._dispatcher, self._pool, self.shard, self.epoch, OUTBOX_AGE_S)
-        DUE_NOT_FIRED.labels(str(self.shard)).set(await overdue(self._pool, self.shard))
+        DUE_NOT_FIRED.labels(str(self.shard)).set(await overdue(self._pool, self.shard, now))
         TIMER_HELD.labels(str(self.shard)).set(self.held)
 
     async def _reap(self) -> None:
-        expired = await requeue_expired(self._pool, self.shard, self.epoch)
+        expired = await requeue_expired(self._pool, self.shard, self.epoch, self._clock())
         if expired:
             log.warning(
                 "shard %s: %d executions lost their worker; re-running", self.shard, len(expired)
@@ -189,7 +203,7 @@ class ShardTimer:
         return batch if taken else {}
 
     async def _fire(self, batch: dict[str, list[UUID]]) -> None:
-        now = utcnow()
+        now = self._clock()
         ahead = self._lead + FIRE_TICK
         until = now + ahead
         occurrences: list[Occurrence] = []
@@ -240,7 +254,7 @@ class ShardTimer:
     async def _sleep(self, wake_at: float) -> None:
         timeout = wake_at - time.monotonic()
         if self._heap:
-            until_fire = (self._heap[0][0] - utcnow()).total_seconds()
+            until_fire = (self._heap[0][0] - self._clock()).total_seconds()
             timeout = min(timeout, until_fire)
         self._wake.clear()
         if timeout <= 0:

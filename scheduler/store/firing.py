@@ -116,7 +116,8 @@ async def mark_dispatched(
         await conn.execute(QUERIES["mark_dispatched"], execution_ids)
 
 
-async def overdue(pool: asyncpg.Pool, shard: int) -> int:
-    """Jobs and pending runs due more than a second ago and not fired: the stage's depth."""
-    n: int = await pool.fetchval(QUERIES["count_overdue"], shard)
+async def overdue(pool: asyncpg.Pool, shard: int, now: datetime) -> int:
+    """Jobs and pending runs due more than a second before ``now`` and not fired: the
+    stage's depth."""
+    n: int = await pool.fetchval(QUERIES["count_overdue"], shard, now)
     return n

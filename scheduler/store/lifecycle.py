@@ -60,12 +60,14 @@ async def change_job(
     job_id: UUID,
     allowed_from: tuple[JobStatus, ...],
     changes: Callable[[dict[str, Any]], dict[str, Any]],
+    now: datetime,
 ) -> Changed | str:
     """Apply a lifecycle change to a job in one of ``allowed_from`` statuses (fenced).
 
     ``changes`` maps the locked row to the columns to set (those of ``CHANGEABLE``; others
     are ignored). Returns the job after the change, or ``unknown`` / ``illegal from
-    <status>`` when refused. A pause also skips the runs fired ahead and not yet due.
+    <status>`` when refused. A pause also skips the runs fired ahead and not yet due at
+    ``now``.
     """
     async with fenced(pool, shard, epoch) as conn:
         row = await _lock(conn, user_id, job_id, allowed_from, "illegal from {}".format)
@@ -79,7 +81,7 @@ async def change_job(
             *(values.get(name) for name in CHANGEABLE),
         )
         if after["status"] == "paused":
-            await conn.execute(QUERIES["skip_runs_ahead_of_pause"], job_id)
+            await conn.execute(QUERIES["skip_runs_ahead_of_pause"], job_id, now)
     return Changed(after["status"], after["next_run_at"], after["schedule"])
 
 

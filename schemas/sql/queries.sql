@@ -84,10 +84,10 @@ RETURNING status, next_run_at, schedule;
 -- name: skip_runs_ahead_of_pause
 -- Occurrences fired ahead (the lead) but not yet due: a pause lands before them, as it would
 -- have before the lead existed. A worker's claim only takes 'queued' rows, so this wins until
--- the claim, a second before the instant.
+-- the claim, a second before the instant. Not yet due: after $2, the shard's clock.
 UPDATE kjs_executions SET status = 'skipped', finished_at = now(),
        error = 'paused: the job was paused before this run started'
-WHERE job_id = $1 AND status = 'queued' AND scheduled_for > now();
+WHERE job_id = $1 AND status = 'queued' AND scheduled_for > $2::timestamptz;
 
 -- name: requeue_finished_once_job
 -- A triggered run makes a finished one-time job 'queued' again.
@@ -163,28 +163,31 @@ UPDATE kjs_executions SET dispatched_at = now()
 WHERE execution_id = ANY($1::uuid[]) AND dispatched_at IS NULL;
 
 -- name: count_overdue
--- Jobs and pending runs due more than a second ago and not fired: the stage's depth.
+-- Jobs and pending runs due more than a second before $2 (the shard's clock) and not fired:
+-- the stage's depth.
 SELECT (SELECT count(*) FROM kjs_jobs WHERE shard = $1 AND status = 'scheduled'
-          AND next_run_at < now() - interval '1 second')
+          AND next_run_at < $2::timestamptz - interval '1 second')
      + (SELECT count(*) FROM kjs_executions WHERE shard = $1 AND status = 'pending'
-          AND due_at < now() - interval '1 second');
+          AND due_at < $2::timestamptz - interval '1 second');
 
 
 -- ---------------------------------------------------------------------------------------------
 -- Lapsed leases (scheduler/store/leases.py)
 
 -- name: any_lease_lapsed
--- Whether a running execution of the shard has a lapsed lease (one indexed read).
+-- Whether a running execution of the shard has a lapsed lease, one whose lease_until is
+-- before $2 (the shard's clock): one indexed read.
 SELECT EXISTS (SELECT 1 FROM kjs_executions WHERE shard = $1 AND status = 'running'
-               AND lease_until < now());
+               AND lease_until < $2::timestamptz);
 
 -- name: requeue_lapsed_executions
--- Put the shard's running executions whose lease lapsed back to 'queued', with their id.
+-- Put the shard's running executions whose lease lapsed (before $2, the shard's clock) back
+-- to 'queued', with their id.
 UPDATE kjs_executions AS e
 SET status = 'queued', dispatched_at = NULL, started_at = NULL, worker = NULL,
     lease_until = NULL
 FROM kjs_jobs AS j
-WHERE e.shard = $1 AND e.status = 'running' AND e.lease_until < now()
+WHERE e.shard = $1 AND e.status = 'running' AND e.lease_until < $2::timestamptz
   AND j.job_id = e.job_id
 RETURNING e.execution_id, e.job_id, e.user_id, e.attempt, e.scheduled_for, e.lane,
           j.target, e.due_at;

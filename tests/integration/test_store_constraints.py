@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
+from core.clock import utcnow
 from scheduler.model import Failure, NewJob, Recorded
 from scheduler.store.firing import fire_due
 from scheduler.store.jobs import insert_job
@@ -131,10 +132,10 @@ async def test_an_execution_whose_lease_expired_is_queued_again_with_its_id(
         " lease_until = now() - interval '1 second' WHERE execution_id = $1",
         execution_id,
     )
-    again = await requeue_expired(pool, shard, epoch)
+    again = await requeue_expired(pool, shard, epoch, utcnow())
     assert [o.execution_id for o in again] == [execution_id]
     row = await pool.fetchrow(
         "SELECT status, worker FROM kjs_executions WHERE execution_id = $1", execution_id
     )
     assert (row["status"], row["worker"]) == ("queued", None)
-    assert await requeue_expired(pool, shard, epoch) == []
+    assert await requeue_expired(pool, shard, epoch, utcnow()) == []

@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from core.clock import utcnow
 from scheduler.store.leases import requeue_expired
 from tests.integration.worker_harness import (
     StartWorker,
@@ -78,7 +79,7 @@ async def test_an_overloaded_worker_keeps_every_lease_until_the_shard_has_the_re
 
     async def reap() -> None:
         while True:
-            reaped.extend(o.execution_id for o in await requeue_expired(pool, shard, 1))
+            reaped.extend(o.execution_id for o in await requeue_expired(pool, shard, 1, utcnow()))
             await asyncio.sleep(0.1)
 
     reaper = asyncio.create_task(reap())
