@@ -11,6 +11,7 @@ import asyncpg
 from pydantic import ValidationError
 
 from core.backoff import retry_delay
+from core.clock import SYSTEM_CLOCK, Clock
 from scheduler.commands import format_errors
 from scheduler.deadletters import dead_letter
 from scheduler.kafka_io import Sender
@@ -71,6 +72,8 @@ class ResultHandler:
     pool: asyncpg.Pool
     sender: Sender
     catalog: Catalog
+    # Now, for when a retry or a released buffered run is due.
+    clock: Clock = SYSTEM_CLOCK
 
     async def handle_batch(self, records: list[Record]) -> list[str]:
         """Record a batch: a shard's successes in one transaction, the rest one by one."""
@@ -150,7 +153,13 @@ class ResultHandler:
 
         async def apply() -> Recorded | None:
             return await record_result(
-                self.pool, record.partition, shard.epoch, result, decide_retry, on_exhausted
+                self.pool,
+                record.partition,
+                shard.epoch,
+                result,
+                decide_retry,
+                on_exhausted,
+                self.clock(),
             )
 
         recorded = await until_available(apply, f"result {record.source}")

@@ -22,11 +22,15 @@ from schemas.v1.ids import execution_id_for
 
 
 async def add_retry(
-    conn: asyncpg.Connection, shard: int, failed: asyncpg.Record, delay_s: float
+    conn: asyncpg.Connection,
+    shard: int,
+    failed: asyncpg.Record,
+    delay_s: float,
+    now: datetime,
 ) -> PendingRun | None:
     """Attempt n+1 of the ``failed`` attempt's occurrence (its execution row: job_id,
-    user_id, scheduled_for, attempt, lane), due ``delay_s`` from now; ``None`` when it was
-    stored before (a redelivered result)."""
+    user_id, scheduled_for, attempt, lane), due ``delay_s`` after ``now``; ``None`` when it
+    was stored before (a redelivered result)."""
     execution_id = execution_id_for(
         failed["job_id"], failed["scheduled_for"], failed["attempt"] + 1
     )
@@ -40,15 +44,17 @@ async def add_retry(
         failed["attempt"] + 1,
         failed["lane"],
         delay_s,
+        now,
     )
     return PendingRun(execution_id, due_at) if due_at else None
 
 
 async def release_buffered_run(
-    conn: asyncpg.Connection, shard: int, finished: asyncpg.Record
+    conn: asyncpg.Connection, shard: int, finished: asyncpg.Record, now: datetime
 ) -> PendingRun | None:
     """overlap = buffer_one: the run that ``finished`` (its execution row) lets the buffered
-    occurrence of its job go, now; ``None`` when the job had none."""
+    occurrence of its job go, at ``now`` or its own time if later; ``None`` when the job
+    had none."""
     buffered = await conn.fetchval(QUERIES["take_buffered_run"], finished["job_id"])
     if buffered is None:
         return None
@@ -61,6 +67,7 @@ async def release_buffered_run(
         shard,
         buffered,
         finished["lane"],
+        now,
     )
     return PendingRun(execution_id, due_at) if due_at else None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from uuid import UUID
 
 import asyncpg
@@ -22,6 +23,7 @@ async def record_result(
     result: ResultEvent,
     delay_for: Callable[[Failure], float | None],
     on_exhausted: Callable[[Failure], Awaitable[None]],
+    now: datetime,
 ) -> Recorded | None:
     """Record a worker's outcome once; ``None`` when it was already recorded.
 
@@ -30,7 +32,7 @@ async def record_result(
     2. Succeeded: a one-time job takes the status. A recurring job stays scheduled; its
        next occurrence was planned when this one fired. A buffered run is released.
     3. Failed, job not cancelled, ``delay_for`` gives a delay (retryable, attempts left):
-       insert the next attempt as a pending run, due after the backoff
+       insert the next attempt as a pending run, due the backoff after ``now``
        (``scheduler.store.pending.add_retry``). The shard's timer queues and dispatches it then.
     4. Otherwise the occurrence has failed for good: a one-time job becomes 'failed', and
        ``on_exhausted`` (the dead letter) is awaited *before* the commit, so a crash can
@@ -53,14 +55,16 @@ async def record_result(
         job = await conn.fetchrow(QUERIES["lock_job_for_result"], row["job_id"])
         if result.status == "succeeded":
             await _settle_once_jobs(conn, [row["job_id"]], "succeeded")
-            return Recorded(released=await release_buffered_run(conn, shard, row))
+            return Recorded(released=await release_buffered_run(conn, shard, row, now))
         failure = Failure(result.execution_id, row["job_id"], row["attempt"], job["retry"], result)
         delay = None if job["status"] == "cancelled" else delay_for(failure)
         if delay is not None:
-            return Recorded(retry=await add_retry(conn, shard, row, delay))
+            return Recorded(retry=await add_retry(conn, shard, row, delay, now))
         await _settle_once_jobs(conn, [row["job_id"]], "failed")
         await on_exhausted(failure)
-        return Recorded(released=await release_buffered_run(conn, shard, row), exhausted=failure)
+        return Recorded(
+            released=await release_buffered_run(conn, shard, row, now), exhausted=failure
+        )
 
 
 async def record_successes(

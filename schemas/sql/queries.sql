@@ -238,12 +238,12 @@ WHERE job_id = ANY($1::uuid[]) AND status = 'queued';
 -- Pending runs: retries, triggered runs, buffered runs (scheduler/store/pending.py)
 
 -- name: insert_retry
--- The next attempt of a failed one, 'pending' until the backoff ($8 seconds) has passed.
--- Returns when it is due; nothing when it was stored before.
+-- The next attempt of a failed one, 'pending' until the backoff ($8 seconds) after $9 (the
+-- shard's clock) has passed. Returns when it is due; nothing when it was stored before.
 INSERT INTO kjs_executions (execution_id, job_id, user_id, shard, scheduled_for,
                             attempt, lane, status, due_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending',
-        now() + make_interval(secs => $8))
+        $9::timestamptz + make_interval(secs => $8))
 ON CONFLICT DO NOTHING
 RETURNING due_at;
 
@@ -255,11 +255,12 @@ WHERE j.job_id = $1 AND old.buffered_for IS NOT NULL
 RETURNING old.buffered_for;
 
 -- name: insert_buffered_run
--- The buffered occurrence ($5) as a 'pending' first attempt, due now or at its time.
--- Returns when it is due; nothing when it was stored before.
+-- The buffered occurrence ($5) as a 'pending' first attempt, due at $7 (the shard's clock)
+-- or at its time, whichever is later. Returns when it is due; nothing when it was stored
+-- before.
 INSERT INTO kjs_executions (execution_id, job_id, user_id, shard, scheduled_for,
                             attempt, lane, status, due_at)
-VALUES ($1, $2, $3, $4, $5, 1, $6, 'pending', GREATEST(now(), $5))
+VALUES ($1, $2, $3, $4, $5, 1, $6, 'pending', GREATEST($7::timestamptz, $5))
 ON CONFLICT DO NOTHING
 RETURNING due_at;
 

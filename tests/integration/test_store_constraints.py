@@ -95,7 +95,7 @@ async def test_an_occurrence_fires_once_and_a_result_is_recorded_once(
         raise AssertionError("a success is not exhausted")
 
     def record() -> object:
-        return record_result(pool, shard, epoch, result, lambda f: None, never)
+        return record_result(pool, shard, epoch, result, lambda f: None, never, utcnow())
 
     assert await record() == Recorded()  # type: ignore[misc]
     assert await record() is None  # type: ignore[misc]
