@@ -200,8 +200,7 @@ async def resend_outbox(
     dispatcher: Dispatcher, pool: asyncpg.Pool, shard: int, epoch: int, age_s: float
 ) -> int:
     """Re-send executions that were written but never acknowledged, older than ``age_s``."""
-    before = dispatcher.clock() - timedelta(seconds=age_s)
-    pending = await undispatched(pool, shard, before)
+    pending = await undispatched(pool, shard, age_s)
     if pending:
         log.info("shard %s: re-sending %d undispatched executions", shard, len(pending))
         await dispatcher.dispatch(shard, epoch, pending)

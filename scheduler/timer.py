@@ -75,6 +75,9 @@ class ShardTimer:
         # The clock's time when the timer last found nothing more due (every entry due by
         # then is fired and committed): a test waits on it after stepping its clock.
         self.idle_at: datetime | None = None
+        # The clock's time of the last look for lapsed leases (everything lapsed by then is
+        # re-queued and dispatched).
+        self.reaped_at: datetime | None = None
         self._budget = budget
         self.epoch = epoch
         self._pool = pool
@@ -86,6 +89,9 @@ class ShardTimer:
         # (when to fire it, kind, key, due, close): see _pop_due.
         self._heap: list[tuple[datetime, str, UUID, datetime, bool]] = []
         self._horizon = datetime.min.replace(tzinfo=UTC)
+        # Half the loaded window, on the clock: past it, reload even if the monotonic half
+        # window has not passed (the clock jumped forward, or a test stepped it).
+        self._stale_at = self._horizon
         self._wake = asyncio.Event()
         self._dispatch_slots = asyncio.Semaphore(DISPATCHES_IN_FLIGHT)
         self._dispatches: set[asyncio.Task[None]] = set()
@@ -122,8 +128,9 @@ class ShardTimer:
         """Fire due jobs until cancelled.
 
         1. Re-send this shard's outbox (executions a previous owner wrote but never sent).
-        2. Every half window, reload the jobs and pending runs due within the window and re-send
-           outbox entries that a failed dispatch left behind.
+        2. Every half window (monotonic time, or the clock's time if that passes it first),
+           reload the jobs and pending runs due within the window and re-send outbox entries
+           that a failed dispatch left behind.
         3. Every ``REAP_INTERVAL_S``, re-dispatch executions whose worker's lease lapsed.
         4. In between, sleep until the earliest held job is a lead away (``CLOSE_LEAD`` for
            a close one), then fire it with every job due within the next ``FIRE_TICK``, in
@@ -142,7 +149,7 @@ class ShardTimer:
         )
         next_refresh = next_reap = 0.0
         while True:
-            if time.monotonic() >= next_refresh:
+            if time.monotonic() >= next_refresh or self._clock() >= self._stale_at:
                 await self._until_available(self._refresh)
                 next_refresh = time.monotonic() + self._window.total_seconds() / 2
             if time.monotonic() >= next_reap:
@@ -153,6 +160,8 @@ class ShardTimer:
             if batch:
                 await self._until_available(partial(self._fire, batch))
                 continue
+            if now >= self._stale_at:
+                continue  # the clock moved past half the window during the refresh: reload
             self.idle_at = now
             await self._sleep(min(next_refresh, next_reap))
 
@@ -160,6 +169,7 @@ class ShardTimer:
         now = self._clock()
         horizon = now + self._window
         self._horizon = horizon
+        self._stale_at = now + self._window / 2
         for job in await due_jobs(self._pool, self.shard, horizon):
             self._hold(JOB, job.job_id, due_of(job), fires_close(job.schedule))
         for run in await due_pending(self._pool, self.shard, horizon):
@@ -169,12 +179,14 @@ class ShardTimer:
         TIMER_HELD.labels(str(self.shard)).set(self.held)
 
     async def _reap(self) -> None:
-        expired = await requeue_expired(self._pool, self.shard, self.epoch, self._clock())
+        now = self._clock()
+        expired = await requeue_expired(self._pool, self.shard, self.epoch, now)
         if expired:
             log.warning(
                 "shard %s: %d executions lost their worker; re-running", self.shard, len(expired)
             )
             await self._dispatcher.dispatch(self.shard, self.epoch, expired)
+        self.reaped_at = now
 
     def _pop_due(self, now: datetime) -> dict[str, list[UUID]]:
         """Once the earliest entry's fire time has come, take it and every entry whose fire

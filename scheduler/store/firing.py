@@ -94,11 +94,10 @@ async def write_fired(conn: asyncpg.Connection, shard: int, fired: list[Fired]) 
     )
 
 
-async def undispatched(
-    pool: asyncpg.Pool, shard: int, created_before: datetime
-) -> list[Occurrence]:
-    """Executions written but never acknowledged by Kafka: the outbox to re-send."""
-    rows = await pool.fetch(QUERIES["undispatched_executions"], shard, created_before)
+async def undispatched(pool: asyncpg.Pool, shard: int, age_s: float) -> list[Occurrence]:
+    """Executions written more than ``age_s`` ago (by the database's clock, which stamped
+    them) but never acknowledged by Kafka: the outbox to re-send."""
+    rows = await pool.fetch(QUERIES["undispatched_executions"], shard, age_s)
     return [Occurrence(**dict(r)) for r in rows]
 
 

@@ -148,13 +148,14 @@ FROM unnest($1::uuid[], $2::timestamptz[], $3::int[], $4::int[], $5::timestamptz
 WHERE j.job_id = t.id;
 
 -- name: undispatched_executions
--- The outbox: the shard's queued executions written before $2 whose due event Kafka never
--- acknowledged.
+-- The outbox: the shard's queued executions written more than $2 seconds ago whose due event
+-- Kafka never acknowledged. An age of the row, so measured on the clock that stamped it
+-- (created_at is the database's now()), not the scheduler's.
 SELECT e.execution_id, e.job_id, e.user_id, e.attempt, e.scheduled_for, e.lane, j.target,
        e.due_at
 FROM kjs_executions e JOIN kjs_jobs j USING (job_id)
 WHERE e.shard = $1 AND e.status = 'queued' AND e.dispatched_at IS NULL
-  AND e.created_at < $2
+  AND e.created_at < now() - make_interval(secs => $2)
 ORDER BY e.scheduled_for;
 
 -- name: mark_dispatched
