@@ -6,11 +6,11 @@ topic namespace of the test's own, and the command and result handlers can be bu
 same shards. Every "now" of theirs is a ``SteppedClock``, which only moves when the test says
 so; a test reads as a timetable::
 
-    async with shard_harness(pool, kafka_settings, start=at("08:59:00")) as h:
+    async with shard_harness(pool, kafka_settings, start=utc(DAY, "08:59:00")) as h:
         job = await h.add_job(user_id, {"type": "cron", "expression": "0 9 * * *"})
-        await h.at(at("08:59:56.9"))  # the timer has done all it would do by then
+        await h.at(utc(DAY, "08:59:56.9"))  # the timer has done all it would do by then
         assert await h.executions(job) == []
-        await h.at(at("08:59:57"))  # the 3 s lead before 09:00
+        await h.at(utc(DAY, "08:59:57"))  # the 3 s lead before 09:00
         assert len(await h.executions(job)) == 1
 
 ``at`` waits for the timer, not for time: it sets the clock, wakes the timer, and returns
