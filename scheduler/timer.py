@@ -161,7 +161,7 @@ class ShardTimer:
                 await self._until_available(partial(self._fire, batch))
                 continue
             if now >= self._stale_at:
-                continue  # the clock moved past half the window during the refresh: reload
+                continue  # the clock passed half the loaded window since the check: reload
             self.idle_at = now
             await self._sleep(min(next_refresh, next_reap))
 
