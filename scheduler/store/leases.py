@@ -12,14 +12,15 @@ from scheduler.store.shards import fenced
 
 
 async def requeue_expired(
-    pool: asyncpg.Pool, shard: int, epoch: int, now: datetime
+    pool: asyncpg.Pool, shard: int, epoch: int, now: datetime | None = None
 ) -> list[Occurrence]:
     """Put back executions whose worker stopped extending its lease (it died mid-run).
 
     They return to 'queued' and are dispatched again with the same execution id, so the
     target sees the same Idempotency-Key: completion is at least once, and a target that
     honours the key does the work once. A lease has lapsed when its ``lease_until`` is
-    before ``now`` (the shard's clock).
+    before ``now`` (a test's clock) or, by default, before Postgres's ``now()``: the clock
+    the workers stamped the lease with.
     """
     # Asked every second per shard, and almost always "none": one indexed read first, and
     # the fenced transaction (four round trips) only when there is something to re-queue.

@@ -177,18 +177,20 @@ SELECT (SELECT count(*) FROM kjs_jobs WHERE shard = $1 AND status = 'scheduled'
 
 -- name: any_lease_lapsed
 -- Whether a running execution of the shard has a lapsed lease, one whose lease_until is
--- before $2 (the shard's clock): one indexed read.
+-- before $2 (a test's clock), or before Postgres's now() when $2 is null: the clock the
+-- workers stamp leases with. One indexed read.
 SELECT EXISTS (SELECT 1 FROM kjs_executions WHERE shard = $1 AND status = 'running'
-               AND lease_until < $2::timestamptz);
+               AND lease_until < COALESCE($2::timestamptz, now()));
 
 -- name: requeue_lapsed_executions
--- Put the shard's running executions whose lease lapsed (before $2, the shard's clock) back
--- to 'queued', with their id.
+-- Put the shard's running executions whose lease lapsed (before $2, or Postgres's now() when
+-- $2 is null, as any_lease_lapsed) back to 'queued', with their id.
 UPDATE kjs_executions AS e
 SET status = 'queued', dispatched_at = NULL, started_at = NULL, worker = NULL,
     lease_until = NULL
 FROM kjs_jobs AS j
-WHERE e.shard = $1 AND e.status = 'running' AND e.lease_until < $2::timestamptz
+WHERE e.shard = $1 AND e.status = 'running'
+  AND e.lease_until < COALESCE($2::timestamptz, now())
   AND j.job_id = e.job_id
 RETURNING e.execution_id, e.job_id, e.user_id, e.attempt, e.scheduled_for, e.lane,
           j.target, e.due_at;
