@@ -225,7 +225,9 @@ class JwtVerifier:
         self._scope_claim = security.jwt_scope_claim
         self._tenants_claim = security.jwt_tenants_claim
         self._leeway = security.jwt_leeway_s
-        required = dict.fromkeys(["exp", "iss", "sub", self._user_claim])
+        # The user claim is checked in _principal: a service token carries the tenants claim
+        # instead.
+        required = dict.fromkeys(["exp", "iss", "sub"])
         if self.audience is not None:
             required["aud"] = None
         self._options: Options = {
@@ -309,6 +311,8 @@ class JwtVerifier:
         scopes = self._scopes(claims)
         if claims.get(self._tenants_claim) is not None:
             return self._service_principal(claims[self._tenants_claim], scopes)
+        if self._user_claim not in claims:
+            raise TokenRejected(f"token lacks the {self._user_claim!r} claim")
         user_id = claims.get(self._user_claim)
         if not is_user_id(user_id):
             raise TokenRejected(

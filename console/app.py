@@ -41,7 +41,8 @@ ROUTES: tuple[tuple[str, str, Handler, Access], ...] = (
     ("GET", "/", login.login_page, "public"),
     ("GET", "/login", login.login_page, "public"),
     ("POST", "/login", login.login, "public"),
-    ("POST", "/logout", login.logout, "read"),
+    # Public: logging out must work with a revoked key too (the Origin check still applies).
+    ("POST", "/logout", login.logout, "public"),
     ("GET", "/tenant", login.tenant_page, "read"),
     ("POST", "/tenant", login.choose_tenant, "read"),
     ("GET", "/jobs", jobs.jobs_page, "read"),
@@ -80,7 +81,9 @@ def build_console(
     app[AUTHENTICATES_ITSELF] = True
     app[DEPS], app[QUOTAS], app[METRICS] = api[DEPS], api[QUOTAS], api[METRICS]
     app[TENANTS], app[AUTHENTICATOR] = api[TENANTS], api[AUTHENTICATOR]
-    app[CODEC] = SessionCodec(settings.console_session_keys, settings.console_session_s)
+    app[CODEC] = SessionCodec(
+        settings.console_session_keys, settings.console_session_s, settings.console_cookie_secure
+    )
     if app[CODEC].ephemeral:
         log.warning(
             "console: KJS_CONSOLE_SESSION_KEYS is not set: sessions use a key made at start-up, "

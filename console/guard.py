@@ -33,6 +33,7 @@ from urllib.parse import quote
 from aiohttp import web
 from yarl import URL
 
+from api.deps import DEPS
 from api.errors import ServiceUnavailable, Unauthorized
 from api.tenancy import AUTHENTICATOR, PRINCIPAL
 from console.render import SESSION, TENANT
@@ -103,6 +104,9 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise Refused(403, "refused: this form was not sent from the console's own pages")
     if access in (None, "public"):
         return await handler(request)
+    if request.app[DEPS].security.auth_disabled:
+        # No credential names a tenant: a session from before would act for any tenant.
+        raise Refused(403, "the console does not serve while KJS_AUTH_DISABLED is set")
     session = request.app[CODEC].open(request.cookies.get(COOKIE))
     if session is None:
         if request.method == "POST":

@@ -95,8 +95,9 @@ def _set_cookie(request: web.Request, response: web.StreamResponse, session: Ses
         max_age=int(codec.lifetime_s),
         httponly=True,
         samesite="Strict",
-        # Over https (or behind a proxy that says so), the cookie never goes out over http.
-        secure=request.secure,
+        # Over https, or behind a TLS proxy with KJS_CONSOLE_COOKIE_SECURE, the cookie never
+        # goes out over http.
+        secure=request.secure or codec.always_secure,
     )
 
 

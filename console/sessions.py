@@ -55,10 +55,14 @@ class SessionCodec:
     Without keys, a random one is made: sessions then last as long as this process.
     """
 
-    def __init__(self, keys: Sequence[SecretStr], lifetime_s: float) -> None:
+    def __init__(
+        self, keys: Sequence[SecretStr], lifetime_s: float, always_secure: bool = False
+    ) -> None:
         raw = [k.get_secret_value().encode() for k in keys] or [Fernet.generate_key()]
         self._fernet = MultiFernet([Fernet(k) for k in raw])
         self.lifetime_s = lifetime_s
+        # The cookie is Secure even over http (KJS_CONSOLE_COOKIE_SECURE, behind TLS proxies).
+        self.always_secure = always_secure
         self.ephemeral = not keys
 
     def seal(self, session: Session) -> str:

@@ -347,6 +347,9 @@ class ConsoleSettings(_Section):
     # How long a login lasts, whatever happens in between (the key is also re-checked on
     # every request, so a revoked key ends its sessions within KJS_AUTH_CACHE_S).
     console_session_s: float = Field(default=12 * 3600.0, gt=0, le=30 * 86400)
+    # Mark the session cookie Secure even when the request reached the API over http: set it
+    # behind a proxy that terminates TLS (the API does not trust X-Forwarded-Proto).
+    console_cookie_secure: bool = False
     # How often the API process samples consumer lag for the pipeline page (its last hour
     # is kept in memory for the charts).
     console_lag_interval_s: float = Field(default=10.0, ge=0.5, le=600)

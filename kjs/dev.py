@@ -53,6 +53,12 @@ def _processes(loglevel: str) -> list[tuple[str, list[str]]]:
     ]
 
 
+def api_base(api: ApiSettings) -> str:
+    """Where this machine reaches the API: a wildcard listen address is not one to dial."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(api.api_host, api.api_host)
+    return f"http://[{host}]:{api.api_port}" if ":" in host else f"http://{host}:{api.api_port}"
+
+
 def readiness_urls(api: ApiSettings) -> dict[str, str]:
     """Each child's readiness: the scheduler's shards assigned, each worker's lane consuming,
     the API reaching Kafka and Postgres, the lag exporter serving."""
@@ -63,7 +69,7 @@ def readiness_urls(api: ApiSettings) -> dict[str, str]:
             f"worker-{lane}": f"{local}:{port}/readyz"
             for lane, port in WORKER_METRICS_PORTS.items()
         },
-        "api": f"http://{api.api_host}:{api.api_port}/readyz",
+        "api": f"{api_base(api)}/readyz",
         "lag-exporter": f"{local}:{LAG_EXPORTER_PORT}/healthz",
     }
 
@@ -94,17 +100,17 @@ def ready_line(started_s: float, api: ApiSettings, key: str | None) -> str:
     """The one line `kjs dev` prints once every process is ready."""
     parts = [
         f"kjs dev ready in {started_s:.1f}s",
-        f"API http://{api.api_host}:{api.api_port}",
+        f"API {api_base(api)}",
         f"metrics http://127.0.0.1:{SCHEDULER_METRICS_PORT}/metrics (scheduler), "
         + ", ".join(f":{p} ({lane})" for lane, p in WORKER_METRICS_PORTS.items()),
         f"lag http://127.0.0.1:{LAG_EXPORTER_PORT}/metrics (or `kjs lag`)",
     ]
     if key is not None:
         # The key travels in the fragment, which the browser keeps to itself (console.js).
-        parts.append(f"console http://{api.api_host}:{api.api_port}/ui/#key={key}")
+        parts.append(f"console {api_base(api)}/ui/#key={key}")
         parts.append(f"tenant {DEV_TENANT!r}: export KJS_API_KEY={key}")
     else:
-        parts.append(f"console http://{api.api_host}:{api.api_port}/ui/ (needs authentication on)")
+        parts.append(f"console {api_base(api)}/ui/ (needs authentication on)")
     return " | ".join(parts)
 
 
@@ -151,7 +157,7 @@ async def run_dev(infra: InfraSettings, loglevel: str | None = None) -> int:
         key = await dev_key(db.database_url.get_secret_value())
     await create_topics(kafka, catalog(kafka))
     _allow_local_targets()
-    _seal_secrets(infra.data_dir)
+    seal_dev_secrets(infra.data_dir)
     children = await start_children(dict(_processes(loglevel or "warning")))
     api = load(ApiSettings)
     announce = asyncio.ensure_future(_announce(t0, api, key))
@@ -186,7 +192,7 @@ def _allow_local_targets() -> None:
         log.info("kjs dev: HTTP targets on loopback are allowed (KJS_HTTP_ALLOWLIST)")
 
 
-def _seal_secrets(data_dir: Path) -> None:
+def seal_dev_secrets(data_dir: Path) -> None:
     """Secrets in dev jobs' targets are sealed too, with a key kept in the data dir (so they
     still open after a restart), unless the operator set KJS_SECRET_KEYS."""
     if "KJS_SECRET_KEYS" in os.environ:
@@ -196,7 +202,14 @@ def _seal_secrets(data_dir: Path) -> None:
     path = data_dir / "dev-secret-key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_bytes(Fernet.generate_key())
-    os.environ["KJS_SECRET_KEYS"] = json.dumps([path.read_text().strip()])
+        # Written whole under another name, then renamed: a crash never leaves a partial key.
+        fresh = path.with_suffix(f".{os.getpid()}")
+        fd = os.open(fresh, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(Fernet.generate_key())
+        os.replace(fresh, path)
+    key = path.read_text().strip()
+    if not key:
+        raise SystemExit(f"kjs dev: {path} is empty; delete it to make a new key")
+    os.environ["KJS_SECRET_KEYS"] = json.dumps([key])
     log.info("kjs dev: secrets in targets are sealed with the key in %s", path)

@@ -16,6 +16,8 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from cryptography.fernet import Fernet
+from pydantic import SecretStr
 
 from api.app import build_app
 from api.deps import ApiDeps
@@ -381,6 +383,61 @@ async def test_a_revoked_key_ends_its_session(
     assert resp.status == 303
     assert resp.headers["Location"].startswith("/ui/login")
     assert resp.cookies[COOKIE].value == ""  # cleared
+
+
+async def test_logging_out_works_after_the_key_was_revoked(
+    client: Client, pool: asyncpg.Pool, user_id: str
+) -> None:
+    token = await login(client, await make_api_key(pool, user_id))
+    await pool.execute("UPDATE kjs_api_keys SET revoked_at = now() WHERE user_id = $1", user_id)
+
+    resp = await client.post(
+        "/ui/logout", data={"csrf": token}, headers=origin(client), allow_redirects=False
+    )
+
+    assert resp.status == 303
+    assert resp.cookies[COOKIE].value == ""  # cleared
+
+
+async def test_a_session_from_before_auth_was_disabled_is_refused(
+    pool: asyncpg.Pool, publisher: CommandPublisher, topic_catalog: Catalog, user_id: str
+) -> None:
+    """With KJS_AUTH_DISABLED no credential names a tenant, so an older session (sealed with
+    the same KJS_CONSOLE_SESSION_KEYS) must not act for anyone."""
+    settings = ConsoleSettings(console_session_keys=[SecretStr(Fernet.generate_key().decode())])
+    history = LagHistory(LagMonitor(NoGroups(), {}), interval_s=60)
+    secured = build_app(api_deps(pool, publisher, topic_catalog))
+    secured.add_subapp("/ui/", build_console(secured, settings, history))
+    async with TestClient(TestServer(secured)) as c:
+        await login(c, await make_api_key(pool, user_id))
+        cookie = c.session.cookie_jar.filter_cookies(c.make_url("/ui/"))[COOKIE].value
+    job_id = await insert_job(pool, user_id)
+    opened = build_app(api_deps(pool, publisher, topic_catalog, auth_disabled=True))
+    opened.add_subapp("/ui/", build_console(opened, settings, history))
+    async with TestClient(TestServer(opened), cookies={COOKIE: cookie}) as c:
+        page = await c.get(f"/ui/jobs/{job_id}", allow_redirects=False)
+        text = await page.text()
+
+    assert page.status == 403 and "KJS_AUTH_DISABLED" in text
+
+
+async def test_the_cookie_is_secure_behind_a_tls_proxy_when_configured(
+    pool: asyncpg.Pool, publisher: CommandPublisher, topic_catalog: Catalog, user_id: str
+) -> None:
+    api = build_app(api_deps(pool, publisher, topic_catalog))
+    history = LagHistory(LagMonitor(NoGroups(), {}), interval_s=60)
+    settings = ConsoleSettings(console_cookie_secure=True)
+    api.add_subapp("/ui/", build_console(api, settings, history))
+    async with TestClient(TestServer(api)) as c:
+        resp = await c.post(
+            "/ui/login",
+            data={"key": await make_api_key(pool, user_id), "next": "/ui/jobs"},
+            headers=origin(c),
+            allow_redirects=False,
+        )
+        morsel = resp.cookies[COOKIE]
+
+    assert morsel["secure"] is True and morsel["httponly"] is True
 
 
 async def test_assets_ship_in_the_package_and_pages_forbid_inline_script(client: Client) -> None:

@@ -185,6 +185,14 @@ async def test_a_service_token_acts_for_the_tenants_it_lists(rsa_key: rsa.RSAPri
     assert listed.scopes == every.scopes == frozenset({"read", "write"})
 
 
+async def test_a_service_token_needs_no_user_claim(rsa_key: rsa.RSAPrivateKey) -> None:
+    verifier = JwtVerifier(security(rsa_key, jwt_user_claim="preferred_username"))
+
+    principal = await verifier.verify(sign(rsa_key, claims(kjs_tenants=["acme"])))
+
+    assert principal.tenants == frozenset({"acme"}) and principal.user_id is None
+
+
 @pytest.mark.parametrize("tenants", [[], "acme", ["ok", "not a tenant"], [1], {"a": 1}])
 async def test_a_malformed_tenants_claim_is_refused(
     rsa_key: rsa.RSAPrivateKey, tenants: Any
