@@ -44,17 +44,22 @@ def _print_json(model: BaseModel, indent: int | None = 2) -> None:
     print(model.model_dump_json(indent=indent))
 
 
+def _answer(args: argparse.Namespace, model: BaseModel, text: str) -> int:
+    """Print the API's answer: its JSON with --json, else ``text``; exit status 0."""
+    if args.json:
+        _print_json(model)
+    else:
+        print(text)
+    return 0
+
+
 async def _create(client: Client, args: argparse.Namespace) -> int:
     accepted = await client.create(job_from_args(args))
     # Accepted means Kafka has it; wait until the shard stored it, so that the next command
     # (`kjs jobs get`) finds the job.
     if args.wait and await client.wait_stored(accepted.job_id) is None:
         print(f"kjs: job {accepted.job_id} accepted, not stored yet after 10s", file=sys.stderr)
-    if args.json:
-        _print_json(accepted)
-    else:
-        print(accepted.job_id)
-    return 0
+    return _answer(args, accepted, str(accepted.job_id))
 
 
 async def _jobs(client: Client, args: argparse.Namespace) -> JobPage:
@@ -103,11 +108,7 @@ async def _list(client: Client, args: argparse.Namespace) -> int:
 
 async def _get(client: Client, args: argparse.Namespace) -> int:
     job = await client.get(args.job_id)
-    if args.json:
-        _print_json(job)
-    else:
-        print(render.job_summary(job, utcnow()))
-    return 0
+    return _answer(args, job, render.job_summary(job, utcnow()))
 
 
 async def _runs(client: Client, args: argparse.Namespace) -> int:
@@ -128,42 +129,28 @@ async def _runs(client: Client, args: argparse.Namespace) -> int:
 
 async def _logs(client: Client, args: argparse.Namespace) -> int:
     execution = await client.execution(args.execution_id)
-    if args.json:
-        _print_json(execution)
-    else:
-        print(render.execution_report(execution))
-    return 0
+    return _answer(args, execution, render.execution_report(execution))
 
 
 async def _cancel(client: Client, args: argparse.Namespace) -> int:
     accepted = await client.cancel(args.job_id)
-    if args.json:
-        _print_json(accepted)
-    else:
-        print(f"job {accepted.job_id}: {accepted.status}")
-    return 0
+    return _answer(args, accepted, f"job {accepted.job_id}: {accepted.status}")
 
 
 def _lifecycle(name: str) -> Action:
     async def act(client: Client, args: argparse.Namespace) -> int:
         method = getattr(client, name)
         accepted = await method(args.job_id)
-        if args.json:
-            _print_json(accepted)
-        else:
-            print(f"job {accepted.job_id}: {accepted.action} {accepted.status}")
-        return 0
+        return _answer(
+            args, accepted, f"job {accepted.job_id}: {accepted.action} {accepted.status}"
+        )
 
     return act
 
 
 async def _update(client: Client, args: argparse.Namespace) -> int:
     accepted = await client.update(args.job_id, changes_from_args(args))
-    if args.json:
-        _print_json(accepted)
-    else:
-        print(f"job {accepted.job_id}: {accepted.action} {accepted.status}")
-    return 0
+    return _answer(args, accepted, f"job {accepted.job_id}: {accepted.action} {accepted.status}")
 
 
 _SCHEDULE: TypeAdapter[Any] = TypeAdapter(Schedule)

@@ -79,7 +79,7 @@ async def test_an_overloaded_worker_keeps_every_lease_until_the_shard_has_the_re
 
     async def reap() -> None:
         while True:
-            reaped.extend(o.execution_id for o in await requeue_expired(pool, shard, 1, utcnow()))
+            reaped.extend(o.execution_id for o in await requeue_expired(pool, shard, 1))
             await asyncio.sleep(0.1)
 
     reaper = asyncio.create_task(reap())
