@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -171,7 +171,7 @@ def fill_placeholders(target: Mapping[str, Any]) -> dict[str, Any]:
     return filled
 
 
-def scrub(text: str | None, values: set[str]) -> str | None:
+def scrub(text: str | None, values: Collection[str]) -> str | None:
     """``text`` with every secret value replaced by ``[redacted]``, longest first."""
     if not text or not values:
         return text

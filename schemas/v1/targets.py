@@ -5,7 +5,15 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
 
 from core.secrets import PLACEHOLDER, json_strings
 
@@ -13,6 +21,12 @@ from core.secrets import PLACEHOLDER, json_strings
 # payloads nest a handful of levels; a deeper one is a mistake or an attack on every parser
 # and serializer it passes through (the API's, the command log's, the worker's).
 MAX_JSON_DEPTH = 64
+
+# The validation context of a target read back from kjs's own hops (a due event, a target
+# whose secrets the worker just opened): it was checked in full at the door, so the checks
+# that only tell a user what is wrong with what they wrote are not run again per attempt.
+# Every check that guards the worker (the target policy, the SSRF guard) still runs.
+TRUSTED_HOP = {"kjs_trusted_hop": True}
 
 
 def _plain_json(value: Any) -> Any:
@@ -67,7 +81,9 @@ class HttpTarget(_Input):
     secrets: dict[SecretName, str] = Field(default_factory=dict, max_length=32)
 
     @model_validator(mode="after")
-    def _placeholders_name_secrets(self) -> HttpTarget:
+    def _placeholders_name_secrets(self, info: ValidationInfo) -> HttpTarget:
+        if info.context == TRUSTED_HOP:
+            return self
         for part, value in (("headers", self.headers), ("body", self.body)):
             unknown = sorted(_placeholders(value) - set(self.secrets))
             if unknown:
