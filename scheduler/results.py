@@ -22,7 +22,7 @@ from scheduler.records import Record
 from scheduler.shards import NotOwned, Shards
 from scheduler.store.results import record_result, record_successes
 from scheduler.store.shards import Fenced
-from schemas.v1.events import ResultEvent
+from schemas.v1.events import ResultEvent, results_in
 from schemas.v1.jobs import RetryPolicy
 from topics.catalog import Catalog
 from topics.dlq import DEAD_LETTERS, DeadLetter
@@ -76,31 +76,46 @@ class ResultHandler:
     clock: Clock = SYSTEM_CLOCK
 
     async def handle_batch(self, records: list[Record]) -> list[str]:
-        """Record a batch: a shard's successes in one transaction, the rest one by one."""
+        """Record a batch: a shard's successes in one transaction, the rest one by one.
+
+        A record holds one ``ResultEvent``, or many in a ``ResultBatch`` (workers batch them
+        per shard, ``workers.reports``); a record that is neither is dead-lettered whole.
+        """
         outcomes: list[str] = []
-        by_shard: dict[int, dict[UUID, Record]] = {}
-        parsed: dict[UUID, ResultEvent] = {}
-        singles: list[Record] = []
+        by_shard: dict[int, dict[UUID, tuple[Record, ResultEvent]]] = {}
+        singles: list[tuple[Record, ResultEvent]] = []
         for record in records:
             try:
-                result = ResultEvent.model_validate_json(record.value or b"")
-            except ValidationError:
-                singles.append(record)  # the one-by-one path dead-letters it
+                results = results_in(record.value, record.headers)
+            except ValidationError as exc:
+                outcomes.append(await self.handle_invalid(record, exc))
                 continue
-            if result.status != "succeeded" or result.execution_id in parsed:
-                singles.append(record)
-                continue
-            parsed[result.execution_id] = result
-            by_shard.setdefault(record.partition, {})[result.execution_id] = record
+            for result in results:
+                successes = by_shard.setdefault(record.partition, {})
+                if result.status != "succeeded" or result.execution_id in successes:
+                    singles.append((record, result))
+                else:
+                    successes[result.execution_id] = (record, result)
         for partition, batch in by_shard.items():
-            leftover = await self._record_successes(partition, [parsed[i] for i in batch])
+            if not batch:
+                continue
+            leftover = await self._record_successes(partition, [r for _, r in batch.values()])
             done = len(batch) - len(leftover)
             RESULTS.labels("recorded").inc(done)
             outcomes += ["recorded"] * done
             singles += [batch[r.execution_id] for r in leftover]
-        for record in singles:
-            outcomes.append(await self.handle(record))
+        for record, result in singles:
+            outcomes.append(await self.handle(record, result))
         return outcomes
+
+    async def handle_invalid(self, record: Record, exc: ValidationError) -> str:
+        reason = format_errors(exc).replace("invalid command", "invalid result")
+        await until_available(
+            lambda: dead_letter(self.sender, self.catalog.dlq.name, record, reason),
+            "dead letter",
+        )
+        RESULTS.labels("rejected").inc()
+        return "rejected"
 
     async def _record_successes(
         self, partition: int, results: list[ResultEvent]
@@ -111,11 +126,11 @@ class ResultHandler:
             f"results of shard {partition}",
         )
 
-    async def handle(self, record: Record) -> str:
-        """Record one result; returns ``recorded``, ``retrying``, ``exhausted``,
-        ``duplicate`` or ``rejected``."""
+    async def handle(self, record: Record, result: ResultEvent) -> str:
+        """Record one result read from ``record``; returns ``recorded``, ``retrying``,
+        ``exhausted``, ``duplicate`` or ``rejected``."""
         try:
-            outcome = await self._handle(record)
+            outcome = await self._handle(record, result)
         except (Fenced, NotOwned):
             raise
         except Exception as exc:
@@ -130,16 +145,7 @@ class ResultHandler:
         RESULTS.labels(outcome).inc()
         return outcome
 
-    async def _handle(self, record: Record) -> str:
-        try:
-            result = ResultEvent.model_validate_json(record.value or b"")
-        except ValidationError as exc:
-            reason = format_errors(exc).replace("invalid command", "invalid result")
-            await until_available(
-                lambda: dead_letter(self.sender, self.catalog.dlq.name, record, reason),
-                "dead letter",
-            )
-            return "rejected"
+    async def _handle(self, record: Record, result: ResultEvent) -> str:
         shard = await self.shards.get(record.partition)
 
         async def on_exhausted(failure: Failure) -> None:

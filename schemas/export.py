@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from schemas.v1.commands import Command
-from schemas.v1.events import DueEvent, ResultEvent
+from schemas.v1.events import DueEvent, ResultBatch, ResultEvent
 from schemas.v1.jobs import JobSpec
 
 JSON_DIR = Path(__file__).parent / "json"
@@ -22,6 +22,7 @@ EXPORTS: dict[str, Any] = {
     "v1.job": JobSpec,
     "v1.due-event": DueEvent,
     "v1.result-event": ResultEvent,
+    "v1.result-batch": ResultBatch,
 }
 
 

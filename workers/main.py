@@ -174,10 +174,14 @@ class Worker:
         )
         self.leases = leases
         concurrency = self._settings.worker_concurrency
+        # Results are batched by partition (workers.reports), which needs the topic's.
+        await producer.partitions_for(cat.results.name)
+        reporter = Reporter(producer, cat)
+        stack.push_async_callback(reporter.close)
         service = ExecutionService(
             Claimer(pool, self.id, lease_s=tuning.lease_ttl_s),
             registry,
-            Reporter(producer, cat),
+            reporter,
             TargetGuard(self._targets, frozenset(t.name for t in cat.all())),
             leases,
             self.id,

@@ -1,8 +1,23 @@
-"""What a worker sends back to Kafka: one result per attempt, and dead letters.
+"""What a worker sends back to Kafka: the result of each attempt, and dead letters.
 
 Both are produced with acks=all and awaited: a record's offset is only committed once what
 it produced is durable, so a crash before the ack redelivers the record instead of losing
 its result.
+
+Results are batched per shard (``ResultBatch``), because in a burst one record per attempt
+was a tenth of the worker's CPU, and as much again in the shard that reads them:
+
+1. The first result for a shard opens a batch, which leaves ``LINGER_S`` later, or at once
+   when it holds ``MAX_RESULTS`` results or ``MAX_BATCH_BYTES`` of them.
+2. The batch is one record on the partition of ``jobs.results`` that each of its results,
+   keyed by user_id, would have gone to (the owning shard's), with header
+   ``kjs-kind: result-batch``; it is sent until acked, like any record here.
+3. Each ``result()`` call returns once the batch holding its result is acked, so the caller
+   commits its due event's offset and hands over its lease only then, as before.
+
+A result that would not fit a batch (an excerpt near the limit) is sent as a record of its
+own. Batching adds at most ``LINGER_S`` to when the shard learns a result; a job's start is
+not delayed by it (results are reported after the target call, outside the slot).
 """
 
 from __future__ import annotations
@@ -10,37 +25,128 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from core.backoff import DEFAULT_BACKOFF, Backoff
-from schemas.v1.events import ResultEvent
+from schemas.v1.events import KIND_HEADER, RESULT_BATCH_KIND, ResultEvent
 from topics.catalog import Catalog
 from topics.dlq import DeadLetter
+from topics.partitioner import partition_for
 
 log = logging.getLogger(__name__)
 
 
+LINGER_S = 0.01
+MAX_RESULTS = 500
+# Well under the broker's default max.message.bytes (1 MB).
+MAX_BATCH_BYTES = 256 * 1024
+_BATCH_HEADERS = ((KIND_HEADER, RESULT_BATCH_KIND),)
+
+
+@dataclass
+class _Batch:
+    partition: int
+    values: list[bytes] = field(default_factory=list)
+    size: int = 0
+    acked: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
 class Reporter:
     def __init__(
-        self, producer: AIOKafkaProducer, cat: Catalog, backoff: Backoff = DEFAULT_BACKOFF
+        self,
+        producer: AIOKafkaProducer,
+        cat: Catalog,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        *,
+        linger_s: float = LINGER_S,
     ) -> None:
         self._producer = producer
         self._results_topic = cat.results.name
         self._dlq_topic = cat.dlq.name
         self._backoff = backoff
+        self._linger_s = linger_s
+        self._open: dict[int, _Batch] = {}
+        self._sending: set[asyncio.Task[None]] = set()
 
     async def result(self, event: ResultEvent) -> None:
-        # Keyed by user_id with the default (murmur2) partitioner: the result lands on the
-        # partition number of the user's commands, i.e. at the shard that owns the user.
-        await self._send(
-            self._results_topic,
-            key=event.user_id.encode(),
-            value=event.model_dump_json().encode(),
-            headers=(),
-            what=f"result of {event.execution_id}",
-        )
+        """Report one attempt's result; returns once it is acked.
+
+        It goes where a record keyed by its user_id would (murmur2): the partition number of
+        the user's commands, the shard that owns the user. A result too large to share a
+        record, or sent before the producer knows the topic's partitions, is sent keyed.
+        """
+        value = event.model_dump_json().encode()
+        key = event.user_id.encode()
+        partitions = self._producer.client.cluster.partitions_for_topic(self._results_topic)
+        if not partitions or len(value) > MAX_BATCH_BYTES // 2:
+            await self._send(
+                self._results_topic,
+                key=key,
+                value=value,
+                headers=(),
+                what=f"result of {event.execution_id}",
+            )
+            return
+        partition = partition_for(key, len(partitions))
+        batch = self._open.get(partition)
+        if batch is None:
+            batch = self._open[partition] = _Batch(partition)
+            asyncio.get_running_loop().call_later(self._linger_s, self._close, batch)
+        batch.values.append(value)
+        batch.size += len(value) + 1
+        if len(batch.values) >= MAX_RESULTS or batch.size >= MAX_BATCH_BYTES:
+            self._close(batch)
+        # Shielded: a caller cut off by shutdown must not cancel its batch-mates' ack.
+        await asyncio.shield(batch.acked)
+
+    def _close(self, batch: _Batch) -> None:
+        """Stop adding to ``batch`` and send it (a no-op for a batch already closed)."""
+        if self._open.get(batch.partition) is not batch:
+            return
+        del self._open[batch.partition]
+        task = asyncio.create_task(self._send_batch(batch), name="kjs-results")
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send_batch(self, batch: _Batch) -> None:
+        # Written out rather than built as a ResultBatch: each value is already a validated
+        # ResultEvent's JSON, and the shard validates the batch when it reads it.
+        value = b'{"version":1,"results":[' + b",".join(batch.values) + b"]}"
+        try:
+            await self._send(
+                self._results_topic,
+                key=None,
+                value=value,
+                headers=_BATCH_HEADERS,
+                what=f"{len(batch.values)} results for partition {batch.partition}",
+                partition=batch.partition,
+            )
+        except asyncio.CancelledError:
+            batch.acked.cancel()
+            raise
+        except Exception as exc:
+            # The callers see it; the record tasks that wait on this batch report it.
+            batch.acked.set_exception(exc)
+            return
+        batch.acked.set_result(None)
+
+    async def close(self, grace_s: float = 5.0) -> None:
+        """Send the open batches and wait up to ``grace_s`` for those in flight (before the
+        producer stops); a batch still unacked then is cancelled, and its records stay
+        uncommitted, so their results are reported again after a restart."""
+        for batch in list(self._open.values()):
+            self._close(batch)
+        if self._sending:
+            _, late = await asyncio.wait(self._sending, timeout=grace_s)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
 
     async def dead_letter(self, letter: DeadLetter) -> None:
         await self._send(
@@ -59,6 +165,7 @@ class Reporter:
         value: bytes | None,
         headers: Sequence[tuple[str, bytes]],
         what: str,
+        partition: int | None = None,
     ) -> None:
         """Send until acked. The attempt already ran, so giving up would lose its outcome;
         during a broker outage this holds the record (and its offset) instead."""
@@ -66,7 +173,11 @@ class Reporter:
         while True:
             try:
                 await self._producer.send_and_wait(
-                    topic, value=value, key=key, headers=list(headers) or None
+                    topic,
+                    value=value,
+                    key=key,
+                    headers=list(headers) or None,
+                    partition=partition,
                 )
                 return
             except KafkaError as exc:

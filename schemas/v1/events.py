@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 from uuid import UUID
 
@@ -36,7 +37,8 @@ ResultStatus = Literal["succeeded", "failed"]
 
 
 class ResultEvent(_Event):
-    """Produced to ``jobs.results`` (key = user_id) once per attempt."""
+    """One attempt's outcome, on ``jobs.results``: a record of its own (key = user_id), or
+    one of the ``results`` of a ``ResultBatch``."""
 
     execution_id: UUID
     job_id: UUID
@@ -52,3 +54,25 @@ class ResultEvent(_Event):
     retryable: bool = False
     # The target asked to wait this long before trying again (HTTP Retry-After).
     retry_after_s: float | None = Field(default=None, ge=0)
+
+
+# The header that marks a ``jobs.results`` record as a ``ResultBatch``; a record without it
+# holds one ``ResultEvent`` (what workers before batching produced, and still valid).
+KIND_HEADER = "kjs-kind"
+RESULT_BATCH_KIND = b"result-batch"
+
+
+class ResultBatch(_Event):
+    """Produced to ``jobs.results`` on the partition its results' user_ids hash to (murmur2,
+    as their keys would), with header ``kjs-kind: result-batch``: the results of several
+    attempts in one record, so a burst's results cost the worker one produce and the shard
+    one record per batch instead of one per attempt."""
+
+    results: list[ResultEvent] = Field(min_length=1)
+
+
+def results_in(value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> list[ResultEvent]:
+    """The results a ``jobs.results`` record holds; ``ValidationError`` if it holds none."""
+    if (KIND_HEADER, RESULT_BATCH_KIND) in headers:
+        return ResultBatch.model_validate_json(value or b"").results
+    return [ResultEvent.model_validate_json(value or b"")]

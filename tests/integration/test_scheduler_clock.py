@@ -126,7 +126,7 @@ async def test_a_retry_is_due_its_backoff_after_the_result_on_the_shards_clock(
         results = ResultHandler(h.shards, pool, h.sender, h.catalog, h.clock)
         value = failed.model_dump_json().encode()
         record = Record(h.catalog.results.name, h.shard, 0, user_id.encode(), value)
-        assert await results.handle(record) == "retrying"
+        assert await results.handle(record, failed) == "retrying"
         retry_due = utc(DAY, "09:00:21")
         first, second = await h.executions(job)
         assert first["status"] == "failed"

@@ -18,7 +18,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from core.settings import KafkaSettings
-from schemas.v1.events import ResultEvent
+from schemas.v1.events import KIND_HEADER, RESULT_BATCH_KIND, results_in
 from tests.integration.worker_harness import (
     StartWorker,
     TopicReader,
@@ -141,8 +141,9 @@ async def test_a_due_event_runs_on_its_instant_and_reports_on_the_users_partitio
     (hit,) = http_target.hits_for(execution.execution_id)
     assert hit.at >= scheduled_for
     assert hit.body == b'{"n": 1}'
+    # In a batch (workers.reports) on the partition of the user's commands: its shard's.
     assert record.partition == partition_for(user_id.encode(), cat.results.partitions)
-    assert record.key == user_id.encode()
+    assert (KIND_HEADER, RESULT_BATCH_KIND) in record.headers
     assert result.status == "succeeded"
     assert result.http_status == 200
     assert result.output_excerpt == '{"ok": true}'  # what the target answered
@@ -189,7 +190,7 @@ async def test_a_redelivered_event_of_an_execution_that_is_not_queued_is_not_run
     assert len(http_target.hits_for(later.execution_id)) == 1
     assert http_target.hits_for(earlier.execution_id) == []
     assert await execution_row(pool, earlier.execution_id) == before
-    produced = [ResultEvent.model_validate_json(r.value) for r in await results.read_to_end()]
+    produced = [e for r in await results.read_to_end() for e in results_in(r.value, r.headers)]
     assert [r.execution_id for r in produced] == [later.execution_id]
 
 
@@ -328,7 +329,7 @@ async def test_a_record_cut_off_by_the_drain_deadline_is_reported_interrupted_no
     assert await committed_offset(lane_kafka, cat, sent.partition) <= sent.offset
     # ...and its attempt reported as interrupted, so the shard retries it without waiting
     # for the lease to lapse.
-    produced = [ResultEvent.model_validate_json(r.value) for r in await results.read_to_end()]
+    produced = [e for r in await results.read_to_end() for e in results_in(r.value, r.headers)]
     assert [(r.execution_id, r.status, r.retryable) for r in produced] == [
         (execution.execution_id, "failed", True)
     ]

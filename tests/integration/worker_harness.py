@@ -23,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
 from core.settings import DatabaseSettings, KafkaSettings, TargetSettings, WorkerSettings
-from schemas.v1.events import DueEvent, ResultEvent
+from schemas.v1.events import DueEvent, ResultEvent, results_in
 from tests.support.targets import RecordingTarget, serve_target
 from tests.support.waiting import eventually
 from topics.admin import create_topics
@@ -130,9 +130,9 @@ async def dead_letters(lane_kafka: KafkaSettings, cat: Catalog) -> AsyncIterator
 async def result_for(reader: TopicReader, execution_id: UUID) -> tuple[Any, ResultEvent]:
     async def find() -> tuple[Any, ResultEvent] | None:
         for record in await reader.poll():
-            event = ResultEvent.model_validate_json(record.value)
-            if event.execution_id == execution_id:
-                return record, event
+            for event in results_in(record.value, record.headers):
+                if event.execution_id == execution_id:
+                    return record, event
         return None
 
     return await eventually(find, what=f"the result of execution {execution_id}")
