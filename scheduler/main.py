@@ -7,6 +7,7 @@ import asyncio
 import faust
 import uvloop
 
+from core.gc_tuning import tune_collector
 from core.logs import logging_config
 from core.ops_server import publish_build_info
 from core.settings import (
@@ -38,4 +39,5 @@ def run(loglevel: str | None = None, metrics_port: int | None = None) -> None:
     # makes aiokafka build a debug record per fetch and per produce (2% of the scheduler's
     # CPU under load) and prints cursor escapes into the logs.
     worker.spinner = None
+    tune_collector()
     worker.execute_from_commandline()

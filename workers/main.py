@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer
 
 from core.backoff import DEFAULT_BACKOFF
 from core.db import StoreUnavailable, create_pool
+from core.gc_tuning import tune_collector
 from core.ids import process_id
 from core.ops_server import publish_build_info, start_ops_server
 from core.queries import QUERIES
@@ -257,6 +258,7 @@ class Worker:
 
 async def run(lane: Lane, metrics_port: int | None = None) -> None:
     """Entry point of ``kjs worker --lane <lane>``: runs until SIGTERM or SIGINT."""
+    tune_collector()
     obs = load(ObservabilitySettings)
     port = obs.metrics_port if metrics_port is None else metrics_port
     publish_build_info(f"worker-{lane}")
