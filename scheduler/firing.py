@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,7 +17,6 @@ from scheduler.kafka_io import Sender
 from scheduler.metrics import DISPATCH_LEAD, FIRED
 from scheduler.model import DueJob, Fired, FiringJob, Occurrence, Skip
 from scheduler.store.firing import mark_dispatched, undispatched
-from schemas.v1.events import DueEvent
 from schemas.v1.ids import execution_id_for
 from schemas.v1.schedules import OnceSchedule, Schedule
 from timetable.occurrences import jitter_delay, next_run, occurrences
@@ -171,21 +171,11 @@ class Dispatcher:
             return
         acks = []
         for occ in occurrences:
-            event = DueEvent(
-                execution_id=occ.execution_id,
-                job_id=occ.job_id,
-                user_id=occ.user_id,
-                attempt=occ.attempt,
-                scheduled_for=occ.scheduled_for,
-                lane=occ.lane,  # type: ignore[arg-type]
-                target=occ.target,  # type: ignore[arg-type]
-                shard=shard,
-                not_before=occ.due_at,
-            )
-            topic = self._catalog.due[event.lane].name
             acks.append(
                 await self._sender.send(
-                    topic, str(occ.job_id).encode(), event.model_dump_json().encode()
+                    self._catalog.due[occ.lane].name,  # type: ignore[index]
+                    str(occ.job_id).encode(),
+                    due_event_value(occ, shard),
                 )
             )
         await asyncio.gather(*acks)
@@ -194,6 +184,32 @@ class Dispatcher:
             FIRED.labels(occ.lane).inc()
             DISPATCH_LEAD.observe(((occ.due_at or occ.scheduled_for) - acked).total_seconds())
         await mark_dispatched(self._pool, shard, epoch, [o.execution_id for o in occurrences])
+
+
+def due_event_value(occ: Occurrence, shard: int) -> bytes:
+    """The ``DueEvent`` of an execution row, as the record's value.
+
+    Written out with ``json`` rather than built as the pydantic model: every field was
+    validated at the door (the target when its job was created or updated) and comes from
+    the shard's own rows, and validating it again cost a tenth of the shard's CPU while
+    firing. The worker validates the event it reads (``workers.execution``); a unit test
+    holds this encoding to the model.
+    """
+    return json.dumps(
+        {
+            "version": 1,
+            "execution_id": str(occ.execution_id),
+            "job_id": str(occ.job_id),
+            "user_id": occ.user_id,
+            "attempt": occ.attempt,
+            "scheduled_for": occ.scheduled_for.isoformat(),
+            "lane": occ.lane,
+            "target": occ.target,
+            "shard": shard,
+            "not_before": None if occ.due_at is None else occ.due_at.isoformat(),
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 async def resend_outbox(
