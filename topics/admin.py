@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from core.settings import KafkaSettings
@@ -55,19 +55,35 @@ def _raise_if_refused(admin: AdminClient) -> None:
         )
 
 
-async def existing_partitions(admin: AdminClient, timeout_s: float = 10.0) -> dict[str, int]:
-    # Short attempts, so that refused credentials fail in about a second, not at the deadline.
+async def existing_partitions(
+    admin: AdminClient, names: Iterable[str], timeout_s: float = 10.0
+) -> dict[str, int]:
+    """The partition counts of those of ``names`` that exist.
+
+    Described by name, not by listing the cluster: a cluster of thousands of topics takes
+    seconds to list, and kjs needs to know about its own handful. Attempts grow from one
+    second, so refused credentials still fail in about a second.
+    """
+    wanted = list(names)
     deadline = time.monotonic() + timeout_s
+    attempt = 1.0
     while True:
-        attempt = max(0.1, min(1.0, deadline - time.monotonic()))
+        timeout = max(0.1, min(attempt, deadline - time.monotonic()))
+        futures = admin.describe_topics(TopicCollection(wanted), request_timeout=timeout)
+        found: dict[str, int] = {}
         try:
-            metadata = await asyncio.to_thread(admin.list_topics, timeout=attempt)
-            break
+            for name, future in futures.items():
+                try:
+                    found[name] = len((await asyncio.wrap_future(future)).partitions)
+                except KafkaException as exc:
+                    if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                        raise
+            return found
         except KafkaException:
             _raise_if_refused(admin)
             if time.monotonic() >= deadline:
                 raise
-    return {name: len(t.partitions) for name, t in metadata.topics.items() if t.error is None}
+            attempt *= 2
 
 
 def check_layout(cat: Catalog, existing: dict[str, int]) -> None:
@@ -97,7 +113,8 @@ def check_layout(cat: Catalog, existing: dict[str, int]) -> None:
 async def create_topics(kafka: KafkaSettings, cat: Catalog, timeout_s: float = 30.0) -> list[str]:
     """Create missing topics; returns the names created. Safe to run again."""
     admin = admin_client(kafka)
-    existing = await existing_partitions(admin)
+    names = [spec.name for spec in cat.all()]
+    existing = await existing_partitions(admin, names)
     check_layout(cat, existing)
     missing = [spec for spec in cat.all() if spec.name not in existing]
     if not missing:
@@ -112,7 +129,16 @@ async def create_topics(kafka: KafkaSettings, cat: Catalog, timeout_s: float = 3
             # Another process created it in between: fine, as long as the layout holds.
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
-    check_layout(cat, await existing_partitions(admin))
+    # A topic just created may be missing from a broker's metadata for a moment; the
+    # layout is judged once every topic is seen, so a race with another creator that
+    # used another count is caught here rather than by the shards later.
+    deadline = time.monotonic() + timeout_s
+    while len(existing := await existing_partitions(admin, names)) < len(names):
+        if time.monotonic() >= deadline:
+            missing_now = sorted(set(names) - set(existing))
+            raise TopicLayoutError(f"topics not visible after creating them: {missing_now}")
+        await asyncio.sleep(0.1)
+    check_layout(cat, existing)
     return created
 
 
