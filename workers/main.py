@@ -27,6 +27,7 @@ from core.queries import QUERIES
 from core.secrets import SecretBox, box_from
 from core.settings import (
     DatabaseSettings,
+    EventsSettings,
     KafkaSettings,
     ObservabilitySettings,
     SecuritySettings,
@@ -83,8 +84,11 @@ class Worker:
         *,
         tuning: WorkerTuning = WorkerTuning(),
         secrets: SecretBox | None = None,
+        events: EventsSettings | None = None,
     ) -> None:
         self.id = process_id(settings.worker_id)
+        # KJS_EVENTS=on: each claim writes its 'execution.started' event (workers.claims).
+        self._events = (events or EventsSettings()).on
         # Opens the sealed secrets of targets just before they run (core.secrets).
         self._secrets = secrets or SecretBox()
         self.lane = lane
@@ -175,7 +179,7 @@ class Worker:
         self.leases = leases
         concurrency = self._settings.worker_concurrency
         service = ExecutionService(
-            Claimer(pool, self.id, lease_s=tuning.lease_ttl_s),
+            Claimer(pool, self.id, lease_s=tuning.lease_ttl_s, events=self._events),
             registry,
             Reporter(producer, cat),
             TargetGuard(self._targets, frozenset(t.name for t in cat.all())),
@@ -263,6 +267,7 @@ async def run(lane: Lane, metrics_port: int | None = None) -> None:
         lane,
         load(TargetSettings),
         secrets=box_from(load(SecuritySettings).secret_keys, f"worker-{lane}"),
+        events=load(EventsSettings),
     )
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)
