@@ -258,6 +258,8 @@ class Worker:
 async def run(lane: Lane, metrics_port: int | None = None) -> None:
     """Entry point of ``kjs worker --lane <lane>``: runs until SIGTERM or SIGINT."""
     obs = load(ObservabilitySettings)
+    # Before anything that logs: a bad KJS_EVENTS is the one line the user sees.
+    events = load(EventsSettings)
     port = obs.metrics_port if metrics_port is None else metrics_port
     publish_build_info(f"worker-{lane}")
     worker = Worker(
@@ -267,7 +269,7 @@ async def run(lane: Lane, metrics_port: int | None = None) -> None:
         lane,
         load(TargetSettings),
         secrets=box_from(load(SecuritySettings).secret_keys, f"worker-{lane}"),
-        events=load(EventsSettings),
+        events=events,
     )
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)
