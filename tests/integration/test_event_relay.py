@@ -5,12 +5,11 @@ batched (a batch is published and deleted together)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from core.settings import KafkaSettings
 from scheduler.events import relay_once
@@ -23,9 +22,7 @@ from schemas.v1.events import ResultEvent
 from schemas.v1.state_events import StateEvent
 from tests.integration.test_outbox import fire
 from tests.integration.worker_harness import TopicReader
-from topics.admin import create_topics
 from topics.catalog import Catalog, catalog
-from topics.producer import durable_producer
 
 pytestmark = pytest.mark.services
 
@@ -40,30 +37,9 @@ def events_on() -> Iterator[None]:
 
 
 @pytest.fixture
-def shard() -> int:
-    """A shard of this test alone (the session's schedulers use 0..2)."""
-    return 3000 + uuid.uuid4().int % 1_000_000
-
-
-@pytest.fixture
-async def own_catalog(services: None, kafka_settings: KafkaSettings) -> Catalog:
+def own_catalog(own_topics: KafkaSettings) -> Catalog:
     """An events topic nobody else writes, so every record in it is this test's."""
-    settings = kafka_settings.model_copy(
-        update={"namespace": f"{kafka_settings.namespace}e{uuid.uuid4().hex[:8]}."}
-    )
-    cat = catalog(settings)
-    await create_topics(settings, cat)
-    return cat
-
-
-@pytest.fixture
-async def sender(kafka_settings: KafkaSettings) -> AsyncIterator[ProducerSender]:
-    producer: AIOKafkaProducer = durable_producer(kafka_settings)
-    await producer.start()
-    try:
-        yield ProducerSender(producer)
-    finally:
-        await producer.stop()
+    return catalog(own_topics)
 
 
 async def outbox(pool: asyncpg.Pool, shard: int) -> list[StateEvent]:
