@@ -293,30 +293,29 @@ RETURNING e.execution_id, e.job_id, e.user_id, e.attempt, e.scheduled_for, e.lan
 -- State-change events, KJS_EVENTS=on (scheduler/store/events.py, scheduler/events.py)
 
 -- fragment: execution_event
--- The jobs.events value of a change of execution row e, but its type (added by each
--- statement), as schemas/v1/state_events.py's StateEvent; the event id is fixed here, once,
--- so a redelivery repeats it.
-jsonb_build_object(
-    'version', 1, 'event_id', gen_random_uuid(), 'occurred_at', now(),
-    'job_id', e.job_id, 'user_id', e.user_id, 'shard', e.shard,
-    'execution', jsonb_strip_nulls(jsonb_build_object(
-        'execution_id', e.execution_id, 'attempt', e.attempt,
-        'scheduled_for', e.scheduled_for, 'lane', e.lane, 'status', e.status,
-        'started_at', e.started_at, 'finished_at', e.finished_at, 'worker', e.worker,
-        'http_status', e.http_status,
-        'error', CASE WHEN e.status = 'failed' THEN e.error END,
-        'reason', CASE WHEN e.status IN ('skipped', 'cancelled') THEN e.error END,
-        'retry_at', CASE WHEN e.status = 'pending' THEN e.due_at END)));
+-- The jobs.events value of a change of execution row e, of type ev.type (each statement
+-- names it), as schemas/v1/state_events.py's StateEvent; the event id is fixed here, once, so
+-- a redelivery repeats it. Built from rows (column names, not quoted keys).
+(SELECT to_jsonb(t) FROM (
+    SELECT 1 AS version, gen_random_uuid() AS event_id, now() AS occurred_at, ev.type,
+           e.job_id, e.user_id, e.shard,
+           (SELECT jsonb_strip_nulls(to_jsonb(x)) FROM (
+                SELECT e.execution_id, e.attempt, e.scheduled_for, e.lane, e.status,
+                       e.started_at, e.finished_at, e.worker, e.http_status,
+                       CASE WHEN e.status = 'failed' THEN e.error END AS error,
+                       CASE WHEN e.status IN ('skipped', 'cancelled') THEN e.error END AS reason,
+                       CASE WHEN e.status = 'pending' THEN e.due_at END AS retry_at
+            ) AS x) AS execution
+) AS t);
 
 -- name: insert_execution_events
 -- An event ($1 its type, or null for 'execution.<status>') for each execution among $2 that
 -- this transaction wrote (xmin: a row it did not change, such as a redelivered result's, gets
 -- none), into the outbox.
 INSERT INTO kjs_event_outbox (shard, job_id, payload)
-SELECT e.shard, e.job_id,
-       jsonb_build_object('type', COALESCE($1::text, 'execution.' || e.status))
-       || {{execution_event}}
-FROM kjs_executions AS e
+SELECT e.shard, e.job_id, {{execution_event}}
+FROM kjs_executions AS e,
+     LATERAL (SELECT COALESCE($1::text, 'execution.' || e.status) AS type) AS ev
 WHERE e.execution_id = ANY($2::uuid[]) AND e.xmin = pg_current_xact_id()::xid
 ORDER BY e.scheduled_for, e.attempt;
 
@@ -324,10 +323,9 @@ ORDER BY e.scheduled_for, e.attempt;
 -- As insert_execution_events, for the executions of the jobs among $2 that this transaction
 -- wrote, in status $3 (a change that names jobs, not executions: cancel, pause, fire).
 INSERT INTO kjs_event_outbox (shard, job_id, payload)
-SELECT e.shard, e.job_id,
-       jsonb_build_object('type', COALESCE($1::text, 'execution.' || e.status))
-       || {{execution_event}}
-FROM kjs_executions AS e
+SELECT e.shard, e.job_id, {{execution_event}}
+FROM kjs_executions AS e,
+     LATERAL (SELECT COALESCE($1::text, 'execution.' || e.status) AS type) AS ev
 WHERE e.job_id = ANY($2::uuid[]) AND e.status = $3
   AND e.xmin = pg_current_xact_id()::xid
 ORDER BY e.scheduled_for, e.attempt;
@@ -345,8 +343,9 @@ ORDER BY created_at, job_id;
 -- Events built in Python ($1 their shards, $2 their jobs, $3 their values) into the outbox,
 -- each given its id and time here.
 INSERT INTO kjs_event_outbox (shard, job_id, payload)
-SELECT s, j, p || jsonb_build_object('version', 1, 'event_id', gen_random_uuid(),
-                                     'occurred_at', now(), 'shard', s)
+SELECT s, j, p || (SELECT to_jsonb(x) FROM (
+           SELECT 1 AS version, gen_random_uuid() AS event_id, now() AS occurred_at,
+                  s AS shard) AS x)
 FROM unnest($1::int[], $2::uuid[], $3::jsonb[]) WITH ORDINALITY AS t(s, j, p, n)
 ORDER BY n;
 
@@ -542,9 +541,8 @@ WITH e AS (
     RETURNING e.*
 ), events AS (
     INSERT INTO kjs_event_outbox (shard, job_id, payload)
-    SELECT e.shard, e.job_id,
-           jsonb_build_object('type', 'execution.started') || {{execution_event}}
-      FROM e
+    SELECT e.shard, e.job_id, {{execution_event}}
+      FROM e, LATERAL (SELECT 'execution.started' AS type) AS ev
 )
 SELECT execution_id, started_at, lease_until FROM e;
 
