@@ -3,7 +3,9 @@ transaction: an event commits if and only if its change does (docs/events.md).
 
 Each store function that changes a job or an execution calls one of these after its
 statement, with the ids it changed. They select only the rows this transaction wrote
-(``xmin``), so a no-op (a redelivered result, an occurrence stored before) has no event.
+(``xmin`` is the transaction's id), so a no-op (a redelivered result, an occurrence stored
+before) has no event. A row written inside a savepoint carries the savepoint's id and would
+be missed: the fenced transaction has none, and must not get one without changing this.
 Off (``KJS_EVENTS``, the default) each call is a check of :data:`SWITCH` and nothing else.
 """
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 JobEventType = Literal[
     "job.created",
@@ -91,3 +91,10 @@ class StateEvent(_Model):
     # Exactly one of the two, by the type's prefix.
     job: JobState | None = None
     execution: ExecutionState | None = None
+
+    @model_validator(mode="after")
+    def _state_of_its_kind(self) -> StateEvent:
+        kind = self.type.split(".", 1)[0]
+        if (self.job is not None, self.execution is not None) != (kind == "job", kind != "job"):
+            raise ValueError(f"a {self.type} event carries the {kind} (only)")
+        return self
