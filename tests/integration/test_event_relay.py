@@ -14,12 +14,16 @@ import pytest
 from core.settings import KafkaSettings
 from scheduler.events import relay_once
 from scheduler.kafka_io import ProducerSender
-from scheduler.model import Failure
+from scheduler.model import Failure, NewJob
 from scheduler.store.events import SWITCH, job_change
+from scheduler.store.jobs import insert_jobs
+from scheduler.store.lifecycle import cancel_job, change_job, trigger_job
+from scheduler.store.pending import queue_pending
 from scheduler.store.results import record_result
 from scheduler.store.shards import Fenced, claim_shard
 from schemas.v1.events import ResultEvent
 from schemas.v1.state_events import StateEvent
+from schemas.v1.statuses import ALLOWED_FROM
 from tests.integration.test_outbox import fire
 from tests.integration.worker_harness import TopicReader
 from topics.catalog import Catalog, catalog
@@ -161,3 +165,59 @@ async def test_the_relay_is_fenced_and_publishes_in_batches(
 )
 def test_a_lifecycle_change_is_named_by_its_statuses(before: str, after: str, event: str) -> None:
     assert job_change(before, after) == event
+
+
+async def test_each_lifecycle_change_has_its_event(
+    pool: asyncpg.Pool, shard: int, user_id: str, events_on: None
+) -> None:
+    epoch = await claim_shard(pool, shard, "owner")
+    now = datetime.now(UTC)
+    job = NewJob(
+        job_id=uuid.uuid4(),
+        user_id=user_id,
+        shard=shard,
+        name="lifecycle",
+        idempotency_key=None,
+        schedule={"type": "cron", "expression": "0 9 * * *"},
+        target={"type": "http", "method": "GET", "url": "https://example.com"},
+        priority="normal",
+        retry={},
+        next_run_at=now + timedelta(days=1),
+        created_at=now,
+        source="test",
+    )
+    jid = job.job_id
+
+    async def change(command: str, **values: object) -> None:
+        changed = await change_job(
+            pool, shard, epoch, user_id, jid, ALLOWED_FROM[command], lambda _: values, now
+        )
+        assert not isinstance(changed, str), changed
+
+    await insert_jobs(pool, shard, epoch, [job])
+    await insert_jobs(pool, shard, epoch, [job])  # a redelivered create: no change, no event
+    await change("pause", status="paused")
+    await change("resume", status="scheduled")
+    await change("update", name="renamed")
+    # A run triggered for later than the pause below: fired ahead, not yet due.
+    run = await trigger_job(pool, shard, epoch, user_id, jid, now + timedelta(seconds=10))
+    assert not isinstance(run, str)
+    await queue_pending(pool, shard, epoch, [run.execution_id], now + timedelta(seconds=10))
+    await change("pause", status="paused")
+    assert await cancel_job(pool, shard, epoch, user_id, jid) == "cancelled"
+
+    events = await outbox(pool, shard)
+    assert [e.type for e in events] == [
+        "job.created",
+        "job.paused",
+        "job.resumed",
+        "job.updated",
+        "execution.pending",
+        "execution.queued",
+        "job.paused",
+        "execution.skipped",
+        "job.cancelled",
+    ]
+    assert events[3].job is not None and events[3].job.name == "renamed"
+    skipped = events[7].execution
+    assert skipped is not None and skipped.reason and skipped.reason.startswith("paused")
