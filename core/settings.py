@@ -32,6 +32,7 @@ class KafkaSettings(_Section):
     namespace: str = ""
     command_partitions: int = Field(default=6, ge=1, le=1024)
     due_partitions: int = Field(default=6, ge=1, le=1024)
+    events_partitions: int = Field(default=6, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1, le=16)
     # Transport security of every Kafka client kjs opens (librdkafka, aiokafka, faust), mapped
     # in topics/security.py. SASL_* needs a mechanism, a username and a password; the SSL
@@ -124,6 +125,18 @@ class SchedulerSettings(_Section):
     # session would make a busy scheduler's GC pause a rebalance, which the epoch fence
     # makes safe but not free).
     session_timeout_s: float = Field(default=6.0, ge=6.0, le=300.0)
+
+
+class EventsSettings(_Section):
+    """``jobs.events``, every state change as an event (docs/events.md). Per installation:
+    the schedulers and the workers read it, off costs the firing path nothing but this
+    check, and a value other than on/off is refused at start-up."""
+
+    events: Literal["on", "off"] = "off"
+
+    @property
+    def on(self) -> bool:
+        return self.events == "on"
 
 
 class WorkerSettings(_Section):
@@ -385,6 +398,7 @@ SECTIONS: tuple[type[_Section], ...] = (
     KafkaSettings,
     DatabaseSettings,
     SchedulerSettings,
+    EventsSettings,
     WorkerSettings,
     TargetSettings,
     SecuritySettings,

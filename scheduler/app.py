@@ -27,6 +27,7 @@ from core.quotas import Quotas
 from core.secrets import box_from
 from core.settings import (
     DatabaseSettings,
+    EventsSettings,
     KafkaSettings,
     ObservabilitySettings,
     SchedulerSettings,
@@ -37,12 +38,14 @@ from core.settings import (
 from scheduler.command_batches import CommandBatches
 from scheduler.commands import CommandHandler
 from scheduler.daily_budget import DailyBudget
+from scheduler.events import EventRelay
 from scheduler.firing import Dispatcher
 from scheduler.kafka_io import FaustSender
 from scheduler.outages import until_available
 from scheduler.records import Record
 from scheduler.results import ResultHandler
 from scheduler.shards import NotOwned, Shards
+from scheduler.store.events import SWITCH
 from scheduler.store.shards import Fenced
 from topics.catalog import Catalog, catalog
 from topics.security import faust_broker, faust_credentials
@@ -75,6 +78,7 @@ class SchedulerApp:
     settings: SchedulerSettings
     database_url: str | None = None
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
+    events: EventsSettings = field(default_factory=EventsSettings)
     catalog: Catalog = field(init=False)
     app: faust.App = field(init=False)
     outcomes: dict[str, int] = field(default_factory=dict)
@@ -139,7 +143,16 @@ class SchedulerApp:
                 sender = FaustSender(self.app)
                 dispatcher = Dispatcher(pool, sender, self.catalog)
                 quotas = Quotas(load(SecuritySettings))
-                shards = Shards(pool, dispatcher, self.settings, self.owner, DailyBudget(quotas))
+                SWITCH.on = self.events.on
+                relay = EventRelay(pool, sender, self.catalog.events.name) if SWITCH.on else None
+                shards = Shards(
+                    pool,
+                    dispatcher,
+                    self.settings,
+                    self.owner,
+                    DailyBudget(quotas),
+                    relay=None if relay is None else relay.run,
+                )
                 self._runtime = Runtime(
                     pool=pool,
                     shards=shards,

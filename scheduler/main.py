@@ -12,6 +12,7 @@ from core.logs import logging_config
 from core.ops_server import publish_build_info
 from core.settings import (
     DatabaseSettings,
+    EventsSettings,
     KafkaSettings,
     ObservabilitySettings,
     SchedulerSettings,
@@ -25,7 +26,11 @@ def run(loglevel: str | None = None, metrics_port: int | None = None) -> None:
     if metrics_port is not None:
         obs = obs.model_copy(update={"metrics_port": metrics_port})
     scheduler = SchedulerApp(
-        load(KafkaSettings), load(DatabaseSettings), load(SchedulerSettings), observability=obs
+        load(KafkaSettings),
+        load(DatabaseSettings),
+        load(SchedulerSettings),
+        observability=obs,
+        events=load(EventsSettings),
     )
     publish_build_info("scheduler")
     # Before faust's worker makes its loop (mode asks the policy for one): uvloop.

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -33,6 +34,8 @@ class NotOwned(RuntimeError):
 class OwnedShard:
     timer: ShardTimer
     task: asyncio.Task[None]
+    # The shard's event relay (scheduler.events), with KJS_EVENTS=on.
+    relay: asyncio.Task[None] | None = None
 
     @property
     def epoch(self) -> int:
@@ -48,8 +51,11 @@ class Shards:
         owner: str,
         budget: DailyBudget | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        relay: Callable[[int, int], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self._pool = pool
+        # Publishes a shard's events, given (shard, epoch); None with KJS_EVENTS=off.
+        self._relay = relay
         self._clock = clock
         self._budget = budget
         self._dispatcher = dispatcher
@@ -87,7 +93,10 @@ class Shards:
                 self._clock,
             )
             task = asyncio.create_task(self._run_timer(timer), name=f"kjs-shard-{shard}")
-            self._owned[shard] = OwnedShard(timer, task)
+            relay: asyncio.Task[None] | None = None
+            if self._relay is not None:
+                relay = asyncio.create_task(self._relay(shard, epoch), name=f"kjs-events-{shard}")
+            self._owned[shard] = OwnedShard(timer, task, relay)
             log.info("shard %s assigned (epoch %s)", shard, epoch, extra={"shard": shard})
         SHARDS_OWNED.set(len(self._owned))
         self.assigned_once = True
@@ -99,9 +108,11 @@ class Shards:
             owned = self._owned.pop(shard, None)
             if owned is None:
                 continue
-            owned.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await owned.task
+            for task in (owned.task, owned.relay):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             log.info("shard %s revoked (epoch %s)", shard, owned.epoch, extra={"shard": shard})
             for gauge in (TIMER_HELD, DUE_NOT_FIRED):
                 with contextlib.suppress(KeyError):

@@ -14,6 +14,7 @@ from pydantic import BaseModel, TypeAdapter
 from schemas.v1.commands import Command
 from schemas.v1.events import DueEvent, ResultBatch, ResultEvent
 from schemas.v1.jobs import JobSpec
+from schemas.v1.state_events import StateEvent
 
 JSON_DIR = Path(__file__).parent / "json"
 
@@ -23,6 +24,7 @@ EXPORTS: dict[str, Any] = {
     "v1.due-event": DueEvent,
     "v1.result-event": ResultEvent,
     "v1.result-batch": ResultBatch,
+    "v1.state-event": StateEvent,
 }
 
 

@@ -29,9 +29,10 @@ class Catalog:
     results: TopicSpec
     dlq: TopicSpec
     due: dict[Lane, TopicSpec]
+    events: TopicSpec
 
     def all(self) -> list[TopicSpec]:
-        return [self.commands, self.results, *self.due.values(), self.dlq]
+        return [self.commands, self.results, *self.due.values(), self.dlq, self.events]
 
     def group(self, name: str) -> str:
         """A consumer group name inside this installation's namespace."""
@@ -57,4 +58,9 @@ def catalog(settings: KafkaSettings) -> Catalog:
         results=spec("jobs.results", settings.command_partitions, "user_id"),
         dlq=spec("jobs.dlq", 1, "source key", **{"retention.ms": str(30 * 86400 * 1000)}),
         due={lane: spec(f"jobs.due.{lane}", settings.due_partitions, "job_id") for lane in LANES},
+        # Keyed by job_id, not co-partitioned: its readers follow jobs, not shards (a job's
+        # events stay in order on one partition, a big tenant spreads over all of them). The
+        # relay of every shard writes to any partition. Created whether or not KJS_EVENTS is
+        # on, so turning it on needs no new topic.
+        events=spec("jobs.events", settings.events_partitions, "job_id"),
     )

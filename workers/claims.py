@@ -46,12 +46,16 @@ class Claim:
 
 
 async def claim_batch(
-    pool: asyncpg.Pool, worker: str, requests: Sequence[tuple[UUID, float]]
+    pool: asyncpg.Pool, worker: str, requests: Sequence[tuple[UUID, float]], events: bool = False
 ) -> dict[UUID, Claim]:
-    """Claim the queued ones among ``(execution_id, lease_s)``; one statement, one commit."""
-    rows = await pool.fetch(
-        QUERIES["claim_executions"], [r[0] for r in requests], [r[1] for r in requests], worker
-    )
+    """Claim the queued ones among ``(execution_id, lease_s)``; one statement, one commit.
+
+    With ``events`` (KJS_EVENTS=on) the statement also writes each claimed execution's
+    'execution.started' event to the outbox: the claim is the queued -> running change, and
+    the worker its owner, so the event commits with it (the shard's relay publishes it).
+    """
+    query = QUERIES["claim_executions_with_events"] if events else QUERIES["claim_executions"]
+    rows = await pool.fetch(query, [r[0] for r in requests], [r[1] for r in requests], worker)
     return {
         row["execution_id"]: Claim(started_at=row["started_at"], lease_until=row["lease_until"])
         for row in rows
@@ -70,8 +74,11 @@ class Claimer:
         max_batch: int = MAX_BATCH,
         coalesce_s: float = COALESCE_S,
         backoff: Backoff = DEFAULT_BACKOFF,
+        events: bool = False,
     ) -> None:
         self._pool = pool
+        # KJS_EVENTS=on: claims write their 'execution.started' events (claim_batch).
+        self._events = events
         self._worker = worker
         # The first lease; the worker's LeaseKeeper extends it while the attempt runs.
         self._lease_s = lease_s
@@ -148,7 +155,10 @@ class Claimer:
             batch = {i: self._waiting.pop(i) for i in ids}
             try:
                 claims = await claim_batch(
-                    self._pool, self._worker, [(i, lease) for i, (lease, _) in batch.items()]
+                    self._pool,
+                    self._worker,
+                    [(i, lease) for i, (lease, _) in batch.items()],
+                    self._events,
                 )
             except Exception as exc:
                 for _, future in batch.values():

@@ -28,6 +28,7 @@ from core.queries import QUERIES
 from core.secrets import SecretBox, box_from
 from core.settings import (
     DatabaseSettings,
+    EventsSettings,
     KafkaSettings,
     ObservabilitySettings,
     SecuritySettings,
@@ -84,8 +85,11 @@ class Worker:
         *,
         tuning: WorkerTuning = WorkerTuning(),
         secrets: SecretBox | None = None,
+        events: EventsSettings | None = None,
     ) -> None:
         self.id = process_id(settings.worker_id)
+        # KJS_EVENTS=on: each claim writes its 'execution.started' event (workers.claims).
+        self._events = (events or EventsSettings()).on
         # Opens the sealed secrets of targets just before they run (core.secrets).
         self._secrets = secrets or SecretBox()
         self.lane = lane
@@ -180,7 +184,7 @@ class Worker:
         reporter = Reporter(producer, cat)
         stack.push_async_callback(reporter.close)
         service = ExecutionService(
-            Claimer(pool, self.id, lease_s=tuning.lease_ttl_s),
+            Claimer(pool, self.id, lease_s=tuning.lease_ttl_s, events=self._events),
             registry,
             reporter,
             TargetGuard(self._targets, frozenset(t.name for t in cat.all())),
@@ -260,6 +264,8 @@ async def run(lane: Lane, metrics_port: int | None = None) -> None:
     """Entry point of ``kjs worker --lane <lane>``: runs until SIGTERM or SIGINT."""
     tune_collector()
     obs = load(ObservabilitySettings)
+    # Before anything that logs: a bad KJS_EVENTS is the one line the user sees.
+    events = load(EventsSettings)
     port = obs.metrics_port if metrics_port is None else metrics_port
     publish_build_info(f"worker-{lane}")
     worker = Worker(
@@ -269,6 +275,7 @@ async def run(lane: Lane, metrics_port: int | None = None) -> None:
         lane,
         load(TargetSettings),
         secrets=box_from(load(SecuritySettings).secret_keys, f"worker-{lane}"),
+        events=events,
     )
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)

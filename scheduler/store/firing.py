@@ -15,6 +15,7 @@ import asyncpg
 
 from core.queries import QUERIES
 from scheduler.model import DueJob, Fired, FiringJob, Occurrence
+from scheduler.store.events import SWITCH, job_execution_events
 from scheduler.store.shards import fenced
 from schemas.v1.ids import execution_id_for
 
@@ -68,6 +69,7 @@ async def write_fired(conn: asyncpg.Connection, shard: int, fired: list[Fired]) 
     replaced = [f.job_id for f in fired if f.cancel_active]
     if replaced:
         await conn.execute(QUERIES["cancel_replaced_executions"], replaced)
+        await job_execution_events(conn, replaced, "cancelled")
     occ = [o for f in fired for o in f.occurrences]
     skips = [(f, s) for f in fired for s in f.skipped]
     await conn.execute(
@@ -84,6 +86,9 @@ async def write_fired(conn: asyncpg.Connection, shard: int, fired: list[Fired]) 
         [o.due_at for o in occ] + [None for _ in skips],
         [None for _ in occ] + [k.reason for _, k in skips],
     )
+    if SWITCH.on:  # the hot path: off, not even the lists below
+        await job_execution_events(conn, [f.job_id for f in fired if f.occurrences], "queued")
+        await job_execution_events(conn, [f.job_id for f in fired if f.skipped], "skipped")
     await conn.execute(
         QUERIES["advance_fired_jobs"],
         [f.job_id for f in fired],

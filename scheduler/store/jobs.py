@@ -9,6 +9,7 @@ import asyncpg
 from core.queries import QUERIES
 from scheduler.model import NewJob
 from scheduler.store.columns import columns
+from scheduler.store.events import job_events
 from scheduler.store.shards import fenced
 
 
@@ -40,6 +41,7 @@ async def insert_jobs(pool: asyncpg.Pool, shard: int, epoch: int, jobs: list[New
                 "source",
             ),
         )
+        await job_events(conn, "job.created", [r["job_id"] for r in rows])
     return {r["job_id"] for r in rows}
 
 

@@ -8,6 +8,7 @@ import asyncpg
 
 from core.queries import QUERIES
 from scheduler.model import Occurrence
+from scheduler.store.events import execution_events
 from scheduler.store.shards import fenced
 
 
@@ -28,4 +29,5 @@ async def requeue_expired(
         return []
     async with fenced(pool, shard, epoch) as conn:
         rows = await conn.fetch(QUERIES["requeue_lapsed_executions"], shard, now)
+        await execution_events(conn, [r["execution_id"] for r in rows])
     return [Occurrence(**dict(r)) for r in rows]

@@ -11,6 +11,7 @@ import asyncpg
 
 from core.queries import QUERIES
 from scheduler.model import Changed, PendingRun
+from scheduler.store.events import job_change, job_events, job_execution_events
 from scheduler.store.pending import add_triggered_run
 from scheduler.store.shards import fenced
 from schemas.v1.statuses import ALLOWED_FROM, JobStatus
@@ -49,6 +50,8 @@ async def cancel_job(pool: asyncpg.Pool, shard: int, epoch: int, user_id: str, j
         await conn.execute(QUERIES["cancel_job"], job_id)
         # A worker's claim only takes 'queued' rows, so this also wins inside the lead time.
         await conn.execute(QUERIES["cancel_unstarted_executions"], job_id)
+        await job_events(conn, "job.cancelled", [job_id])
+        await job_execution_events(conn, [job_id], "cancelled")
     return "cancelled"
 
 
@@ -80,8 +83,10 @@ async def change_job(
             [name for name in CHANGEABLE if name in values],
             *(values.get(name) for name in CHANGEABLE),
         )
+        await job_events(conn, job_change(row["status"], after["status"]), [job_id])
         if after["status"] == "paused":
             await conn.execute(QUERIES["skip_runs_ahead_of_pause"], job_id, now)
+            await job_execution_events(conn, [job_id], "skipped")
     return Changed(after["status"], after["next_run_at"], after["schedule"])
 
 

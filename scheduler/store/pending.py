@@ -17,6 +17,7 @@ import asyncpg
 
 from core.queries import QUERIES
 from scheduler.model import Occurrence, PendingRun
+from scheduler.store.events import SWITCH, execution_events
 from scheduler.store.shards import fenced
 from schemas.v1.ids import execution_id_for
 
@@ -46,6 +47,7 @@ async def add_retry(
         delay_s,
         now,
     )
+    await execution_events(conn, [execution_id], "execution.retry_scheduled")
     return PendingRun(execution_id, due_at) if due_at else None
 
 
@@ -69,6 +71,7 @@ async def release_buffered_run(
         finished["lane"],
         now,
     )
+    await execution_events(conn, [execution_id])
     return PendingRun(execution_id, due_at) if due_at else None
 
 
@@ -81,6 +84,7 @@ async def add_triggered_run(
     await conn.execute(
         QUERIES["insert_triggered_run"], execution_id, job_id, user_id, shard, now, lane
     )
+    await execution_events(conn, [execution_id])
     return PendingRun(execution_id, now)
 
 
@@ -96,4 +100,6 @@ async def queue_pending(
     """Move due pending runs from 'pending' to 'queued' (fenced); returns what to dispatch."""
     async with fenced(pool, shard, epoch) as conn:
         rows = await conn.fetch(QUERIES["queue_pending_runs"], execution_ids, shard, until)
+        if SWITCH.on:
+            await execution_events(conn, [r["execution_id"] for r in rows])
     return [Occurrence(**dict(r)) for r in rows]

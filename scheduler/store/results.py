@@ -11,6 +11,7 @@ import asyncpg
 from core.queries import QUERIES
 from scheduler.model import Failure, Recorded
 from scheduler.store.columns import columns
+from scheduler.store.events import SWITCH, execution_events, job_events
 from scheduler.store.pending import add_retry, release_buffered_run
 from scheduler.store.shards import fenced
 from schemas.v1.events import ResultEvent
@@ -52,6 +53,7 @@ async def record_result(
         )
         if row is None:
             return None
+        await execution_events(conn, [result.execution_id])
         job = await conn.fetchrow(QUERIES["lock_job_for_result"], row["job_id"])
         if result.status == "succeeded":
             await _settle_once_jobs(conn, [row["job_id"]], "succeeded")
@@ -60,6 +62,7 @@ async def record_result(
         delay = None if job["status"] == "cancelled" else delay_for(failure)
         if delay is not None:
             return Recorded(retry=await add_retry(conn, shard, row, delay, now))
+        await execution_events(conn, [result.execution_id], "execution.dead_lettered")
         await _settle_once_jobs(conn, [row["job_id"]], "failed")
         await on_exhausted(failure)
         return Recorded(
@@ -97,6 +100,8 @@ async def record_successes(
                     "output_excerpt",
                 ),
             )
+            if SWITCH.on:
+                await execution_events(conn, [r.execution_id for r in bulk])
             await _settle_once_jobs(conn, [r["job_id"] for r in jobs], "succeeded")
     return [r for r in results if r.execution_id in buffered]
 
@@ -105,3 +110,4 @@ async def _settle_once_jobs(conn: asyncpg.Connection, job_ids: list[UUID], statu
     # Only a one-time job is 'queued' (its single occurrence is out); recurring ones and
     # cancelled ones are left as they are.
     await conn.execute(QUERIES["settle_once_jobs"], job_ids, status)
+    await job_events(conn, "job.finished", job_ids, [status])

@@ -290,6 +290,77 @@ RETURNING e.execution_id, e.job_id, e.user_id, e.attempt, e.scheduled_for, e.lan
 
 
 -- ---------------------------------------------------------------------------------------------
+-- State-change events, KJS_EVENTS=on (scheduler/store/events.py, scheduler/events.py)
+
+-- fragment: execution_event
+-- The jobs.events value of a change of execution row e, of type ev.type (each statement
+-- names it), as schemas/v1/state_events.py's StateEvent; the event id is fixed here, once, so
+-- a redelivery repeats it. Built from rows (column names, not quoted keys).
+(SELECT to_jsonb(t) FROM (
+    SELECT 1 AS version, gen_random_uuid() AS event_id, now() AS occurred_at, ev.type,
+           e.job_id, e.user_id, e.shard,
+           (SELECT jsonb_strip_nulls(to_jsonb(x)) FROM (
+                SELECT e.execution_id, e.attempt, e.scheduled_for, e.lane, e.status,
+                       e.started_at, e.finished_at, e.worker, e.http_status,
+                       CASE WHEN e.status = 'failed' THEN e.error END AS error,
+                       CASE WHEN e.status IN ('skipped', 'cancelled') THEN e.error END AS reason,
+                       CASE WHEN e.status = 'pending' THEN e.due_at END AS retry_at
+            ) AS x) AS execution
+) AS t);
+
+-- name: insert_execution_events
+-- An event ($1 its type, or null for 'execution.<status>') for each execution among $2 that
+-- this transaction wrote (xmin: a row it did not change, such as a redelivered result's, gets
+-- none), into the outbox.
+INSERT INTO kjs_event_outbox (shard, job_id, payload)
+SELECT e.shard, e.job_id, {{execution_event}}
+FROM kjs_executions AS e,
+     LATERAL (SELECT COALESCE($1::text, 'execution.' || e.status) AS type) AS ev
+WHERE e.execution_id = ANY($2::uuid[]) AND e.xmin = pg_current_xact_id()::xid
+ORDER BY e.scheduled_for, e.attempt;
+
+-- name: insert_job_execution_events
+-- As insert_execution_events, for the executions of the jobs among $2 that this transaction
+-- wrote, in status $3 (a change that names jobs, not executions: cancel, pause, fire).
+INSERT INTO kjs_event_outbox (shard, job_id, payload)
+SELECT e.shard, e.job_id, {{execution_event}}
+FROM kjs_executions AS e,
+     LATERAL (SELECT COALESCE($1::text, 'execution.' || e.status) AS type) AS ev
+WHERE e.job_id = ANY($2::uuid[]) AND e.status = $3
+  AND e.xmin = pg_current_xact_id()::xid
+ORDER BY e.scheduled_for, e.attempt;
+
+-- name: changed_jobs
+-- The jobs among $1 that this transaction wrote (xmin), in one of the statuses $2 (null: any),
+-- for their events (scheduler/store/events.py redacts the target).
+SELECT job_id, user_id, shard, name, status, schedule, target, priority, retry, next_run_at
+FROM kjs_jobs
+WHERE job_id = ANY($1::uuid[]) AND xmin = pg_current_xact_id()::xid
+  AND ($2::text[] IS NULL OR status = ANY($2::text[]))
+ORDER BY created_at, job_id;
+
+-- name: insert_events
+-- Events built in Python ($1 their shards, $2 their jobs, $3 their values) into the outbox,
+-- each given its id and time here.
+INSERT INTO kjs_event_outbox (shard, job_id, payload)
+SELECT s, j, p || (SELECT to_jsonb(x) FROM (
+           SELECT 1 AS version, gen_random_uuid() AS event_id, now() AS occurred_at,
+                  s AS shard) AS x)
+FROM unnest($1::int[], $2::uuid[], $3::jsonb[]) WITH ORDINALITY AS t(s, j, p, n)
+ORDER BY n;
+
+-- name: outbox_batch
+-- The relay's next batch: the oldest $2 events of shard $1, their values as the text Kafka
+-- gets (no decoding and re-encoding on the way).
+SELECT seq, job_id, payload::text AS payload FROM kjs_event_outbox
+WHERE shard = $1 ORDER BY seq LIMIT $2;
+
+-- name: delete_published_events
+-- Kafka acknowledged these events ($1 their seq): out of the outbox.
+DELETE FROM kjs_event_outbox WHERE seq = ANY($1::bigint[]);
+
+
+-- ---------------------------------------------------------------------------------------------
 -- Quotas (core/quotas.py, scheduler/daily_budget.py, api/queries.py)
 
 -- name: count_active_jobs
@@ -442,7 +513,7 @@ FROM kjs_api_keys WHERE key_hash = $1;
 -- ---------------------------------------------------------------------------------------------
 -- The workers (workers/claims.py, workers/leases.py, workers/retention.py)
 
--- name: claim_executions
+-- fragment: claim_update
 -- Claim the queued ones among $1, each with its lease ($2 seconds), for the worker $3. Per
 -- row: UPDATE ... SET status = 'running' WHERE execution_id = $1 AND status = 'queued'. Rows
 -- that are not queued any more are simply not returned.
@@ -455,8 +526,25 @@ UPDATE kjs_executions AS e
        lease_until = now() + make_interval(secs => c.lease_s)
   FROM unnest($1::uuid[], $2::float8[]) AS c (execution_id, lease_s)
  WHERE e.execution_id = c.execution_id
-   AND e.status = 'queued'
+   AND e.status = 'queued';
+
+-- name: claim_executions
+-- claim_update (see it), returning the claimed rows.
+{{claim_update}}
 RETURNING e.execution_id, e.started_at, e.lease_until;
+
+-- name: claim_executions_with_events
+-- claim_update with KJS_EVENTS=on: the same statement also writes each claimed execution's
+-- 'execution.started' event into the outbox, so the event commits with the claim.
+WITH e AS (
+    {{claim_update}}
+    RETURNING e.*
+), events AS (
+    INSERT INTO kjs_event_outbox (shard, job_id, payload)
+    SELECT e.shard, e.job_id, {{execution_event}}
+      FROM e, LATERAL (SELECT 'execution.started' AS type) AS ev
+)
+SELECT execution_id, started_at, lease_until FROM e;
 
 -- name: extend_leases
 -- Extend the leases of the worker's ($2) running executions among $1, each by its $3 seconds.

@@ -129,3 +129,15 @@ CREATE TABLE kjs_tenant_usage (
     executions  integer NOT NULL DEFAULT 0 CHECK (executions >= 0),
     PRIMARY KEY (user_id, day)
 );
+
+-- The outbox of jobs.events (0012): written in the transaction of each state change (when
+-- KJS_EVENTS=on), published and deleted by the owning shard's relay, fenced, in seq order.
+CREATE TABLE kjs_event_outbox (
+    seq        bigserial PRIMARY KEY,
+    shard      integer NOT NULL CHECK (shard >= 0),
+    job_id     uuid NOT NULL,
+    payload    jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX kjs_event_outbox_by_shard ON kjs_event_outbox (shard, seq);

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from core.settings import KafkaSettings, SchedulerSettings
 from scheduler.firing import Dispatcher, plan
@@ -29,37 +27,9 @@ from scheduler.timer import ShardTimer
 from schemas.v1.events import DueEvent
 from tests.integration.worker_harness import TopicReader
 from tests.support.waiting import eventually
-from topics.admin import create_topics
 from topics.catalog import Catalog, catalog
-from topics.producer import durable_producer
 
 pytestmark = pytest.mark.services
-
-
-@pytest.fixture
-async def own_topics(services: None, kafka_settings: KafkaSettings) -> KafkaSettings:
-    """Topics no worker of the session reads, so every due event stays to be counted."""
-    settings = kafka_settings.model_copy(
-        update={"namespace": f"{kafka_settings.namespace}o{uuid.uuid4().hex[:8]}."}
-    )
-    await create_topics(settings, catalog(settings))
-    return settings
-
-
-@pytest.fixture
-async def sender(own_topics: KafkaSettings) -> AsyncIterator[ProducerSender]:
-    producer: AIOKafkaProducer = durable_producer(own_topics)
-    await producer.start()
-    try:
-        yield ProducerSender(producer)
-    finally:
-        await producer.stop()
-
-
-@pytest.fixture
-def shard() -> int:
-    """A shard of this test alone (epochs are per shard; the session's schedulers use 0..2)."""
-    return 3000 + uuid.uuid4().int % 1_000_000
 
 
 async def fire(

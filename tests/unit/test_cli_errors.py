@@ -64,3 +64,11 @@ def test_a_far_off_name_gets_no_guess() -> None:
     with pytest.raises(UnknownSettingError) as caught:
         check_environment({"KJS_ZZZZZZZZZZZZZZ": "1"})
     assert str(caught.value) == "unknown setting KJS_ZZZZZZZZZZZZZZ"
+
+
+@pytest.mark.parametrize("command", [("scheduler",), ("worker", "--lane", "normal")])
+def test_an_unknown_events_value_stops_the_process_at_start_up(command: tuple[str, ...]) -> None:
+    # KJS_EVENTS is per installation: a typo must not silently leave events off (or on).
+    done = kjs(*command, KJS_EVENTS="yes")
+    assert done.returncode == 2
+    assert done.stderr == "kjs: invalid setting KJS_EVENTS: Input should be 'on' or 'off'\n"
