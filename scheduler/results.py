@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
 import asyncpg
+from opentelemetry.trace import Span, SpanKind
 from pydantic import ValidationError
 
+from core import tracing
 from core.backoff import retry_delay
 from core.clock import SYSTEM_CLOCK, Clock
 from scheduler.commands import format_errors
@@ -93,7 +96,12 @@ class ResultHandler:
             parsed[result.execution_id] = result
             by_shard.setdefault(record.partition, {})[result.execution_id] = record
         for partition, batch in by_shard.items():
-            leftover = await self._record_successes(partition, [parsed[i] for i in batch])
+            spans = _record_spans(batch.values())
+            try:
+                leftover = await self._record_successes(partition, [parsed[i] for i in batch])
+            finally:
+                for span in spans:
+                    tracing.end(span)
             done = len(batch) - len(leftover)
             RESULTS.labels("recorded").inc(done)
             outcomes += ["recorded"] * done
@@ -113,9 +121,14 @@ class ResultHandler:
 
     async def handle(self, record: Record) -> str:
         """Record one result; returns ``recorded``, ``retrying``, ``exhausted``,
-        ``duplicate`` or ``rejected``."""
+        ``duplicate`` or ``rejected``. With tracing on, the ``record`` span, child of the
+        result's ``traceparent`` header (the worker's run span)."""
         try:
-            outcome = await self._handle(record)
+            span = _record_span(record) if tracing.enabled() else None
+            try:
+                outcome = await self._handle(record)
+            finally:
+                tracing.end(span)
         except (Fenced, NotOwned):
             raise
         except Exception as exc:
@@ -175,3 +188,14 @@ class ResultHandler:
             RETRIES.inc()
             return "retrying"
         return "recorded"
+
+
+def _record_span(record: Record) -> Span | None:
+    return tracing.start("record", tracing.from_headers(record.headers), None, SpanKind.CONSUMER)
+
+
+def _record_spans(records: Iterable[Record]) -> Sequence[Span | None]:
+    """The ``record`` spans of a batch of results (none with tracing off)."""
+    if not tracing.enabled():
+        return ()
+    return [_record_span(r) for r in records]

@@ -9,8 +9,10 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from aiokafka.structs import ConsumerRecord
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ValidationError
 
+from core import tracing
 from core.clock import utcnow
 from core.secrets import (
     SECRETS,
@@ -166,7 +168,7 @@ class ExecutionService:
             DEAD_LETTERS.labels("due").inc()
             return
         try:
-            await self._execute(parsed)
+            await self._execute(parsed, tracing.from_headers(record.headers))
         except Exception as exc:
             # A bug or a non-outage database error: park the record where an operator
             # sees it instead of blocking its partition's commits for ever.
@@ -176,11 +178,17 @@ class ExecutionService:
             await self.reporter.dead_letter(dead_letter_for(record, f"worker error: {exc!r}"))
             DEAD_LETTERS.labels("worker").inc()
 
-    async def _execute(self, event: DueEvent) -> None:
+    async def _execute(self, event: DueEvent, traceparent: str | None = None) -> None:
+        """``traceparent``: the due event's (its fire span's), parent of the claim and run
+        spans (docs/tracing.md)."""
         instant = start_instant(event)
         await hold_until(instant - CLAIM_AHEAD)
         early = (instant - utcnow()).total_seconds() > COALESCE_S
-        claimed = await self.claimer.claim(event.execution_id, urgent=not early)
+        span = tracing.start("claim", traceparent, None, SpanKind.CONSUMER)
+        try:
+            claimed = await self.claimer.claim(event.execution_id, urgent=not early)
+        finally:
+            tracing.end(span)
         if claimed is None:
             log.info(
                 "execution %s is not queued any more; not running it",
@@ -193,11 +201,11 @@ class ExecutionService:
         reported = False
         try:
             await hold_until(instant)
-            reported = await self._run_report(event)
+            reported = await self._run_report(event, traceparent)
         finally:
             self.leases.release(event.execution_id, reported=reported)
 
-    async def _run_report(self, event: DueEvent) -> bool:
+    async def _run_report(self, event: DueEvent, traceparent: str | None = None) -> bool:
         """Run a claimed execution in a slot, then report it; True once its result is acked.
 
         The slot bounds the target calls only: the result's ack is awaited after the slot
@@ -207,9 +215,11 @@ class ExecutionService:
         lane = event.lane
         started_at: datetime | None = None
         outcome: Outcome | None = None
+        span = None
         try:
             async with self.slots:
                 started_at = utcnow()
+                span = tracing.start("run", traceparent, None, SpanKind.CLIENT)
                 late_s = (started_at - start_instant(event)).total_seconds()
                 LATENESS.labels(lane).observe(max(0.0, late_s))
                 log.debug(
@@ -222,7 +232,7 @@ class ExecutionService:
                 try:
                     outcome = self.guard.refusal(event.target)
                     if outcome is None:
-                        outcome = await self._run(event)
+                        outcome = await self._run(event, tracing.outgoing(span, traceparent))
                 finally:
                     IN_FLIGHT.labels(lane).dec()
             DURATION.labels(lane, event.target.type).observe(
@@ -231,16 +241,23 @@ class ExecutionService:
             EXECUTIONS.labels(
                 "succeeded" if outcome.succeeded else "failed", lane, event.target.type
             ).inc()
-            await self.reporter.result(self._result(event, outcome, started_at))
+            await self.reporter.result(
+                self._result(event, outcome, started_at),
+                tracing.kafka_headers(tracing.passed_on(span, traceparent)),
+            )
             return True
         except asyncio.CancelledError:
             # Not started: nothing ran, and the lapsed lease gives it back to the shard.
             if started_at is not None:
                 await self._report_interrupted(event, outcome, started_at)
             raise
+        finally:
+            tracing.end(span)
 
-    async def _run(self, event: DueEvent) -> Outcome:
-        attempt = Attempt(event.execution_id, event.job_id, event.user_id, event.attempt)
+    async def _run(self, event: DueEvent, traceparent: str | None = None) -> Outcome:
+        attempt = Attempt(
+            event.execution_id, event.job_id, event.user_id, event.attempt, traceparent
+        )
         try:
             target = opened(self.secrets, event.target, event.user_id)
         except SecretError as exc:

@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer
 
+from core import tracing
 from core.backoff import DEFAULT_BACKOFF
 from core.db import StoreUnavailable, create_pool
 from core.ids import process_id
@@ -254,6 +255,7 @@ class Worker:
 async def run(lane: Lane, metrics_port: int | None = None) -> None:
     """Entry point of ``kjs worker --lane <lane>``: runs until SIGTERM or SIGINT."""
     obs = load(ObservabilitySettings)
+    tracing.configure(f"kjs-worker-{lane}")
     port = obs.metrics_port if metrics_port is None else metrics_port
     publish_build_info(f"worker-{lane}")
     worker = Worker(

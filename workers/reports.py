@@ -31,14 +31,17 @@ class Reporter:
         self._dlq_topic = cat.dlq.name
         self._backoff = backoff
 
-    async def result(self, event: ResultEvent) -> None:
+    async def result(
+        self, event: ResultEvent, headers: Sequence[tuple[str, bytes]] | None = None
+    ) -> None:
         # Keyed by user_id with the default (murmur2) partitioner: the result lands on the
         # partition number of the user's commands, i.e. at the shard that owns the user.
+        # ``headers``: the run's traceparent, when it has a trace.
         await self._send(
             self._results_topic,
             key=event.user_id.encode(),
             value=event.model_dump_json().encode(),
-            headers=(),
+            headers=headers or (),
             what=f"result of {event.execution_id}",
         )
 

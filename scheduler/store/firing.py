@@ -83,6 +83,7 @@ async def write_fired(conn: asyncpg.Connection, shard: int, fired: list[Fired]) 
         ["queued" for _ in occ] + ["skipped" for _ in skips],
         [o.due_at for o in occ] + [None for _ in skips],
         [None for _ in occ] + [k.reason for _, k in skips],
+        [o.traceparent for o in occ] + [None for _ in skips],
     )
     await conn.execute(
         QUERIES["advance_fired_jobs"],
