@@ -13,7 +13,6 @@ from contextvars import ContextVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from opentelemetry.trace import SpanKind
 
 from core import tracing
 
@@ -32,7 +31,7 @@ async def trace_middleware(request: web.Request, handler: Handler) -> web.Stream
     if parent is None and not tracing.enabled():
         return await handler(request)  # nothing to trace, nothing to pass on: no work
     attributes = {"http.request.method": request.method, "url.path": request.path}
-    with tracing.span("accept", parent, attributes, SpanKind.SERVER) as passed:
+    with tracing.span("accept", parent, attributes, tracing.SERVER) as passed:
         token = PASSED_ON.set(passed)
         try:
             return await handler(request)

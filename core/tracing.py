@@ -53,9 +53,17 @@ EXPORT_VARIABLES = (
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
 )
 
-# Shared, so a step without a trace allocates nothing (``with`` of a nullcontext is free).
+# The kinds of kjs's spans, as module constants: reading ``SpanKind.CONSUMER`` allocates
+# (an enum member lookup), and a step without a trace must allocate nothing.
+SERVER, CONSUMER, PRODUCER, CLIENT = (
+    SpanKind.SERVER,
+    SpanKind.CONSUMER,
+    SpanKind.PRODUCER,
+    SpanKind.CLIENT,
+)
 _NO_SPAN: AbstractContextManager[None] = nullcontext()
-_random = random.SystemRandom()
+# Ids as OpenTelemetry's own generator makes them (random.getrandbits): unique, not secret.
+_random = random.Random()
 
 
 class TracingConfigError(ValueError):
@@ -66,6 +74,8 @@ class _State:
     """The process's tracer, or None when tracing is off (the default)."""
 
     tracer: Tracer | None = None
+    # The SDK provider ``configure`` made, shut down (its export thread ended) when replaced.
+    configured: Any = None
 
 
 STATE = _State()
@@ -156,7 +166,11 @@ def start(
     link: str | None = None,
 ) -> Span | None:
     """A span of this process, child of ``parent`` (a root when None), optionally linked to
-    ``link``; None when tracing is off. The caller ends it (:func:`end`)."""
+    ``link``; None when tracing is off. The caller ends it (:func:`end`).
+
+    The hot paths use this pair rather than :func:`span`: off, ``start`` and ``end`` allocate
+    nothing, while a ``with`` statement allocates its bound ``__exit__`` on every job.
+    """
     tracer = STATE.tracer
     if tracer is None:
         return None
@@ -218,9 +232,9 @@ def span(
     attributes: Mapping[str, Any] | None = None,
     kind: SpanKind = SpanKind.INTERNAL,
 ) -> AbstractContextManager[str | None]:
-    """``with span("apply", parent) as passed:`` a span around a step, giving the
+    """``with span("accept", parent) as passed:`` a span around a step, giving the
     traceparent to pass on. Off, it is ``parent`` itself, and a step without a trace gets a
-    shared no-op (no allocation)."""
+    shared no-op."""
     if STATE.tracer is not None:
         return _span(name, parent, attributes, kind)
     if parent is None:
@@ -255,6 +269,9 @@ def configure(service: str, environ: Mapping[str, str] | None = None) -> bool:
     headers and timeouts). Spans are exported in batches, in the background.
     """
     env = os.environ if environ is None else environ
+    if STATE.configured is not None:
+        STATE.configured.shutdown()
+        STATE.configured = None
     if not requested(env):
         install(None)
         return False
@@ -294,4 +311,5 @@ def configure(service: str, environ: Mapping[str, str] | None = None) -> bool:
     for exporter in chosen:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     install(provider)
+    STATE.configured = provider
     return True

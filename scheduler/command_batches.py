@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span
 
 from core import tracing
 from scheduler.commands import CommandHandler, Rejected
@@ -105,7 +105,7 @@ class CommandBatches:
         except Rejected:
             return None
         parent = tracing.from_headers(record.headers)
-        span = tracing.start("apply", parent, None, SpanKind.CONSUMER)
+        span = tracing.start("apply", parent, None, tracing.CONSUMER)
         if span is not None or parent is not None:
             row = replace(row, traceparent=tracing.passed_on(span, parent))
         return _Create(record, row, due, span)

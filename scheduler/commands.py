@@ -11,7 +11,6 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from core import tracing
@@ -110,10 +109,12 @@ class CommandHandler:
         With tracing on this is the ``apply`` span, child of the record's ``traceparent``
         header; a created job (or a triggered run) stores what it passes on.
         """
-        with tracing.span(
-            "apply", tracing.from_headers(record.headers), None, SpanKind.CONSUMER
-        ) as traceparent:
-            kind, outcome = await self._handle(record, traceparent)
+        parent = tracing.from_headers(record.headers)
+        span = tracing.start("apply", parent, None, tracing.CONSUMER)
+        try:
+            kind, outcome = await self._handle(record, tracing.passed_on(span, parent))
+        finally:
+            tracing.end(span)
         COMMANDS.labels(kind, outcome).inc()
         return outcome
 

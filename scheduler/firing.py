@@ -9,7 +9,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span
 from pydantic import TypeAdapter
 
 from core import tracing
@@ -49,9 +49,9 @@ def fire_trace(job: FiringJob, at: datetime, recurring: bool) -> tuple[Span | No
         return None, tracing.new_trace(job.traceparent) if recurring else job.traceparent
     attributes = {"kjs.job_id": str(job.job_id), "kjs.scheduled_for": at.isoformat()}
     if recurring:
-        span = tracing.start("fire", None, attributes, SpanKind.PRODUCER, link=job.traceparent)
+        span = tracing.start("fire", None, attributes, tracing.PRODUCER, link=job.traceparent)
     else:
-        span = tracing.start("fire", job.traceparent, attributes, SpanKind.PRODUCER)
+        span = tracing.start("fire", job.traceparent, attributes, tracing.PRODUCER)
     return span, tracing.passed_on(span, None)
 
 

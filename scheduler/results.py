@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 import asyncpg
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span
 from pydantic import ValidationError
 
 from core import tracing
@@ -191,7 +191,7 @@ class ResultHandler:
 
 
 def _record_span(record: Record) -> Span | None:
-    return tracing.start("record", tracing.from_headers(record.headers), None, SpanKind.CONSUMER)
+    return tracing.start("record", tracing.from_headers(record.headers), None, tracing.CONSUMER)
 
 
 def _record_spans(records: Iterable[Record]) -> Sequence[Span | None]:

@@ -9,7 +9,6 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from aiokafka.structs import ConsumerRecord
-from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ValidationError
 
 from core import tracing
@@ -184,7 +183,7 @@ class ExecutionService:
         instant = start_instant(event)
         await hold_until(instant - CLAIM_AHEAD)
         early = (instant - utcnow()).total_seconds() > COALESCE_S
-        span = tracing.start("claim", traceparent, None, SpanKind.CONSUMER)
+        span = tracing.start("claim", traceparent, None, tracing.CONSUMER)
         try:
             claimed = await self.claimer.claim(event.execution_id, urgent=not early)
         finally:
@@ -219,7 +218,7 @@ class ExecutionService:
         try:
             async with self.slots:
                 started_at = utcnow()
-                span = tracing.start("run", traceparent, None, SpanKind.CLIENT)
+                span = tracing.start("run", traceparent, None, tracing.CLIENT)
                 late_s = (started_at - start_instant(event)).total_seconds()
                 LATENESS.labels(lane).observe(max(0.0, late_s))
                 log.debug(

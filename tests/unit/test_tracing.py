@@ -207,3 +207,12 @@ def test_on_a_recurring_occurrence_starts_a_trace_linked_to_the_submission(
     [link] = fire.links
     assert f"{link.context.trace_id:032x}" == TRACE and f"{link.context.span_id:016x}" == SPAN
     assert run.traceparent == tracing.formatted(fire.get_span_context())
+
+
+def test_off_a_job_without_a_trace_allocates_nothing() -> None:
+    """The per-job calls of every step (bench/tracing.py times them) allocate no memory
+    when tracing is off and the job has no traceparent: tracemalloc's peak over one job."""
+    from bench.tracing import peak_bytes_per_job
+
+    assert not tracing.enabled()
+    assert peak_bytes_per_job(None) == 0
