@@ -26,8 +26,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import ConsumerRecord
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from api.app import build_app
@@ -54,6 +53,7 @@ from tests.integration.worker_harness import (
     results,
     start_worker,
 )
+from tests.support.spans import spans
 from tests.support.targets import Hit, RecordingTarget
 from tests.support.waiting import eventually
 from topics.catalog import Catalog
@@ -63,20 +63,6 @@ pytestmark = pytest.mark.services
 
 Client = TestClient[web.Request, web.Application]
 SUBMITTED = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    """Tracing on, for this test, into an in-memory exporter."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(provider)
-    try:
-        yield exporter
-    finally:
-        tracing.install(None)
-        provider.shutdown()
 
 
 @dataclass

@@ -4,38 +4,24 @@ The end-to-end trace (API to HTTP target, one tree of spans) is
 tests/integration/test_traces.py; these are the rules underneath it.
 """
 
+# The ``spans`` fixture is imported by name, which pyflakes reads as an unused import and
+# the tests' parameters as redefinitions.
+# ruff: noqa: F401, F811
+
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from uuid import UUID
-
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from core import tracing
 from scheduler.firing import plan
 from scheduler.model import FiringJob
+from tests.support.spans import spans
+from tests.unit.test_firing_plan import T, every_minute
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"
 VALID = f"00-{TRACE}-{SPAN}-01"
-T = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(provider)
-    try:
-        yield exporter
-    finally:
-        tracing.install(None)
-        provider.shutdown()
 
 
 @pytest.mark.parametrize(
@@ -155,19 +141,7 @@ def test_configure_turns_tracing_on_and_off() -> None:
 
 
 def job(schedule: dict[str, object], traceparent: str | None) -> FiringJob:
-    return FiringJob(
-        job_id=UUID("0b7e3c52-5d0a-4f31-9a8e-2f6c1d9e4a70"),
-        user_id="u",
-        schedule=schedule,
-        target={"type": "kafka", "topic": "out"},
-        priority="normal",
-        next_run_at=T,
-        created_at=T - timedelta(hours=1),
-        run_count=0,
-        busy=False,
-        buffered_for=None,
-        traceparent=traceparent,
-    )
+    return every_minute({}, schedule=schedule, traceparent=traceparent)
 
 
 ONCE = {"type": "once", "at": T.isoformat()}
