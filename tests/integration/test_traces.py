@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
 from uuid import UUID
 
 import asyncpg
@@ -279,3 +281,46 @@ async def test_without_a_trace_and_tracing_off_nothing_is_added(
         job_id,
     )
     assert (stored["job"], stored["run"]) == (None, None)
+
+
+class _Collector(BaseHTTPRequestHandler):
+    """An OTLP/HTTP collector that keeps the path and size of every export it receives."""
+
+    received: ClassVar[list[tuple[str, str, int]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.received.append((self.path, self.headers.get("Content-Type", ""), len(body)))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_configured_from_otel_variables_spans_reach_an_otlp_collector(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a process does at start (``tracing.configure``) with the standard variables: the
+    OTLP/HTTP exporter posts protobuf to the collector's /v1/traces."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        try:
+            assert tracing.configure("kjs-test")
+            tracing.end(tracing.start("apply", SUBMITTED))
+            assert tracing.STATE.configured.force_flush(10_000)
+        finally:
+            tracing.configure("kjs-test", {})
+        assert [(path, kind) for path, kind, _ in _Collector.received] == [
+            ("/v1/traces", "application/x-protobuf")
+        ]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
