@@ -184,6 +184,8 @@ class ExecutionService:
         await hold_until(instant - CLAIM_AHEAD)
         early = (instant - utcnow()).total_seconds() > COALESCE_S
         span = tracing.start("claim", traceparent, None, tracing.CONSUMER)
+        if traceparent is None and span is not None:
+            traceparent = tracing.passed_on(span, None)  # untraced event: one trace from here
         try:
             claimed = await self.claimer.claim(event.execution_id, urgent=not early)
         finally:

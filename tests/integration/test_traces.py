@@ -27,7 +27,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -49,10 +49,16 @@ from tests.integration.worker_harness import (
     StartWorker,
     TopicReader,
     cat,
+    due_event,
     http_target,
+    insert_execution,
+    insert_job,
     lane_kafka,
+    producer,
     result_for,
     results,
+    send_due,
+    shard_of,
     start_worker,
 )
 from tests.support.spans import spans
@@ -324,3 +330,34 @@ def test_configured_from_otel_variables_spans_reach_an_otlp_collector(
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+async def test_a_due_event_without_a_trace_runs_in_a_new_trace_of_its_claim(
+    start_worker: StartWorker,
+    pool: asyncpg.Pool,
+    producer: AIOKafkaProducer,
+    cat: Catalog,
+    lane_kafka: KafkaSettings,
+    results: TopicReader,
+    http_target: RecordingTarget,
+    user_id: str,
+    spans: InMemorySpanExporter,
+) -> None:
+    """A buffered run, or a due event of a scheduler without tracing: the worker's claim
+    starts the trace, and the run, the target's call and the result are in it."""
+    await start_worker()
+    shard = shard_of(user_id, lane_kafka)
+    url = http_target.url("untraced")
+    execution = await insert_execution(
+        pool, await insert_job(pool, user_id, shard, url), user_id, shard, datetime.now(UTC)
+    )
+    await send_due(producer, cat, due_event(execution, url))
+    record, _ = await result_for(results, execution.execution_id)
+    [hit] = http_target.hits_for(execution.execution_id)
+    trace_id, target_parent = ids(traceparent_of(hit))
+
+    steps = await spans_of(spans, trace_id, 2)
+    assert set(steps) == {"claim", "run"}
+    claim, run = hexes(steps["claim"]), hexes(steps["run"])
+    assert (claim[1], run[1], target_parent) == (None, claim[0], run[0])
+    assert tracing.from_headers(list(record.headers)) == traceparent_of(hit)[:36] + run[0] + "-01"
