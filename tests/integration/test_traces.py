@@ -360,4 +360,5 @@ async def test_a_due_event_without_a_trace_runs_in_a_new_trace_of_its_claim(
     assert set(steps) == {"claim", "run"}
     claim, run = hexes(steps["claim"]), hexes(steps["run"])
     assert (claim[1], run[1], target_parent) == (None, claim[0], run[0])
-    assert tracing.from_headers(list(record.headers)) == traceparent_of(hit)[:36] + run[0] + "-01"
+    run_context = tracing.formatted(steps["run"].get_span_context())
+    assert tracing.from_headers(list(record.headers)) == run_context == traceparent_of(hit)
