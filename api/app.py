@@ -19,6 +19,7 @@ from api.tenancy import (
     auth_middleware,
     trust_claimed_user,
 )
+from api.traces import trace_middleware
 from core.quotas import Quotas
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ MAX_BODY_BYTES = 256 * 1024
 def build_app(deps: ApiDeps) -> web.Application:
     # Metrics outermost, so that the answers the error middleware makes are counted too.
     # Auth inside the error middleware, so that its 401 and 403 answer JSON like the rest.
-    middlewares = [metrics_middleware, error_middleware]
+    # The trace's accept span covers the whole write, refusals included.
+    middlewares = [metrics_middleware, trace_middleware, error_middleware]
     if deps.security.auth_disabled:
         log.warning(
             "AUTHENTICATION IS DISABLED (KJS_AUTH_DISABLED=true): any caller can act for any "

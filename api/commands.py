@@ -8,6 +8,7 @@ from uuid import UUID, uuid4
 from api.deps import ApiDeps
 from api.errors import ServiceUnavailable
 from api.publisher import KafkaUnavailable
+from api.traces import command_headers
 from schemas.v1.commands import AnyCommand, CreateCommand
 from schemas.v1.ids import job_id
 from schemas.v1.jobs import JobSpec, SubmittedJob
@@ -25,12 +26,14 @@ def create_command(spec: JobSpec, job_id: UUID) -> CreateCommand:
 
 
 async def send(deps: ApiDeps, command: AnyCommand) -> None:
-    """Produce to ``jobs.commands`` keyed by user_id, the key that picks the tenant's shard."""
+    """Produce to ``jobs.commands`` keyed by user_id, the key that picks the tenant's shard,
+    with the request's trace context (``api.traces``) as its ``traceparent`` header."""
     try:
         await deps.publisher.publish(
             deps.catalog.commands.name,
             key=command.user_id.encode(),
             value=command.model_dump_json().encode(),
+            headers=command_headers(),
         )
     except KafkaUnavailable as exc:
         log.warning("%s command not acknowledged: %s", command.type, exc)

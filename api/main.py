@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 from api.app import build_app
 from api.deps import ApiDeps
 from api.publisher import CommandPublisher
+from core import tracing
 from core.db import create_pool
 from core.settings import (
     ApiSettings,
@@ -46,6 +47,7 @@ async def run(extend: AppExtension | None = None) -> None:
     kafka, database = load(KafkaSettings), load(DatabaseSettings)
     api, scheduler = load(ApiSettings), load(SchedulerSettings)
     security = load(SecuritySettings)
+    tracing.configure("kjs-api")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     async with AsyncExitStack() as stack:

@@ -44,11 +44,13 @@ class CommandPublisher:
         self._producer: AIOKafkaProducer | None = None
         self._starting = asyncio.Lock()
 
-    async def publish(self, topic: str, key: bytes, value: bytes) -> None:
+    async def publish(
+        self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
         try:
             async with asyncio.timeout(self._timeout_s):
                 producer = await self._started()
-                await producer.send_and_wait(topic, value=value, key=key)
+                await producer.send_and_wait(topic, value=value, key=key, headers=headers)
         except (TimeoutError, KafkaError, OSError) as exc:
             raise KafkaUnavailable(f"Kafka did not acknowledge: {exc!r}") from exc
 

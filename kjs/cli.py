@@ -313,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from core.logs import configure
     from core.settings import ObservabilitySettings, UnknownSettingError, settings_error
+    from core.tracing import TracingConfigError
 
     args = parser().parse_args(argv)
     try:
@@ -322,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), 2)
     except ValidationError as exc:
         return _fail(settings_error(exc), 2)
+    except TracingConfigError as exc:
+        return _fail(str(exc), 2)
     except ConnectionError as exc:  # refused or reset: a service is not running
         return _fail(f"cannot connect: {exc} (`kjs infra up` starts the local services)", 1)
     except OSError as exc:  # host not found, no such file

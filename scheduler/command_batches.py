@@ -11,9 +11,12 @@ Everything else keeps the one-by-one path of ``CommandHandler.handle``, in recor
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
+from opentelemetry.trace import Span
+
+from core import tracing
 from scheduler.commands import CommandHandler, Rejected
 from scheduler.firing import fires_close
 from scheduler.metrics import COMMANDS
@@ -33,6 +36,8 @@ class _Create:
     record: Record
     row: NewJob
     due: datetime
+    # Its apply span (tracing on), ended once the batch's insert is done.
+    span: Span | None = None
 
 
 @dataclass
@@ -99,7 +104,11 @@ class CommandBatches:
             row, due = handler.new_job(command, record, handler.clock())
         except Rejected:
             return None
-        return _Create(record, row, due)
+        parent = tracing.from_headers(record.headers)
+        span = tracing.start("apply", parent, None, tracing.CONSUMER)
+        if span is not None or parent is not None:
+            row = replace(row, traceparent=tracing.passed_on(span, parent))
+        return _Create(record, row, due, span)
 
     async def _flush(self, partition: int, queued: list[_Create]) -> list[str]:
         if not queued:
@@ -117,6 +126,9 @@ class CommandBatches:
         except Exception:
             log.exception("bulk insert of %d jobs failed; applying them one by one", len(rows))
             return [await handler.handle(c.record) for c in queued]
+        finally:
+            for create in queued:
+                tracing.end(create.span)
         outcomes = []
         for create in queued:
             job_id = create.row.job_id

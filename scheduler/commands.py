@@ -13,6 +13,7 @@ from uuid import UUID
 import asyncpg
 from pydantic import ValidationError
 
+from core import tracing
 from core.clock import SYSTEM_CLOCK, Clock
 from core.queries import QUERIES
 from core.quotas import PayloadTooLarge, QuotaExceeded, Quotas, target_bytes
@@ -104,8 +105,16 @@ class CommandHandler:
            repeated re-route is still one job.
         3. Apply it to Postgres under the shard's epoch, waiting out a Postgres outage.
            Only then does the handler return and the offset become committable.
+
+        With tracing on this is the ``apply`` span, child of the record's ``traceparent``
+        header; a created job (or a triggered run) stores what it passes on.
         """
-        kind, outcome = await self._handle(record)
+        parent = tracing.from_headers(record.headers)
+        span = tracing.start("apply", parent, None, tracing.CONSUMER)
+        try:
+            kind, outcome = await self._handle(record, tracing.passed_on(span, parent))
+        finally:
+            tracing.end(span)
         COMMANDS.labels(kind, outcome).inc()
         return outcome
 
@@ -126,7 +135,7 @@ class CommandHandler:
         """The partition (shard) of the command's tenant: murmur2 of its user_id."""
         return partition_for(command.user_id.encode(), self.catalog.commands.partitions)
 
-    async def _handle(self, record: Record) -> tuple[str, str]:
+    async def _handle(self, record: Record, traceparent: str | None) -> tuple[str, str]:
         """(command type or "invalid", outcome)."""
         kind = "invalid"
         try:
@@ -137,7 +146,7 @@ class CommandHandler:
                 await self._reroute(command, record, home)
                 return kind, "rerouted"
             outcome = await until_available(
-                lambda: self._apply(command, record), f"command {record.source}"
+                lambda: self._apply(command, record, traceparent), f"command {record.source}"
             )
             return kind, outcome
         except (Fenced, NotOwned):
@@ -173,14 +182,14 @@ class CommandHandler:
 
         await until_available(send, f"re-route {record.source}")
 
-    async def _apply(self, command: AnyCommand, record: Record) -> str:
+    async def _apply(self, command: AnyCommand, record: Record, traceparent: str | None) -> str:
         shard = await self.shards.get(record.partition)
         if isinstance(command, CreateCommand):
-            return await self._create(command, record, shard)
+            return await self._create(command, record, shard, traceparent)
         if isinstance(command, CancelCommand):
             return await self._cancel(command, record.partition, shard)
         if isinstance(command, TriggerCommand):
-            return await self._trigger(command, record.partition, shard)
+            return await self._trigger(command, record.partition, shard, traceparent)
         return await self._change(command, record.partition, shard)
 
     async def _cancel(self, command: CancelCommand, partition: int, shard: OwnedShard) -> str:
@@ -194,7 +203,13 @@ class CommandHandler:
         shard.timer.forget(command.job_id)
         return "cancelled"
 
-    async def _trigger(self, command: TriggerCommand, partition: int, shard: OwnedShard) -> str:
+    async def _trigger(
+        self,
+        command: TriggerCommand,
+        partition: int,
+        shard: OwnedShard,
+        traceparent: str | None = None,
+    ) -> str:
         now = self.clock()
         try:
             triggered = await trigger_job(
@@ -205,6 +220,7 @@ class CommandHandler:
                 command.job_id,
                 now,
                 partial(DailyBudget(self.quotas).take_one, user_id=command.user_id, now=now),
+                traceparent,
             )
         except QuotaExceeded as exc:
             raise Rejected(f"quota: {exc.reason}") from None
@@ -281,7 +297,7 @@ class CommandHandler:
             raise Rejected(f"quota: {exc.reason}") from None
 
     def new_job(
-        self, command: CreateCommand, record: Record, now: datetime
+        self, command: CreateCommand, record: Record, now: datetime, traceparent: str | None = None
     ) -> tuple[NewJob, datetime]:
         """The row a create command stores, and when it is first due; ``Rejected`` when a
         check refuses it (the past, the operator's policy, the payload limit, no occurrence).
@@ -315,11 +331,18 @@ class CommandHandler:
             next_run_at=first,
             created_at=now,
             source=record.source,
+            traceparent=traceparent,
         )
         return row, effective_due(job.schedule, job_id, first)
 
-    async def _create(self, command: CreateCommand, record: Record, shard: OwnedShard) -> str:
-        row, due = self.new_job(command, record, self.clock())
+    async def _create(
+        self,
+        command: CreateCommand,
+        record: Record,
+        shard: OwnedShard,
+        traceparent: str | None = None,
+    ) -> str:
+        row, due = self.new_job(command, record, self.clock(), traceparent)
         await self._within_quotas(row.user_id, row.job_id, record)
         if not await insert_job(self.pool, shard.epoch, row):
             return "duplicate"

@@ -10,8 +10,10 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+from opentelemetry.trace import Span
 from pydantic import TypeAdapter
 
+from core import tracing
 from core.clock import SYSTEM_CLOCK, Clock
 from scheduler.kafka_io import Sender
 from scheduler.metrics import DISPATCH_LEAD, FIRED
@@ -32,7 +34,31 @@ CATCHUP_SCAN = 1000
 RECORDED_SKIPS = 10
 
 
-def _occurrence(job: FiringJob, at: datetime, jitter: timedelta | None = None) -> Occurrence:
+def fire_trace(job: FiringJob, at: datetime, recurring: bool) -> tuple[Span | None, str | None]:
+    """The fire span of an occurrence (tracing on) and the traceparent its runs get.
+
+    A one-time job's run continues the trace it was submitted in. Each occurrence of a
+    recurring job starts a trace of its own, linked to the submission's: one trace for a job
+    that runs every minute for a year would hold half a million runs, which no trace viewer
+    shows, and a run is what one looks at (docs/tracing.md). With tracing off the same
+    shape is kept: a recurring job's occurrence gets new random ids.
+    """
+    if not tracing.enabled():
+        if job.traceparent is None:
+            return None, None  # the hot path: no trace, nothing made
+        return None, tracing.new_trace(job.traceparent) if recurring else job.traceparent
+    attributes = {"kjs.job_id": str(job.job_id), "kjs.scheduled_for": at.isoformat()}
+    if recurring:
+        span = tracing.start("fire", None, attributes, tracing.PRODUCER, link=job.traceparent)
+    else:
+        span = tracing.start("fire", job.traceparent, attributes, tracing.PRODUCER)
+    return span, tracing.passed_on(span, None)
+
+
+def _occurrence(
+    job: FiringJob, at: datetime, jitter: timedelta | None = None, recurring: bool = True
+) -> Occurrence:
+    span, traceparent = fire_trace(job, at, recurring)
     return Occurrence(
         execution_id=execution_id_for(job.job_id, at, 1),
         job_id=job.job_id,
@@ -42,6 +68,8 @@ def _occurrence(job: FiringJob, at: datetime, jitter: timedelta | None = None) -
         lane=job.priority,
         target=job.target,
         due_at=at + jitter if jitter else None,
+        traceparent=traceparent,
+        span=span,
     )
 
 
@@ -80,10 +108,12 @@ def plan(
     if job.schedule.get("type") == "once":
         # The hot path of a burst of one-shot jobs: nothing to compute, so no parsing
         # (validating the stored schedule costs more than the rest of the fire).
-        return Fired(job.job_id, job.user_id, job.priority, [_occurrence(job, first)], None)
+        occurrence = _occurrence(job, first, recurring=False)
+        return Fired(job.job_id, job.user_id, job.priority, [occurrence], None)
     schedule = SCHEDULE.validate_python(job.schedule)
     if isinstance(schedule, OnceSchedule):  # (not reached: the type check above)
-        return Fired(job.job_id, job.user_id, job.priority, [_occurrence(job, first)], None)
+        occurrence = _occurrence(job, first, recurring=False)
+        return Fired(job.job_id, job.user_id, job.priority, [occurrence], None)
     close = fires_close(schedule)
     horizon = now + (close_lead if close and close_lead is not None else lead)
     due = [first, *occurrences(schedule, first, job.created_at, CATCHUP_SCAN, until=horizon)]
@@ -166,6 +196,9 @@ class Dispatcher:
            another instance owns the shard now). A crash before this step leaves them in the
            outbox, and whoever owns the shard next re-sends them; a duplicate due event
            is harmless because a worker only runs an execution it claimed from 'queued'.
+
+        A due event carries its occurrence's trace as its ``traceparent`` header; the fire
+        spans (tracing on) end once Kafka has the events.
         """
         if not occurrences:
             return
@@ -176,9 +209,12 @@ class Dispatcher:
                     self._catalog.due[occ.lane].name,  # type: ignore[index]
                     str(occ.job_id).encode(),
                     due_event_value(occ, shard),
+                    headers=tracing.kafka_headers(occ.traceparent),
                 )
             )
         await asyncio.gather(*acks)
+        for occ in occurrences:
+            tracing.end(occ.span)
         acked = self.clock()
         for occ in occurrences:
             FIRED.labels(occ.lane).inc()

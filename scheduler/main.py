@@ -7,6 +7,7 @@ import asyncio
 import faust
 import uvloop
 
+from core import tracing
 from core.gc_tuning import tune_collector
 from core.logs import logging_config
 from core.ops_server import publish_build_info
@@ -23,6 +24,7 @@ from scheduler.app import SchedulerApp
 
 def run(loglevel: str | None = None, metrics_port: int | None = None) -> None:
     obs = load(ObservabilitySettings)
+    tracing.configure("kjs-scheduler")
     if metrics_port is not None:
         obs = obs.model_copy(update={"metrics_port": metrics_port})
     scheduler = SchedulerApp(

@@ -31,6 +31,9 @@ class NewJob:
     next_run_at: datetime
     created_at: datetime
     source: str
+    # The trace the job belongs to (W3C traceparent): its apply span's, or with tracing off
+    # the one it was submitted with; None for none.
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class FiringJob:
     # An execution of this job is still pending, queued or running (for the overlap policy).
     busy: bool
     buffered_for: datetime | None
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,10 @@ class Occurrence:
     # Set for a pending run (a retry, a trigger, a buffered run) and for a jittered
     # occurrence: it must not start before then.
     due_at: datetime | None = None
+    # The trace its runs belong to (the due event's traceparent header); None for none.
+    traceparent: str | None = None
+    # Its fire span while it is being fired (tracing on), ended once Kafka has the due event.
+    span: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

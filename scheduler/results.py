@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
 import asyncpg
+from opentelemetry.trace import Span
 from pydantic import ValidationError
 
+from core import tracing
 from core.backoff import retry_delay
 from core.clock import SYSTEM_CLOCK, Clock
 from scheduler.commands import format_errors
@@ -22,7 +25,7 @@ from scheduler.records import Record
 from scheduler.shards import NotOwned, Shards
 from scheduler.store.results import record_result, record_successes
 from scheduler.store.shards import Fenced
-from schemas.v1.events import ResultEvent, results_in
+from schemas.v1.events import ResultEvent, read_result_record
 from schemas.v1.jobs import RetryPolicy
 from topics.catalog import Catalog
 from topics.dlq import DEAD_LETTERS, DeadLetter
@@ -84,13 +87,15 @@ class ResultHandler:
         outcomes: list[str] = []
         by_shard: dict[int, dict[UUID, tuple[Record, ResultEvent]]] = {}
         singles: list[tuple[Record, ResultEvent]] = []
+        traces: dict[UUID, str] = {}
         for record in records:
             try:
-                results = results_in(record.value, record.headers)
+                held = read_result_record(record.value, record.headers)
             except ValidationError as exc:
                 outcomes.append(await self.handle_invalid(record, exc))
                 continue
-            for result in results:
+            traces.update(held.traceparents)
+            for result in held.results:
                 successes = by_shard.setdefault(record.partition, {})
                 if result.status != "succeeded" or result.execution_id in successes:
                     singles.append((record, result))
@@ -99,13 +104,18 @@ class ResultHandler:
         for partition, batch in by_shard.items():
             if not batch:
                 continue
-            leftover = await self._record_successes(partition, [r for _, r in batch.values()])
+            spans = _record_spans(traces.get(i) for i in batch)
+            try:
+                leftover = await self._record_successes(partition, [r for _, r in batch.values()])
+            finally:
+                for span in spans:
+                    tracing.end(span)
             done = len(batch) - len(leftover)
             RESULTS.labels("recorded").inc(done)
             outcomes += ["recorded"] * done
             singles += [batch[r.execution_id] for r in leftover]
         for record, result in singles:
-            outcomes.append(await self.handle(record, result))
+            outcomes.append(await self.handle(record, result, traces.get(result.execution_id)))
         return outcomes
 
     async def handle_invalid(self, record: Record, exc: ValidationError) -> str:
@@ -126,11 +136,18 @@ class ResultHandler:
             f"results of shard {partition}",
         )
 
-    async def handle(self, record: Record, result: ResultEvent) -> str:
+    async def handle(
+        self, record: Record, result: ResultEvent, traceparent: str | None = None
+    ) -> str:
         """Record one result read from ``record``; returns ``recorded``, ``retrying``,
-        ``exhausted``, ``duplicate`` or ``rejected``."""
+        ``exhausted``, ``duplicate`` or ``rejected``. With tracing on, the ``record`` span,
+        child of the result's ``traceparent`` (the worker's run span)."""
         try:
-            outcome = await self._handle(record, result)
+            span = _record_span(traceparent) if tracing.enabled() else None
+            try:
+                outcome = await self._handle(record, result)
+            finally:
+                tracing.end(span)
         except (Fenced, NotOwned):
             raise
         except Exception as exc:
@@ -181,3 +198,14 @@ class ResultHandler:
             RETRIES.inc()
             return "retrying"
         return "recorded"
+
+
+def _record_span(traceparent: str | None) -> Span | None:
+    return tracing.start("record", traceparent, None, tracing.CONSUMER)
+
+
+def _record_spans(traceparents: Iterable[str | None]) -> Sequence[Span | None]:
+    """The ``record`` spans of a batch of results (none with tracing off)."""
+    if not tracing.enabled():
+        return ()
+    return [_record_span(t) for t in traceparents]

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
+from core import tracing
 from core.clock import utcnow
 from core.secrets import (
     SECRETS,
@@ -183,7 +184,7 @@ class ExecutionService:
             DEAD_LETTERS.labels("due").inc()
             return
         try:
-            await self._execute(parsed)
+            await self._execute(parsed, tracing.from_headers(record.headers))
         except Exception as exc:
             # A bug or a non-outage database error: park the record where an operator
             # sees it instead of blocking its partition's commits for ever.
@@ -193,12 +194,20 @@ class ExecutionService:
             await self.reporter.dead_letter(dead_letter_for(record, f"worker error: {exc!r}"))
             DEAD_LETTERS.labels("worker").inc()
 
-    async def _execute(self, event: DueEvent) -> None:
+    async def _execute(self, event: DueEvent, traceparent: str | None = None) -> None:
+        """``traceparent``: the due event's (its fire span's), parent of the claim and run
+        spans (docs/tracing.md)."""
         ready = made_ready(event, self.guard, self.secrets)
         instant = start_instant(event)
         await hold_until(instant - CLAIM_AHEAD)
         early = (instant - utcnow()).total_seconds() > COALESCE_S
-        claimed = await self.claimer.claim(event.execution_id, urgent=not early)
+        span = tracing.start("claim", traceparent, None, tracing.CONSUMER)
+        if traceparent is None and span is not None:
+            traceparent = tracing.passed_on(span, None)  # untraced event: one trace from here
+        try:
+            claimed = await self.claimer.claim(event.execution_id, urgent=not early)
+        finally:
+            tracing.end(span)
         if claimed is None:
             log.info(
                 "execution %s is not queued any more; not running it",
@@ -211,11 +220,11 @@ class ExecutionService:
         reported = False
         try:
             await hold_until(instant)
-            reported = await self._run_report(ready)
+            reported = await self._run_report(ready, traceparent)
         finally:
             self.leases.release(event.execution_id, reported=reported)
 
-    async def _run_report(self, ready: Ready) -> bool:
+    async def _run_report(self, ready: Ready, traceparent: str | None = None) -> bool:
         """Run a claimed execution in a slot, then report it; True once its result is acked.
 
         The slot bounds the target calls only: the result's ack is awaited after the slot
@@ -226,29 +235,39 @@ class ExecutionService:
         metrics = self._metrics(event.lane, event.target.type)
         started_at: datetime | None = None
         outcome: Outcome | None = None
+        span = None
         try:
             async with self.slots:
                 started_at = utcnow()
+                span = tracing.start("run", traceparent, None, tracing.CLIENT)
                 late_s = (started_at - start_instant(event)).total_seconds()
                 metrics.lateness.observe(max(0.0, late_s))
                 metrics.in_flight.inc()
                 try:
-                    outcome = ready.verdict or await self._run(ready)
+                    outcome = ready.verdict or await self._run(
+                        ready, tracing.outgoing(span, traceparent)
+                    )
                 finally:
                     metrics.in_flight.dec()
             metrics.duration.observe((utcnow() - started_at).total_seconds())
             (metrics.succeeded if outcome.succeeded else metrics.failed).inc()
-            await self.reporter.result(self._result(event, outcome, started_at))
+            await self.reporter.result(
+                self._result(event, outcome, started_at), tracing.passed_on(span, traceparent)
+            )
             return True
         except asyncio.CancelledError:
             # Not started: nothing ran, and the lapsed lease gives it back to the shard.
             if started_at is not None:
                 await self._report_interrupted(event, outcome, started_at)
             raise
+        finally:
+            tracing.end(span)
 
-    async def _run(self, ready: Ready) -> Outcome:
+    async def _run(self, ready: Ready, traceparent: str | None = None) -> Outcome:
         event = ready.event
-        attempt = Attempt(event.execution_id, event.job_id, event.user_id, event.attempt)
+        attempt = Attempt(
+            event.execution_id, event.job_id, event.user_id, event.attempt, traceparent
+        )
         try:
             return scrubbed(await self.registry.run(ready.target, attempt), ready.secret_values)
         except Exception as exc:

@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer
 
+from core import tracing
 from core.backoff import DEFAULT_BACKOFF
 from core.db import StoreUnavailable, create_pool
 from core.gc_tuning import tune_collector
@@ -266,6 +267,7 @@ async def run(lane: Lane, metrics_port: int | None = None) -> None:
     obs = load(ObservabilitySettings)
     # Before anything that logs: a bad KJS_EVENTS is the one line the user sees.
     events = load(EventsSettings)
+    tracing.configure(f"kjs-worker-{lane}")
     port = obs.metrics_port if metrics_port is None else metrics_port
     publish_build_info(f"worker-{lane}")
     worker = Worker(

@@ -23,6 +23,7 @@ not delayed by it (results are reported after the target call, outside the slot)
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from core import tracing
 from core.backoff import DEFAULT_BACKOFF, Backoff
 from schemas.v1.events import KIND_HEADER, RESULT_BATCH_KIND, ResultEvent
 from topics.catalog import Catalog
@@ -50,6 +52,8 @@ _BATCH_HEADERS = ((KIND_HEADER, RESULT_BATCH_KIND),)
 class _Batch:
     partition: int
     values: list[bytes] = field(default_factory=list)
+    # The results' trace contexts (W3C traceparent) by execution id, for those that have one.
+    traceparents: dict[str, str] = field(default_factory=dict)
     size: int = 0
     acked: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -73,8 +77,9 @@ class Reporter:
         self._open: dict[int, _Batch] = {}
         self._sending: set[asyncio.Task[None]] = set()
 
-    async def result(self, event: ResultEvent) -> None:
-        """Report one attempt's result; returns once it is acked.
+    async def result(self, event: ResultEvent, traceparent: str | None = None) -> None:
+        """Report one attempt's result, with its run's trace context if it has one; returns
+        once it is acked.
 
         It goes where a record keyed by its user_id would (murmur2): the partition number of
         the user's commands, the shard that owns the user. A result too large to share a
@@ -88,7 +93,7 @@ class Reporter:
                 self._results_topic,
                 key=key,
                 value=value,
-                headers=(),
+                headers=tracing.kafka_headers(traceparent) or (),
                 what=f"result of {event.execution_id}",
             )
             return
@@ -99,6 +104,9 @@ class Reporter:
             asyncio.get_running_loop().call_later(self._linger_s, self._close, batch)
         batch.values.append(value)
         batch.size += len(value) + 1
+        if traceparent is not None:
+            batch.traceparents[str(event.execution_id)] = traceparent
+            batch.size += len(traceparent) + 42
         if len(batch.values) >= MAX_RESULTS or batch.size >= MAX_BATCH_BYTES:
             self._close(batch)
         # Shielded: a caller cut off by shutdown must not cancel its batch-mates' ack.
@@ -116,7 +124,13 @@ class Reporter:
     async def _send_batch(self, batch: _Batch) -> None:
         # Written out rather than built as a ResultBatch: each value is already a validated
         # ResultEvent's JSON, and the shard validates the batch when it reads it.
-        value = b'{"version":1,"results":[' + b",".join(batch.values) + b"]}"
+        value = (
+            b'{"version":1,"results":['
+            + b",".join(batch.values)
+            + b'],"traceparents":'
+            + json.dumps(batch.traceparents).encode()
+            + b"}"
+        )
         try:
             await self._send(
                 self._results_topic,

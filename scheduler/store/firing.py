@@ -85,6 +85,7 @@ async def write_fired(conn: asyncpg.Connection, shard: int, fired: list[Fired]) 
         ["queued" for _ in occ] + ["skipped" for _ in skips],
         [o.due_at for o in occ] + [None for _ in skips],
         [None for _ in occ] + [k.reason for _, k in skips],
+        [o.traceparent for o in occ] + [None for _ in skips],
     )
     if SWITCH.on:  # the hot path: off, not even the lists below
         await job_execution_events(conn, [f.job_id for f in fired if f.occurrences], "queued")

@@ -39,6 +39,7 @@ async def insert_jobs(pool: asyncpg.Pool, shard: int, epoch: int, jobs: list[New
                 "next_run_at",
                 "created_at",
                 "source",
+                "traceparent",
             ),
         )
         await job_events(conn, "job.created", [r["job_id"] for r in rows])

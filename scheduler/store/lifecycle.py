@@ -98,6 +98,7 @@ async def trigger_job(
     job_id: UUID,
     now: datetime,
     count_run: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+    traceparent: str | None = None,
 ) -> PendingRun | str:
     """Add one extra run of a job, due now, as a pending run; ``unknown`` or ``cancelled``
     when refused.
@@ -114,6 +115,8 @@ async def trigger_job(
             return job
         if count_run is not None:
             await count_run(conn)
-        run = await add_triggered_run(conn, shard, user_id, job_id, job["priority"], now)
+        run = await add_triggered_run(
+            conn, shard, user_id, job_id, job["priority"], now, traceparent
+        )
         await conn.execute(QUERIES["requeue_finished_once_job"], job_id)
     return run

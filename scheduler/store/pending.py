@@ -30,8 +30,8 @@ async def add_retry(
     now: datetime,
 ) -> PendingRun | None:
     """Attempt n+1 of the ``failed`` attempt's occurrence (its execution row: job_id,
-    user_id, scheduled_for, attempt, lane), due ``delay_s`` after ``now``; ``None`` when it
-    was stored before (a redelivered result)."""
+    user_id, scheduled_for, attempt, lane, traceparent), due ``delay_s`` after ``now``, in
+    the same trace; ``None`` when it was stored before (a redelivered result)."""
     execution_id = execution_id_for(
         failed["job_id"], failed["scheduled_for"], failed["attempt"] + 1
     )
@@ -46,6 +46,7 @@ async def add_retry(
         failed["lane"],
         delay_s,
         now,
+        failed["traceparent"],
     )
     await execution_events(conn, [execution_id], "execution.retry_scheduled")
     return PendingRun(execution_id, due_at) if due_at else None
@@ -76,13 +77,26 @@ async def release_buffered_run(
 
 
 async def add_triggered_run(
-    conn: asyncpg.Connection, shard: int, user_id: str, job_id: UUID, lane: str, now: datetime
+    conn: asyncpg.Connection,
+    shard: int,
+    user_id: str,
+    job_id: UUID,
+    lane: str,
+    now: datetime,
+    traceparent: str | None = None,
 ) -> PendingRun:
     """One extra run of a job, an occurrence of its own (scheduled_for = ``now``, so it never
-    collides with a scheduled one), due now."""
+    collides with a scheduled one), due now, in the trigger command's trace."""
     execution_id = execution_id_for(job_id, now, 1)
     await conn.execute(
-        QUERIES["insert_triggered_run"], execution_id, job_id, user_id, shard, now, lane
+        QUERIES["insert_triggered_run"],
+        execution_id,
+        job_id,
+        user_id,
+        shard,
+        now,
+        lane,
+        traceparent,
     )
     await execution_events(conn, [execution_id])
     return PendingRun(execution_id, now)

@@ -33,12 +33,12 @@ SELECT epoch FROM kjs_shards WHERE shard = $1 FOR SHARE;
 -- same user and idempotency key) is skipped. Returns the ids inserted.
 INSERT INTO kjs_jobs (job_id, user_id, shard, name, idempotency_key, schedule,
                       target, priority, retry, status, next_run_at, created_at,
-                      updated_at, source)
-SELECT j, u, $1, n, k, s, t, p, r, 'scheduled', nx, c, c, src
+                      updated_at, source, traceparent)
+SELECT j, u, $1, n, k, s, t, p, r, 'scheduled', nx, c, c, src, tp
 FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::jsonb[],
             $7::jsonb[], $8::text[], $9::jsonb[], $10::timestamptz[],
-            $11::timestamptz[], $12::text[])
-     AS t(j, u, n, k, s, t, p, r, nx, c, src)
+            $11::timestamptz[], $12::text[], $13::text[])
+     AS t(j, u, n, k, s, t, p, r, nx, c, src, tp)
 ON CONFLICT DO NOTHING
 RETURNING job_id;
 
@@ -107,7 +107,7 @@ WHERE shard = $1 AND status = 'scheduled' AND next_run_at <= $2;
 -- Lock the due jobs among $1 that are still scheduled and due by $3, with whether a previous
 -- run is unfinished (for the overlap policy).
 SELECT j.job_id, j.user_id, j.schedule, j.target, j.priority, j.next_run_at,
-       j.created_at, j.run_count, j.buffered_for,
+       j.created_at, j.run_count, j.buffered_for, j.traceparent,
        EXISTS (SELECT 1 FROM kjs_executions e WHERE e.job_id = j.job_id
                AND e.status IN ('pending', 'queued', 'running')) AS busy
 FROM kjs_jobs j
@@ -125,12 +125,12 @@ WHERE job_id = ANY($1::uuid[]) AND status IN ('pending', 'queued', 'running');
 -- The fired occurrences ('queued') and the recorded skips ('skipped', finished, with the
 -- reason), in one statement; an occurrence fired before is skipped.
 INSERT INTO kjs_executions (execution_id, job_id, user_id, shard, scheduled_for,
-                            attempt, lane, status, due_at, finished_at, error)
+                            attempt, lane, status, due_at, finished_at, error, traceparent)
 SELECT e, j, u, $4, s, a, l, st, d,
-       CASE WHEN st = 'skipped' THEN now() END, err
+       CASE WHEN st = 'skipped' THEN now() END, err, tp
 FROM unnest($1::uuid[], $2::uuid[], $3::text[], $5::timestamptz[], $6::int[],
-            $7::text[], $8::text[], $9::timestamptz[], $10::text[])
-     AS t(e, j, u, s, a, l, st, d, err)
+            $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::text[])
+     AS t(e, j, u, s, a, l, st, d, err, tp)
 ON CONFLICT DO NOTHING;
 
 -- name: advance_fired_jobs
@@ -152,7 +152,7 @@ WHERE j.job_id = t.id;
 -- Kafka never acknowledged. An age of the row, so measured on the clock that stamped it
 -- (created_at is the database's now()), not the scheduler's.
 SELECT e.execution_id, e.job_id, e.user_id, e.attempt, e.scheduled_for, e.lane, j.target,
-       e.due_at
+       e.due_at, e.traceparent
 FROM kjs_executions e JOIN kjs_jobs j USING (job_id)
 WHERE e.shard = $1 AND e.status = 'queued' AND e.dispatched_at IS NULL
   AND e.created_at < now() - make_interval(secs => $2)
@@ -193,7 +193,7 @@ WHERE e.shard = $1 AND e.status = 'running'
   AND e.lease_until < COALESCE($2::timestamptz, now())
   AND j.job_id = e.job_id
 RETURNING e.execution_id, e.job_id, e.user_id, e.attempt, e.scheduled_for, e.lane,
-          j.target, e.due_at;
+          j.target, e.due_at, e.traceparent;
 
 
 -- ---------------------------------------------------------------------------------------------
@@ -206,7 +206,7 @@ SET status = $2, started_at = COALESCE($3, started_at), finished_at = $4,
     worker = COALESCE(worker, $5), http_status = $6, output_excerpt = $7,
     error = $8, lease_until = NULL
 WHERE execution_id = $1 AND status IN ('queued', 'running')
-RETURNING job_id, attempt, scheduled_for, lane, user_id;
+RETURNING job_id, attempt, scheduled_for, lane, user_id, traceparent;
 
 -- name: lock_job_for_result
 -- The job of a recorded result, locked: its status and retry policy.
@@ -242,11 +242,12 @@ WHERE job_id = ANY($1::uuid[]) AND status = 'queued';
 
 -- name: insert_retry
 -- The next attempt of a failed one, 'pending' until the backoff ($8 seconds) after $9 (the
--- shard's clock) has passed. Returns when it is due; nothing when it was stored before.
+-- shard's clock) has passed, in the failed one's trace ($10). Returns when it is due;
+-- nothing when it was stored before.
 INSERT INTO kjs_executions (execution_id, job_id, user_id, shard, scheduled_for,
-                            attempt, lane, status, due_at)
+                            attempt, lane, status, due_at, traceparent)
 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending',
-        $9::timestamptz + make_interval(secs => $8))
+        $9::timestamptz + make_interval(secs => $8), $10)
 ON CONFLICT DO NOTHING
 RETURNING due_at;
 
@@ -268,10 +269,11 @@ ON CONFLICT DO NOTHING
 RETURNING due_at;
 
 -- name: insert_triggered_run
--- An extra run of a job, an occurrence of its own at $5, 'pending' until then.
+-- An extra run of a job, an occurrence of its own at $5, 'pending' until then, in the trace
+-- of the trigger command ($7).
 INSERT INTO kjs_executions (execution_id, job_id, user_id, shard, scheduled_for,
-                            attempt, lane, status, due_at)
-VALUES ($1, $2, $3, $4, $5, 1, $6, 'pending', $5)
+                            attempt, lane, status, due_at, traceparent)
+VALUES ($1, $2, $3, $4, $5, 1, $6, 'pending', $5, $7)
 ON CONFLICT DO NOTHING;
 
 -- name: due_pending_runs
@@ -286,7 +288,7 @@ FROM kjs_jobs AS j
 WHERE e.execution_id = ANY($1::uuid[]) AND e.shard = $2 AND e.status = 'pending'
   AND e.due_at <= $3 AND j.job_id = e.job_id
 RETURNING e.execution_id, e.job_id, e.user_id, e.attempt, e.scheduled_for, e.lane,
-          j.target, e.due_at;
+          j.target, e.due_at, e.traceparent;
 
 
 -- ---------------------------------------------------------------------------------------------

@@ -32,6 +32,8 @@ CREATE TABLE kjs_jobs (
                     CONSTRAINT kjs_jobs_skipped_runs_check CHECK (skipped_runs >= 0),
     -- overlap = buffer_one: the occurrence waiting for the running one to finish.
     buffered_for    timestamptz,
+    -- The trace the job was submitted in (W3C traceparent; NULL: none), 0014.
+    traceparent     text,
     CONSTRAINT kjs_jobs_status_check
         CHECK (status IN ('scheduled', 'paused', 'queued', 'succeeded', 'failed', 'cancelled')),
     -- A paused job keeps its next_run_at: on resume, the catch-up policy decides what to do
@@ -71,6 +73,8 @@ CREATE TABLE kjs_executions (
     created_at     timestamptz NOT NULL DEFAULT now(),
     -- When a retry may start (now + backoff); NULL means "at scheduled_for".
     due_at         timestamptz,
+    -- The trace of this occurrence's runs (its fire span; NULL: none), 0014.
+    traceparent    text,
     CONSTRAINT kjs_executions_status_check
         CHECK (status IN ('pending', 'queued', 'running', 'succeeded', 'failed', 'cancelled',
                           'skipped')),

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from core import tracing
 from schemas.v1.jobs import Priority
 from schemas.v1.targets import Target
 
@@ -69,10 +70,22 @@ class ResultBatch(_Event):
     one record per batch instead of one per attempt."""
 
     results: list[ResultEvent] = Field(min_length=1)
+    # The trace context (W3C traceparent) of each result that has one, by execution id: a
+    # single result's rides in its record's header, which a batch's results cannot share.
+    traceparents: dict[UUID, str] = Field(default_factory=dict)
+
+
+def read_result_record(value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> ResultBatch:
+    """What a ``jobs.results`` record holds, as a batch: a record of one result is a batch of
+    one, with its header's trace context. ``ValidationError`` if it holds no result."""
+    if (KIND_HEADER, RESULT_BATCH_KIND) in headers:
+        return ResultBatch.model_validate_json(value or b"")
+    result = ResultEvent.model_validate_json(value or b"")
+    traceparent = tracing.from_headers(headers)
+    traces = {} if traceparent is None else {result.execution_id: traceparent}
+    return ResultBatch(results=[result], traceparents=traces)
 
 
 def results_in(value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> list[ResultEvent]:
     """The results a ``jobs.results`` record holds; ``ValidationError`` if it holds none."""
-    if (KIND_HEADER, RESULT_BATCH_KIND) in headers:
-        return ResultBatch.model_validate_json(value or b"").results
-    return [ResultEvent.model_validate_json(value or b"")]
+    return read_result_record(value, headers).results

@@ -47,6 +47,8 @@ class Attempt:
     job_id: UUID
     user_id: str
     attempt: int
+    # The W3C traceparent an HTTP target gets (the run span's; docs/tracing.md), if any.
+    traceparent: str | None = None
 
 
 class TargetRunner(Protocol):

@@ -21,6 +21,7 @@ from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
 from core.clock import utcnow
+from core.tracing import TRACEPARENT
 from schemas.v1.addresses import AddressGuard, AddressRefused, parse_address
 from schemas.v1.targets import HttpTarget
 from workers.targets.base import Attempt, Outcome, with_idempotency_key
@@ -151,6 +152,10 @@ class HttpRunner:
 
     async def __call__(self, target: HttpTarget, attempt: Attempt) -> Outcome:
         headers = with_idempotency_key(target.headers, attempt)
+        if attempt.traceparent is not None:
+            # Ours replaces a job's own: the run's trace is the one the target continues.
+            headers = {k: v for k, v in headers.items() if k.lower() != TRACEPARENT}
+            headers[TRACEPARENT] = attempt.traceparent
         body: dict[str, Any] = {}
         if isinstance(target.body, str):
             body["data"] = target.body
