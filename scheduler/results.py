@@ -12,9 +12,9 @@ from pydantic import ValidationError
 
 from core.backoff import retry_delay
 from core.clock import SYSTEM_CLOCK, Clock
-from scheduler.commands import format_errors
+from scheduler.commands import REROUTED_FROM, format_errors
 from scheduler.deadletters import dead_letter
-from scheduler.kafka_io import Sender
+from scheduler.kafka_io import Sender, send_to_partition
 from scheduler.metrics import RESULTS, RETRIES
 from scheduler.model import Failure, Recorded
 from scheduler.outages import until_available
@@ -26,6 +26,7 @@ from schemas.v1.events import ResultEvent
 from schemas.v1.jobs import RetryPolicy
 from topics.catalog import Catalog
 from topics.dlq import DEAD_LETTERS, DeadLetter
+from topics.partitioner import partition_for
 
 log = logging.getLogger(__name__)
 JOB_ID_HEADER = "kjs-job-id"
@@ -82,6 +83,9 @@ class ResultHandler:
         parsed: dict[UUID, ResultEvent] = {}
         singles: list[Record] = []
         for record in records:
+            if await self._rerouted(record):
+                outcomes.append("rerouted")
+                continue
             try:
                 result = ResultEvent.model_validate_json(record.value or b"")
             except ValidationError:
@@ -101,6 +105,26 @@ class ResultHandler:
         for record in singles:
             outcomes.append(await self.handle(record))
         return outcomes
+
+    async def _rerouted(self, record: Record) -> bool:
+        """Re-produce a result that sits on another partition than its tenant's (a worker
+        that produced before it learned of a resize's new partitions) to the tenant's, where
+        its execution now is; the shard that owns it records it."""
+        if record.key is None:
+            return False
+        count = self.shards.routed_by(self.catalog.results.partitions)
+        home = partition_for(record.key, count)
+        if home == record.partition:
+            return False
+        headers = [*record.headers, (REROUTED_FROM, record.source.encode())]
+        await until_available(
+            lambda: send_to_partition(
+                self.sender, record.topic, record.key, record.value, home, headers
+            ),
+            f"re-route {record.source}",
+        )
+        RESULTS.labels("rerouted").inc()
+        return True
 
     async def _record_successes(
         self, partition: int, results: list[ResultEvent]

@@ -19,7 +19,7 @@ from core.settings import SchedulerSettings
 from scheduler.daily_budget import DailyBudget
 from scheduler.firing import Dispatcher
 from scheduler.metrics import DUE_NOT_FIRED, SHARDS_OWNED, TIMER_HELD
-from scheduler.store.shards import Fenced, claim_shard
+from scheduler.store.shards import Fenced, reclaim_resized_shard, take_shard
 from scheduler.timer import ShardTimer
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,10 @@ class Shards:
         self._owner = owner
         self._owned: dict[int, OwnedShard] = {}
         self._changed = asyncio.Condition()
+        self._reclaiming = asyncio.Lock()
+        # The partition count tenants are routed by, as the shard rows said at this instance's
+        # latest claim (a resize writes it); None until a resize: the configured count.
+        self.partitions: int | None = None
         # Readiness: a first assignment happened (an instance may own no shard at all when
         # there are more instances than partitions, and still be ready).
         self.assigned_once = False
@@ -76,23 +80,71 @@ class Shards:
         wanted = set(shards)
         await self.revoke(set(self._owned) - wanted)
         for shard in sorted(wanted - set(self._owned)):
-            epoch = await claim_shard(self._pool, shard, self._owner)
-            timer = ShardTimer(
-                shard,
-                epoch,
-                self._pool,
-                self._dispatcher,
-                self._settings,
-                self._budget,
-                self._clock,
-            )
+            claim = await take_shard(self._pool, shard, self._owner)
+            self._learn(claim.partitions)
+            timer = self._timer(shard, claim.epoch)
             task = asyncio.create_task(self._run_timer(timer), name=f"kjs-shard-{shard}")
             self._owned[shard] = OwnedShard(timer, task)
-            log.info("shard %s assigned (epoch %s)", shard, epoch, extra={"shard": shard})
+            log.info("shard %s assigned (epoch %s)", shard, claim.epoch, extra={"shard": shard})
         SHARDS_OWNED.set(len(self._owned))
         self.assigned_once = True
         async with self._changed:
             self._changed.notify_all()
+
+    def routed_by(self, configured: int) -> int:
+        """The partition count that places a tenant's records: the one a resize set, else the
+        configured one."""
+        return self.partitions or configured
+
+    def _learn(self, partitions: int | None) -> None:
+        # Counts only grow (Kafka cannot remove partitions), so the largest one seen is the
+        # latest, whatever order concurrent claims finish in.
+        if partitions is not None:
+            self.partitions = max(self.partitions or 0, partitions)
+
+    def _timer(self, shard: int, epoch: int) -> ShardTimer:
+        return ShardTimer(
+            shard, epoch, self._pool, self._dispatcher, self._settings, self._budget, self._clock
+        )
+
+    async def reclaim(self, fenced: Fenced) -> bool:
+        """After ``fenced``: whether this instance holds the shard again, so that the fenced
+        work may be retried (with the count a resize set, ``partitions``).
+
+        A resize (scheduler/resize.py) bumps every epoch in the name "kjs resize" without a
+        Kafka rebalance, so the instance that Kafka assigns the shard to takes it back here:
+        1. Another task of this instance took it back already (the epoch it holds moved on):
+           yes.
+        2. Otherwise bump the epoch again, only if the row still names the resize; a shard
+           that another instance claimed stays fenced (no).
+        3. Restart the shard's timer with the new epoch (it re-reads the moved jobs and
+           re-sends the outbox); the fenced timer task ends.
+        """
+        async with self._reclaiming:
+            owned = self._owned.get(fenced.shard)
+            if owned is None:
+                return False
+            if owned.epoch != fenced.held:
+                return True
+            claim = await reclaim_resized_shard(self._pool, fenced.shard, self._owner)
+            if claim is None:
+                return False
+            self._learn(claim.partitions)
+            stale = owned.task
+            owned.timer = self._timer(fenced.shard, claim.epoch)
+            owned.task = asyncio.create_task(
+                self._run_timer(owned.timer), name=f"kjs-shard-{fenced.shard}"
+            )
+            if stale is not asyncio.current_task():
+                stale.cancel()
+            log.info(
+                "shard %s taken back after a resize to %s partitions (epoch %s)",
+                fenced.shard,
+                claim.partitions,
+                claim.epoch,
+                extra={"shard": fenced.shard},
+            )
+            return True
 
     async def revoke(self, shards: Iterable[int]) -> None:
         for shard in list(shards):
@@ -129,6 +181,8 @@ class Shards:
                 await timer.run()
                 return
             except Fenced as exc:
+                if await self.reclaim(exc):
+                    return  # a resize fenced it; a new timer runs with the new epoch
                 log.warning("shard %s timer stopped: %s", timer.shard, exc)
                 return
             except Exception:
