@@ -9,9 +9,10 @@ from dataclasses import dataclass
 import asyncpg
 
 from core.queries import QUERIES
+from schemas.v1.statuses import RESIZE_STEPS
 
 # Steps of a resize, in order (kjs_resizes.step).
-STARTED, GROWN, MOVED, DONE = "started", "grown", "moved", "done"
+STARTED, GROWN, MOVED, DONE = RESIZE_STEPS
 
 
 @dataclass(frozen=True)
