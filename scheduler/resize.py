@@ -14,7 +14,8 @@ moves tenants. The due topics are keyed by job_id and do not change. The protoco
    producer with fresh metadata puts on a new partition back to its old-count shard. The
    group rebalances onto the new partitions as its metadata refreshes (5 s in the
    scheduler); a scheduler that claims a new shard now finds no jobs on it, and routes by
-   the old count.
+   the old count. The resize waits (up to ``--wait``) until a scheduler owns every new
+   shard, so that step 4 needs no rebalance and the fence is short.
 3. Fence and move, in one transaction: bump the epoch of every shard 0..N-1 in the name
    "kjs resize", with ``partitions = N`` on each row. The bump waits for the in-flight write
    of every old owner and fences each later one. Then move every job and unfinished
@@ -97,6 +98,8 @@ class Plan:
 class Outcome:
     plan: Plan
     fence_s: float  # the fence-and-move transaction (step 3); 0 when resumed past it
+    # From the fence until every shard is owned again: how late a job due meanwhile can be.
+    paused_s: float
     total_s: float  # step 1 to every shard claimed again (or the wait gave up)
     unclaimed: list[int]  # shards no scheduler took back within the wait
 
@@ -139,14 +142,17 @@ async def resize(
             step = store.GROWN
         stop(store.GROWN)
         fence_s = 0.0
+        fenced_at = time.monotonic()
         if step == store.GROWN:
+            await _wait_claimed(conn, partitions, resume_timeout_s)
             fenced_at = time.monotonic()
             await store.fence_and_move(conn, resize_id, partitions, _shard_of(partitions))
             fence_s = time.monotonic() - fenced_at
         stop(store.MOVED)
-        unclaimed = await _wait_claimed(conn, resume_timeout_s)
+        unclaimed = await _wait_claimed(conn, partitions, resume_timeout_s)
+        paused_s = time.monotonic() - fenced_at
         await store.finish(conn, resize_id)
-        return Outcome(plan, fence_s, time.monotonic() - began, unclaimed)
+        return Outcome(plan, fence_s, paused_s, time.monotonic() - began, unclaimed)
     finally:
         await conn.close()
 
@@ -206,11 +212,12 @@ async def _plan(
     )
 
 
-async def _wait_claimed(conn: asyncpg.Connection, timeout_s: float) -> list[int]:
-    """Wait until every shard has an owner again (no row in the resize's name)."""
+async def _wait_claimed(conn: asyncpg.Connection, partitions: int, timeout_s: float) -> list[int]:
+    """Wait until a scheduler owns every shard (none missing, none in the resize's name);
+    the shards still without one when ``timeout_s`` ran out."""
     deadline = time.monotonic() + timeout_s
     while True:
-        unclaimed = await store.unclaimed_shards(conn)
+        unclaimed = await store.unclaimed_shards(conn, partitions)
         if not unclaimed or time.monotonic() >= deadline:
             return unclaimed
         await asyncio.sleep(0.05)

@@ -19,10 +19,13 @@ from core.settings import SchedulerSettings
 from scheduler.daily_budget import DailyBudget
 from scheduler.firing import Dispatcher
 from scheduler.metrics import DUE_NOT_FIRED, SHARDS_OWNED, TIMER_HELD
-from scheduler.store.shards import Fenced, reclaim_resized_shard, take_shard
+from scheduler.store.shards import Fenced, reclaim_resized_shard, resized_shards, take_shard
 from scheduler.timer import ShardTimer
 
 log = logging.getLogger(__name__)
+# How often an instance looks for shards of its that a resize fenced: a shard with nothing to
+# write would otherwise not notice until the next rebalance.
+RESIZE_POLL_S = 1.0
 
 
 class NotOwned(RuntimeError):
@@ -58,6 +61,7 @@ class Shards:
         self._owned: dict[int, OwnedShard] = {}
         self._changed = asyncio.Condition()
         self._reclaiming = asyncio.Lock()
+        self._watcher: asyncio.Task[None] | None = None
         # The partition count tenants are routed by, as the shard rows said at this instance's
         # latest claim (a resize writes it); None until a resize: the configured count.
         self.partitions: int | None = None
@@ -87,6 +91,8 @@ class Shards:
             self._owned[shard] = OwnedShard(timer, task)
             log.info("shard %s assigned (epoch %s)", shard, claim.epoch, extra={"shard": shard})
         SHARDS_OWNED.set(len(self._owned))
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch_resizes(), name="kjs-resize-watch")
         self.assigned_once = True
         async with self._changed:
             self._changed.notify_all()
@@ -161,7 +167,25 @@ class Shards:
         SHARDS_OWNED.set(len(self._owned))
 
     async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
         await self.revoke(list(self._owned))
+
+    async def _watch_resizes(self) -> None:
+        """Every ``RESIZE_POLL_S``, take back the owned shards a resize fenced."""
+        while True:
+            await asyncio.sleep(RESIZE_POLL_S)
+            held = {shard: owned.epoch for shard, owned in self._owned.items()}
+            if not held:
+                continue
+            try:
+                for shard in await resized_shards(self._pool, sorted(held)):
+                    await self.reclaim(Fenced(shard, held[shard], None))
+            except Exception:  # Postgres down: the next look, or the shard's writes, retry
+                log.warning("looking for resized shards failed", exc_info=True)
 
     async def get(self, shard: int, timeout_s: float = 30.0) -> OwnedShard:
         """The owned shard, waiting a little for an assignment still in progress."""

@@ -90,6 +90,6 @@ async def fence_and_move(
     return moved
 
 
-async def unclaimed_shards(conn: asyncpg.Connection) -> list[int]:
-    rows = await conn.fetch(QUERIES["resize_unclaimed_shards"])
+async def unclaimed_shards(conn: asyncpg.Connection, partitions: int) -> list[int]:
+    rows = await conn.fetch(QUERIES["resize_unclaimed_shards"], partitions)
     return [r["shard"] for r in rows]

@@ -51,6 +51,12 @@ async def reclaim_resized_shard(pool: asyncpg.Pool, shard: int, owner: str) -> C
     return None if row is None else Claim(row["epoch"], row["partitions"])
 
 
+async def resized_shards(pool: asyncpg.Pool, shards: list[int]) -> list[int]:
+    """Those of ``shards`` a resize fenced and nobody took back since."""
+    rows = await pool.fetch(QUERIES["resized_shards"], shards)
+    return [r["shard"] for r in rows]
+
+
 @asynccontextmanager
 async def fenced(pool: asyncpg.Pool, shard: int, epoch: int) -> AsyncIterator[asyncpg.Connection]:
     """A transaction on a connection of ``pool`` that holds ``epoch`` of ``shard``, or

@@ -26,6 +26,11 @@ UPDATE kjs_shards SET epoch = epoch + 1, owner = $2, assigned_at = now()
 WHERE shard = $1 AND owner = 'kjs resize'
 RETURNING epoch, partitions;
 
+-- name: resized_shards
+-- Which of the shards $1 a resize fenced and nobody took back yet (polled by each scheduler,
+-- so that a shard with nothing to write learns of a resize too).
+SELECT shard FROM kjs_shards WHERE shard = ANY($1::integer[]) AND owner = 'kjs resize';
+
 -- name: shard_epoch
 -- The shard's current epoch, locked FOR SHARE until the transaction ends: a new owner's bump
 -- waits for this transaction, and every later one of the old owner sees the new epoch.
@@ -593,8 +598,10 @@ UPDATE kjs_resizes SET step = 'moved', moved_at = now(), jobs_moved = $2, execut
 WHERE resize_id = $1;
 
 -- name: resize_unclaimed_shards
--- The shards still held by the resize (no scheduler claimed them since).
-SELECT shard FROM kjs_shards WHERE owner = 'kjs resize' ORDER BY shard;
+-- The shards 0..$1-1 that no scheduler holds (none claimed it, or the resize holds it).
+SELECT s AS shard FROM generate_series(0, $1 - 1) AS s
+WHERE NOT EXISTS (SELECT 1 FROM kjs_shards WHERE shard = s AND owner <> 'kjs resize')
+ORDER BY s;
 
 -- name: resize_done
 -- Record the end of a resize.
