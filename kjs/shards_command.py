@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     n = done.plan.to_partitions
     print("\n".join(done.plan.lines()))
     print(
-        f"resized to {n} partitions in {done.total_s:.2f} s (fence and move {done.fence_s:.2f} s)"
+        f"resized to {n} partitions in {done.total_s:.2f} s; shards paused "
+        f"{done.paused_s:.2f} s (fence and move {done.fence_s:.2f} s, then taken back)"
     )
     if done.unclaimed:
         print(
