@@ -55,19 +55,31 @@ def _raise_if_refused(admin: AdminClient) -> None:
         )
 
 
-async def existing_partitions(admin: AdminClient, timeout_s: float = 10.0) -> dict[str, int]:
+async def existing_partitions(
+    admin: AdminClient, names: Iterable[str], timeout_s: float = 10.0
+) -> dict[str, int]:
+    """The partition count of each of ``names`` that exists. Asked topic by topic: the
+    metadata of a whole shared cluster (thousands of topics) can take longer than an attempt."""
+    found = {}
+    for name in names:
+        metadata = await _metadata(admin, name, timeout_s)
+        topic = metadata.topics.get(name)
+        if topic is not None and topic.error is None:
+            found[name] = len(topic.partitions)
+    return found
+
+
+async def _metadata(admin: AdminClient, name: str, timeout_s: float) -> Any:
     # Short attempts, so that refused credentials fail in about a second, not at the deadline.
     deadline = time.monotonic() + timeout_s
     while True:
         attempt = max(0.1, min(1.0, deadline - time.monotonic()))
         try:
-            metadata = await asyncio.to_thread(admin.list_topics, timeout=attempt)
-            break
+            return await asyncio.to_thread(admin.list_topics, topic=name, timeout=attempt)
         except KafkaException:
             _raise_if_refused(admin)
             if time.monotonic() >= deadline:
                 raise
-    return {name: len(t.partitions) for name, t in metadata.topics.items() if t.error is None}
 
 
 def check_layout(cat: Catalog, existing: dict[str, int]) -> None:
@@ -97,7 +109,8 @@ def check_layout(cat: Catalog, existing: dict[str, int]) -> None:
 async def create_topics(kafka: KafkaSettings, cat: Catalog, timeout_s: float = 30.0) -> list[str]:
     """Create missing topics; returns the names created. Safe to run again."""
     admin = admin_client(kafka)
-    existing = await existing_partitions(admin)
+    names = [spec.name for spec in cat.all()]
+    existing = await existing_partitions(admin, names)
     check_layout(cat, existing)
     missing = [spec for spec in cat.all() if spec.name not in existing]
     if not missing:
@@ -112,7 +125,7 @@ async def create_topics(kafka: KafkaSettings, cat: Catalog, timeout_s: float = 3
             # Another process created it in between: fine, as long as the layout holds.
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
-    check_layout(cat, await existing_partitions(admin))
+    check_layout(cat, await existing_partitions(admin, names))
     return created
 
 
@@ -133,7 +146,7 @@ async def grow_topics(
     A topic that has them already is left alone, so a re-run after a crash is a no-op. Returns
     once the metadata shows every topic at ``partitions``."""
     admin = admin_client(kafka)
-    existing = await existing_partitions(admin)
+    existing = await existing_partitions(admin, names)
     missing = [name for name in names if name not in existing]
     if missing:
         raise TopicLayoutError(f"no topic {', '.join(missing)}: run `kjs topics create` first")
@@ -146,7 +159,7 @@ async def grow_topics(
             await asyncio.wrap_future(future)
     deadline = time.monotonic() + timeout_s
     while True:
-        now = await existing_partitions(admin)
+        now = await existing_partitions(admin, names)
         if all(now.get(name, 0) >= partitions for name in names):
             return grow
         if time.monotonic() >= deadline:
@@ -156,5 +169,4 @@ async def grow_topics(
 
 async def topic_partitions(kafka: KafkaSettings, names: list[str]) -> dict[str, int]:
     """The partition count of each of ``names`` that exists."""
-    existing = await existing_partitions(admin_client(kafka))
-    return {name: existing[name] for name in names if name in existing}
+    return await existing_partitions(admin_client(kafka), names)

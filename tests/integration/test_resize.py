@@ -5,25 +5,39 @@ whole stack under a resize (jobs due, a scheduler killed) is tests/faults/test_r
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from core.db import create_pool
 from core.queries import QUERIES
-from core.settings import DatabaseSettings, KafkaSettings
+from core.settings import DatabaseSettings, KafkaSettings, SchedulerSettings
 from kjs.cli import main
+from scheduler.commands import CommandHandler
+from scheduler.firing import Dispatcher
+from scheduler.kafka_io import ProducerSender
 from scheduler.model import NewJob
+from scheduler.records import Record
+from scheduler.resize import Outcome, resize
+from scheduler.results import ResultHandler
+from scheduler.shards import Shards
 from scheduler.store.jobs import insert_jobs
 from scheduler.store.shards import Fenced, claim_shard, fenced, reclaim_resized_shard
+from schemas.v1.events import ResultEvent
 from tests.conftest import fresh_database
+from tests.support.waiting import eventually
 from topics.admin import create_topics, topic_partitions
 from topics.catalog import Catalog, catalog
 from topics.partitioner import partition_for
+from topics.producer import durable_producer
+from topics.security import aiokafka_config
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(120)]
 
@@ -198,3 +212,73 @@ async def test_an_interrupted_resize_is_finished_by_a_rerun(
     # Done is done: the same resize again is refused as "already".
     assert await _resize("--partitions", str(AFTER)) == 2
     assert "has 12 partitions already" in capsys.readouterr().err
+
+
+async def test_a_running_scheduler_takes_its_shards_back_and_routes_by_the_new_count(
+    installation: Installation,
+) -> None:
+    """The scheduler side, in-process: shards 0..5 owned and idle (nothing to write), the
+    resize fences them; the instance notices within a second, takes them back with the new
+    count, and re-routes a result (and a command) that sits on its old-count partition."""
+    inst = installation
+    pool = await create_pool(DatabaseSettings(), dsn=inst.dsn)
+    producer = durable_producer(inst.kafka)
+    await producer.start()
+    sender = ProducerSender(producer)
+    shards = Shards(pool, Dispatcher(pool, sender, inst.catalog), SchedulerSettings(), "s1")
+    try:
+        await shards.assign(range(BEFORE))
+        held = {s: o.epoch for s, o in shards.owned.items()}
+        done = await resize(inst.dsn, inst.kafka, AFTER, resume_timeout_s=1.0)
+        assert isinstance(done, Outcome)
+        assert done.unclaimed == list(range(BEFORE, AFTER))  # nobody consumes 6..11 here
+
+        async def taken_back() -> bool:
+            owners = await inst.conn.fetch("SELECT shard, owner FROM kjs_shards WHERE shard < 6")
+            return {r["owner"] for r in owners} == {"s1"}
+
+        await eventually(taken_back, 10, interval_s=0.1, what="the shards taken back")
+        assert shards.partitions == AFTER
+        assert all(shards.owned[s].epoch > held[s] for s in held)
+        user = next(u for u in USERS if partition_for(u.encode(), AFTER) >= BEFORE)
+        old, new = partition_for(user.encode(), BEFORE), partition_for(user.encode(), AFTER)
+        result = ResultEvent(
+            execution_id=uuid.uuid4(),
+            job_id=uuid.uuid4(),
+            user_id=user,
+            attempt=1,
+            status="succeeded",
+            started_at=LATER,
+            finished_at=LATER,
+            worker="w1",
+        )
+        record = Record(
+            inst.catalog.results.name, old, 7, user.encode(), result.model_dump_json().encode()
+        )
+        handler = ResultHandler(shards, pool, sender, inst.catalog)
+        assert await handler.handle_batch([record]) == ["rerouted"]
+        landed = await _read(inst.kafka, inst.catalog.results.name, new)
+        assert landed.key == user.encode() and landed.value == record.value
+        commands = CommandHandler(shards, pool, sender, inst.catalog, SchedulerSettings())
+        cancel = {"type": "cancel", "user_id": user, "job_id": str(uuid.uuid4())}
+        command = Record(
+            inst.catalog.commands.name, old, 3, user.encode(), json.dumps(cancel).encode()
+        )
+        assert await commands.handle(command) == "rerouted"
+        assert (await _read(inst.kafka, inst.catalog.commands.name, new)).key == user.encode()
+    finally:
+        await shards.stop()
+        await producer.stop()
+        await pool.close()
+
+
+async def _read(kafka: KafkaSettings, topic: str, partition: int) -> Any:
+    """The first record of one partition."""
+    consumer = AIOKafkaConsumer(**aiokafka_config(kafka), auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        return await asyncio.wait_for(consumer.getone(tp), 30)
+    finally:
+        await consumer.stop()
