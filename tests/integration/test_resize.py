@@ -23,7 +23,6 @@ from kjs.cli import main
 from scheduler.commands import CommandHandler
 from scheduler.firing import Dispatcher
 from scheduler.kafka_io import ProducerSender
-from scheduler.model import NewJob
 from scheduler.records import Record
 from scheduler.resize import Outcome, resize
 from scheduler.results import ResultHandler
@@ -32,6 +31,7 @@ from scheduler.store.jobs import insert_jobs
 from scheduler.store.shards import Fenced, claim_shard, fenced, reclaim_resized_shard
 from schemas.v1.events import ResultEvent
 from tests.conftest import fresh_database
+from tests.integration.test_store_constraints import new_job
 from tests.support.waiting import eventually
 from topics.admin import create_topics, topic_partitions
 from topics.catalog import Catalog, catalog
@@ -80,7 +80,7 @@ async def installation(
         epochs = {s: await claim_shard(pool, s, "old-owner") for s in range(BEFORE)}
         for user in USERS:
             shard = partition_for(user.encode(), BEFORE)
-            await insert_jobs(pool, shard, epochs[shard], [_job(user, shard)])
+            await insert_jobs(pool, shard, epochs[shard], [new_job(shard, user)])
         await pool.close()
         monkeypatch.setenv("KJS_DATABASE_URL", dsn)
         monkeypatch.setenv("KJS_KAFKA_BOOTSTRAP", kafka.kafka_bootstrap)
@@ -91,23 +91,6 @@ async def installation(
             yield Installation(dsn, kafka, cat, conn, epochs)
         finally:
             await conn.close()
-
-
-def _job(user: str, shard: int) -> NewJob:
-    return NewJob(
-        job_id=uuid.uuid4(),
-        user_id=user,
-        shard=shard,
-        name="n",
-        idempotency_key=None,
-        schedule={"type": "once", "at": LATER.isoformat()},
-        target={"type": "http", "url": "http://127.0.0.1/x"},
-        priority="normal",
-        retry={},
-        next_run_at=LATER,
-        created_at=LATER,
-        source="test",
-    )
 
 
 async def _resize(*args: str) -> int:
