@@ -54,6 +54,8 @@ from topics.admin import grow_topics, topic_partitions
 from topics.catalog import catalog
 from topics.partitioner import partition_for
 
+DEADLOCK_TRIES = 3
+
 
 class ResizeRefused(RuntimeError):
     """The resize cannot be done as asked; nothing was changed."""
@@ -146,7 +148,7 @@ async def resize(
         if step == store.GROWN:
             await _wait_claimed(conn, partitions, resume_timeout_s)
             fenced_at = time.monotonic()
-            await store.fence_and_move(conn, resize_id, partitions, _shard_of(partitions))
+            await _fence_and_move(conn, resize_id, partitions)
             fence_s = time.monotonic() - fenced_at
         stop(store.MOVED)
         unclaimed = await _wait_claimed(conn, partitions, resume_timeout_s)
@@ -155,6 +157,18 @@ async def resize(
         return Outcome(plan, fence_s, paused_s, time.monotonic() - began, unclaimed)
     finally:
         await conn.close()
+
+
+async def _fence_and_move(conn: asyncpg.Connection, resize_id: int, partitions: int) -> None:
+    """Step 3, again if Postgres chose it as a deadlock's victim: the move updates many
+    execution rows, in no order a worker's batched claim could agree with."""
+    for attempt in range(1, DEADLOCK_TRIES + 1):
+        try:
+            await store.fence_and_move(conn, resize_id, partitions, _shard_of(partitions))
+            return
+        except asyncpg.DeadlockDetectedError:
+            if attempt == DEADLOCK_TRIES:
+                raise
 
 
 def _shard_of(partitions: int) -> Callable[[str], int]:
