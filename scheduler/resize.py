@@ -22,15 +22,18 @@ moves tenants. The due topics are keyed by job_id and do not change. The protoco
    execution to ``murmur2(user_id) % N`` and record the step. All or nothing: a crash here
    rolls back to step 2's state, and a re-run does it again.
 4. Resume: the schedulers are not told; each finds out on its next write to a shard, which
-   the fence refuses (its timer writes within a second: the lease reaper). The instance
-   Kafka assigns the shard to takes it back if the row still names the resize (a new epoch,
-   with the count N: ``Shards.reclaim``), restarts the shard's timer, which reloads the
-   moved jobs and re-sends the moved outbox, and applies the refused batch again
-   (idempotent). A rebalance claims the shard as usual, and also learns N from the row.
+   the fence refuses, or within a second by looking for its shards held in the resize's
+   name (``Shards._watch_resizes``; a shard with nothing to write would otherwise not
+   notice). The instance Kafka assigns the shard to takes it back if the row still names
+   the resize (a new epoch, with the count N: ``Shards.reclaim``), restarts the shard's
+   timer, which reloads the moved jobs and re-sends the moved outbox, and applies the
+   refused batch of commands or results again (idempotent). A claim on a rebalance learns
+   N from the row as well.
    From then on commands and results on a partition that is not their tenant's under N
    (producers that learn of the new partitions within their metadata age) are re-routed to
    it, so an in-flight result reaches the shard its execution moved to. The resize waits
-   until no shard is held in its name, then records that it is done.
+   (up to ``--wait``) until a scheduler holds every shard, then records that it is done; a
+   shard nobody took back by then (no scheduler running) resumes when one claims it.
 
 Jobs due during the resize fire once, late by at most the time from step 3 to their shard's
 timer restarting: before step 3 the old owners fire them; an execution fired and not yet
