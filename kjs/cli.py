@@ -7,7 +7,7 @@ import asyncio
 import sys
 
 from core.settings import DatabaseSettings, InfraSettings, KafkaSettings, load
-from kjs import jobs_command
+from kjs import jobs_command, shards_command
 from schemas.v1.statuses import LANES
 
 
@@ -287,6 +287,7 @@ def parser() -> argparse.ArgumentParser:
         help="the workers-needed hint drains the lag within this (default 60)",
     )
     jobs_command.add_parser(sub)
+    shards_command.add_parser(sub)
     return p
 
 
@@ -302,6 +303,7 @@ HANDLERS = {
     "keys": _keys,
     "lag": _lag,
     "jobs": jobs_command.run,
+    "shards": shards_command.run,
 }
 
 

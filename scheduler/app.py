@@ -59,6 +59,7 @@ RESULT_BATCH_WAIT_S = 0.05
 # Commands likewise: a burst of submissions is stored a shard's run of creates at a time.
 COMMAND_BATCH = 500
 COMMAND_BATCH_WAIT_S = 0.005
+METADATA_MAX_AGE_MS = 5000
 
 
 @dataclass
@@ -106,6 +107,10 @@ class SchedulerApp:
             broker_session_timeout=self.settings.session_timeout_s,
             broker_heartbeat_interval=min(3.0, self.settings.session_timeout_s / 5),
             producer_acks=-1,
+            # A resize adds partitions: the group rebalances onto them, and re-routes may
+            # produce to them, once the metadata says so (Kafka's default is 5 minutes).
+            consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
+            producer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
         )
         commands_topic = self.app.topic(self.catalog.commands.name)
         results_topic = self.app.topic(self.catalog.results.name)
@@ -205,13 +210,24 @@ class SchedulerApp:
         async for events in stream.take_events(RESULT_BATCH, within=RESULT_BATCH_WAIT_S):
             rt = await self.runtime()
             records = [_record(e) for e in events]
-            try:
-                outcomes = await rt.results.handle_batch(records)
-            except (Fenced, NotOwned) as exc:
-                log.warning("not recording %d results: %s", len(records), exc)
-                outcomes = ["fenced"]
+            outcomes = await self._record_results(rt, records)
             for outcome in outcomes:
                 self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+    async def _record_results(self, rt: Runtime, records: list[Record]) -> list[str]:
+        while True:
+            try:
+                return await rt.results.handle_batch(records)
+            except Fenced as exc:
+                # A resize fenced a shard: take it back and record the batch again (a result
+                # recorded twice is a duplicate), re-routing the moved tenants' results.
+                if await rt.shards.reclaim(exc):
+                    continue
+                fenced: Exception = exc
+            except NotOwned as exc:
+                fenced = exc
+            log.warning("not recording %d results: %s", len(records), fenced)
+            return ["fenced"]
 
 
 def _record(event: Any) -> Record:

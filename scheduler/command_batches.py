@@ -64,14 +64,25 @@ class CommandBatches:
             by_partition.setdefault(record.partition, []).append(record)
         outcomes: list[str] = []
         for partition, batch in by_partition.items():
-            try:
-                outcomes += await self._apply(partition, batch)
-            except (Fenced, NotOwned) as exc:
-                # The shard's new owner re-reads these records from the last committed
-                # offset; this stale generation cannot commit past it.
-                log.warning("not applying %d commands of shard %d: %s", len(batch), partition, exc)
-                outcomes.append("fenced")
+            outcomes += await self._apply_owned(partition, batch)
         return outcomes
+
+    async def _apply_owned(self, partition: int, batch: list[Record]) -> list[str]:
+        while True:
+            try:
+                return await self._apply(partition, batch)
+            except Fenced as exc:
+                # A resize fenced the shard without a rebalance: take it back and apply the
+                # batch again (applying is idempotent), with the new partition count.
+                if await self.handler.shards.reclaim(exc):
+                    continue
+                fenced: Exception = exc
+            except NotOwned as exc:
+                fenced = exc
+            # The shard's new owner re-reads these records from the last committed
+            # offset; this stale generation cannot commit past it.
+            log.warning("not applying %d commands of shard %d: %s", len(batch), partition, fenced)
+            return ["fenced"]
 
     async def _apply(self, partition: int, records: list[Record]) -> list[str]:
         outcomes: list[str] = []

@@ -22,7 +22,7 @@ from core.settings import SchedulerSettings, SecuritySettings, TargetSettings
 from scheduler.daily_budget import DailyBudget
 from scheduler.deadletters import dead_letter
 from scheduler.firing import SCHEDULE, effective_due, fires_close
-from scheduler.kafka_io import Sender
+from scheduler.kafka_io import Sender, send_to_partition
 from scheduler.metrics import COMMANDS
 from scheduler.model import NewJob
 from scheduler.outages import until_available
@@ -132,8 +132,10 @@ class CommandHandler:
         return command
 
     def home_of(self, command: AnyCommand) -> int:
-        """The partition (shard) of the command's tenant: murmur2 of its user_id."""
-        return partition_for(command.user_id.encode(), self.catalog.commands.partitions)
+        """The partition (shard) of the command's tenant: murmur2 of its user_id, over the
+        count the shards were last claimed with (a resize changes it)."""
+        count = self.shards.routed_by(self.catalog.commands.partitions)
+        return partition_for(command.user_id.encode(), count)
 
     async def _handle(self, record: Record, traceparent: str | None) -> tuple[str, str]:
         """(command type or "invalid", outcome)."""
@@ -170,17 +172,11 @@ class CommandHandler:
         headers = [*record.headers, (REROUTED_FROM, record.source.encode())]
         log.info("re-routing %s to partition %d", record.source, home)
 
-        async def send() -> None:
-            ack = await self.sender.send(
-                record.topic,
-                record.key,
-                command.model_dump_json().encode(),
-                partition=home,
-                headers=headers,
-            )
-            await ack
-
-        await until_available(send, f"re-route {record.source}")
+        value = command.model_dump_json().encode()
+        await until_available(
+            lambda: send_to_partition(self.sender, record.topic, record.key, value, home, headers),
+            f"re-route {record.source}",
+        )
 
     async def _apply(self, command: AnyCommand, record: Record, traceparent: str | None) -> str:
         shard = await self.shards.get(record.partition)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
+
+# How long a re-route waits for the producer to learn of a partition a resize just added:
+# the scheduler refreshes its metadata every 5 s (scheduler.app METADATA_MAX_AGE_MS).
+UNKNOWN_PARTITION_WAIT_S = 30.0
 
 
 class Sender(Protocol):
@@ -59,3 +64,28 @@ class ProducerSender:
             topic, value, key=key, partition=partition, headers=list(headers or [])
         )
         return fut
+
+
+async def send_to_partition(
+    sender: Sender,
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    partition: int,
+    headers: Sequence[tuple[str, bytes]],
+) -> None:
+    """Produce to one partition and wait for the ack (a re-route of a command or result).
+
+    aiokafka refuses a partition its metadata does not know yet (an ``AssertionError``); right
+    after a resize that is a new partition, which the next metadata refresh brings."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + UNKNOWN_PARTITION_WAIT_S
+    while True:
+        try:
+            ack = await sender.send(topic, key, value, partition=partition, headers=headers)
+            break
+        except AssertionError:
+            if loop.time() >= deadline:
+                raise
+            await asyncio.sleep(0.5)
+    await ack

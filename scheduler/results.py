@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Iterable, Sequence
@@ -15,9 +16,9 @@ from pydantic import ValidationError
 from core import tracing
 from core.backoff import retry_delay
 from core.clock import SYSTEM_CLOCK, Clock
-from scheduler.commands import format_errors
+from scheduler.commands import REROUTED_FROM, format_errors
 from scheduler.deadletters import dead_letter
-from scheduler.kafka_io import Sender
+from scheduler.kafka_io import Sender, send_to_partition
 from scheduler.metrics import RESULTS, RETRIES
 from scheduler.model import Failure, Recorded
 from scheduler.outages import until_available
@@ -25,10 +26,11 @@ from scheduler.records import Record
 from scheduler.shards import NotOwned, Shards
 from scheduler.store.results import record_result, record_successes
 from scheduler.store.shards import Fenced
-from schemas.v1.events import ResultEvent, read_result_record
+from schemas.v1.events import ResultBatch, ResultEvent, read_result_record
 from schemas.v1.jobs import RetryPolicy
 from topics.catalog import Catalog
 from topics.dlq import DEAD_LETTERS, DeadLetter
+from topics.partitioner import partition_for
 
 log = logging.getLogger(__name__)
 JOB_ID_HEADER = "kjs-job-id"
@@ -89,13 +91,16 @@ class ResultHandler:
         singles: list[tuple[Record, ResultEvent]] = []
         traces: dict[UUID, str] = {}
         for record in records:
+            if await self._rerouted(record):
+                outcomes.append("rerouted")
+                continue
             try:
                 held = read_result_record(record.value, record.headers)
             except ValidationError as exc:
                 outcomes.append(await self.handle_invalid(record, exc))
                 continue
             traces.update(held.traceparents)
-            for result in held.results:
+            for result in await self._reroute_misplaced(record, held):
                 successes = by_shard.setdefault(record.partition, {})
                 if result.status != "succeeded" or result.execution_id in successes:
                     singles.append((record, result))
@@ -126,6 +131,51 @@ class ResultHandler:
         )
         RESULTS.labels("rejected").inc()
         return "rejected"
+
+    async def _rerouted(self, record: Record) -> bool:
+        """Re-produce a result that sits on another partition than its tenant's (a worker
+        that produced before it learned of a resize's new partitions) to the tenant's, where
+        its execution now is; the shard that owns it records it."""
+        if record.key is None:
+            return False
+        count = self.shards.routed_by(self.catalog.results.partitions)
+        home = partition_for(record.key, count)
+        if home == record.partition:
+            return False
+        headers = [*record.headers, (REROUTED_FROM, record.source.encode())]
+        await until_available(
+            lambda: send_to_partition(
+                self.sender, record.topic, record.key, record.value, home, headers
+            ),
+            f"re-route {record.source}",
+        )
+        RESULTS.labels("rerouted").inc()
+        return True
+
+    async def _reroute_misplaced(self, record: Record, held: ResultBatch) -> list[ResultEvent]:
+        """The results of a batch that belong on ``record``'s partition; the others (a
+        worker batched them by a partition count a resize has since grown) are produced
+        one by one, keyed, to their tenants' partitions, as ``_rerouted`` does for a
+        single result."""
+        count = self.shards.routed_by(self.catalog.results.partitions)
+        here: list[ResultEvent] = []
+        for result in held.results:
+            key = result.user_id.encode()
+            home = partition_for(key, count)
+            if home == record.partition:
+                here.append(result)
+                continue
+            headers = [
+                (REROUTED_FROM, record.source.encode()),
+                *(tracing.kafka_headers(held.traceparents.get(result.execution_id)) or ()),
+            ]
+            value = result.model_dump_json().encode()
+            send = functools.partial(
+                send_to_partition, self.sender, record.topic, key, value, home, headers
+            )
+            await until_available(send, f"re-route a result of {record.source}")
+            RESULTS.labels("rerouted").inc()
+        return here
 
     async def _record_successes(
         self, partition: int, results: list[ResultEvent]

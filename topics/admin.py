@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
 from core.settings import KafkaSettings
 from topics.catalog import Catalog, TopicSpec
@@ -150,3 +150,36 @@ def _new_topics(specs: Iterable[TopicSpec]) -> Iterable[NewTopic]:
             replication_factor=spec.replication_factor,
             config=spec.config,
         )
+
+
+async def grow_topics(
+    kafka: KafkaSettings, names: list[str], partitions: int, timeout_s: float = 30.0
+) -> list[str]:
+    """Grow each topic to ``partitions`` (Kafka only adds partitions); returns the names grown.
+    A topic that has them already is left alone, so a re-run after a crash is a no-op. Returns
+    once the metadata shows every topic at ``partitions``."""
+    admin = admin_client(kafka)
+    existing = await existing_partitions(admin, names)
+    missing = [name for name in names if name not in existing]
+    if missing:
+        raise TopicLayoutError(f"no topic {', '.join(missing)}: run `kjs topics create` first")
+    grow = [name for name in names if existing[name] < partitions]
+    if grow:
+        futures = admin.create_partitions(
+            [NewPartitions(name, partitions) for name in grow], operation_timeout=timeout_s
+        )
+        for future in futures.values():
+            await asyncio.wrap_future(future)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        now = await existing_partitions(admin, names)
+        if all(now.get(name, 0) >= partitions for name in names):
+            return grow
+        if time.monotonic() >= deadline:
+            raise TopicLayoutError(f"{', '.join(names)} did not reach {partitions} partitions")
+        await asyncio.sleep(0.2)
+
+
+async def topic_partitions(kafka: KafkaSettings, names: list[str]) -> dict[str, int]:
+    """The partition count of each of ``names`` that exists."""
+    return await existing_partitions(admin_client(kafka), names)

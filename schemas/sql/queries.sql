@@ -17,7 +17,19 @@
 INSERT INTO kjs_shards (shard, epoch, owner) VALUES ($1, 1, $2)
 ON CONFLICT (shard) DO UPDATE
     SET epoch = kjs_shards.epoch + 1, owner = EXCLUDED.owner, assigned_at = now()
-RETURNING epoch;
+RETURNING epoch, partitions;
+
+-- name: reclaim_resized_shard
+-- Take back a shard that a resize fenced and nobody claimed since (scheduler/resize.py): the
+-- instance Kafka still assigns it to goes on with the new partition count.
+UPDATE kjs_shards SET epoch = epoch + 1, owner = $2, assigned_at = now()
+WHERE shard = $1 AND owner = 'kjs resize'
+RETURNING epoch, partitions;
+
+-- name: resized_shards
+-- Which of the shards $1 a resize fenced and nobody took back yet (polled by each scheduler,
+-- so that a shard with nothing to write learns of a resize too).
+SELECT shard FROM kjs_shards WHERE shard = ANY($1::integer[]) AND owner = 'kjs resize';
 
 -- name: shard_epoch
 -- The shard's current epoch, locked FOR SHARE until the transaction ends: a new owner's bump
@@ -616,3 +628,71 @@ SELECT 1 FROM pg_roles WHERE rolname = $1;
 -- name: database_exists
 -- Whether the database $1 exists.
 SELECT 1 FROM pg_database WHERE datname = $1;
+
+
+-- ---------------------------------------------------------------------------------------------
+-- Resizing the shards (scheduler/store/resize.py, scheduler/resize.py)
+
+-- name: resize_try_lock
+-- One `kjs shards resize` at a time: a session lock, released when its connection ends.
+SELECT pg_try_advisory_lock(7431013);
+
+-- name: resize_unfinished
+-- The resize that is started and not done (a crash left it, or it is running).
+SELECT resize_id, from_partitions, to_partitions, step FROM kjs_resizes
+WHERE finished_at IS NULL;
+
+-- name: resize_start
+-- Record a new resize; the unique index refuses a second unfinished one.
+INSERT INTO kjs_resizes (from_partitions, to_partitions, step) VALUES ($1, $2, 'started')
+RETURNING resize_id;
+
+-- name: resize_step
+-- Record that a resize got past a step.
+UPDATE kjs_resizes SET step = $2 WHERE resize_id = $1;
+
+-- name: resize_fence_shards
+-- Bump the epoch of every shard 0..$1-1 (creating the new ones) under the resize's name, with
+-- the new count: every old owner's next write is fenced, and waits for the move to commit.
+INSERT INTO kjs_shards (shard, epoch, owner, partitions)
+SELECT s, 1, 'kjs resize', $1 FROM generate_series(0, $1 - 1) AS s
+ON CONFLICT (shard) DO UPDATE
+    SET epoch = kjs_shards.epoch + 1, owner = 'kjs resize', partitions = $1,
+        assigned_at = now();
+
+-- name: resize_job_tenants
+-- Each tenant's jobs per shard, for the plan and the move.
+SELECT user_id, shard, count(*) AS jobs FROM kjs_jobs GROUP BY user_id, shard;
+
+-- name: resize_execution_tenants
+-- Each tenant's unfinished executions per shard, for the plan and the move.
+SELECT user_id, shard, count(*) AS executions FROM kjs_executions
+WHERE status IN ('pending', 'queued', 'running') GROUP BY user_id, shard;
+
+-- name: resize_move_jobs
+-- Move each tenant's jobs to its shard under the new count ($1 tenants, $2 their shards).
+UPDATE kjs_jobs AS j SET shard = m.shard
+FROM unnest($1::text[], $2::integer[]) AS m (user_id, shard)
+WHERE j.user_id = m.user_id AND j.shard <> m.shard;
+
+-- name: resize_move_executions
+-- Move each tenant's unfinished executions likewise; finished ones are history and stay.
+UPDATE kjs_executions AS e SET shard = m.shard
+FROM unnest($1::text[], $2::integer[]) AS m (user_id, shard)
+WHERE e.user_id = m.user_id AND e.shard <> m.shard
+  AND e.status IN ('pending', 'queued', 'running');
+
+-- name: resize_moved
+-- Record the move, in its own transaction.
+UPDATE kjs_resizes SET step = 'moved', moved_at = now(), jobs_moved = $2, executions_moved = $3
+WHERE resize_id = $1;
+
+-- name: resize_unclaimed_shards
+-- The shards 0..$1-1 that no scheduler holds (none claimed it, or the resize holds it).
+SELECT s AS shard FROM generate_series(0, $1 - 1) AS s
+WHERE NOT EXISTS (SELECT 1 FROM kjs_shards WHERE shard = s AND owner <> 'kjs resize')
+ORDER BY s;
+
+-- name: resize_done
+-- Record the end of a resize.
+UPDATE kjs_resizes SET step = 'done', finished_at = now() WHERE resize_id = $1;

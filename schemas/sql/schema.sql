@@ -6,7 +6,9 @@ CREATE TABLE kjs_shards (
     -- Bumped by every new owner; every scheduler write for the shard is conditional on it.
     epoch       bigint  NOT NULL CHECK (epoch >= 1),
     owner       text    NOT NULL,
-    assigned_at timestamptz NOT NULL DEFAULT now()
+    assigned_at timestamptz NOT NULL DEFAULT now(),
+    -- The partition count this epoch routes tenants by; NULL: KJS_COMMAND_PARTITIONS (0013).
+    partitions  integer CHECK (partitions >= 1)
 );
 
 CREATE TABLE kjs_jobs (
@@ -145,3 +147,20 @@ CREATE TABLE kjs_event_outbox (
 );
 
 CREATE INDEX kjs_event_outbox_by_shard ON kjs_event_outbox (shard, seq);
+
+-- `kjs shards resize` (0013): one row a resize; its step is where a re-run goes on.
+CREATE TABLE kjs_resizes (
+    resize_id        bigserial PRIMARY KEY,
+    from_partitions  integer NOT NULL CHECK (from_partitions >= 1),
+    to_partitions    integer NOT NULL,
+    step             text NOT NULL CHECK (step IN ('started', 'grown', 'moved', 'done')),
+    jobs_moved       integer,
+    executions_moved integer,
+    started_at       timestamptz NOT NULL DEFAULT now(),
+    moved_at         timestamptz,
+    finished_at      timestamptz,
+    CONSTRAINT kjs_resizes_grows CHECK (to_partitions > from_partitions),
+    CONSTRAINT kjs_resizes_finished CHECK ((step = 'done') = (finished_at IS NOT NULL))
+);
+
+CREATE UNIQUE INDEX kjs_resizes_one_unfinished ON kjs_resizes ((true)) WHERE finished_at IS NULL;

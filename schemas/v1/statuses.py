@@ -32,6 +32,9 @@ ExecutionStatus = Literal[UnfinishedExecutionStatus, FinishedExecutionStatus]
 # A job's priority is the lane (jobs.due.<lane>) its executions go to.
 Lane = Literal["critical", "normal", "low"]
 
+# How far a `kjs shards resize` got (kjs_resizes.step, scheduler/resize.py), in order.
+ResizeStep = Literal["started", "grown", "moved", "done"]
+
 ACTIVE_JOB_STATUSES: tuple[ActiveJobStatus, ...] = get_args(ActiveJobStatus)
 FINISHED_JOB_STATUSES: tuple[FinishedJobStatus, ...] = get_args(FinishedJobStatus)
 JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
@@ -42,6 +45,7 @@ UNFINISHED_EXECUTION_STATUSES: tuple[UnfinishedExecutionStatus, ...] = get_args(
 FINISHED_EXECUTION_STATUSES: tuple[FinishedExecutionStatus, ...] = get_args(FinishedExecutionStatus)
 EXECUTION_STATUSES: tuple[ExecutionStatus, ...] = get_args(ExecutionStatus)
 LANES: tuple[Lane, ...] = get_args(Lane)
+RESIZE_STEPS: tuple[ResizeStep, ...] = get_args(ResizeStep)
 
 # The stored statuses each lifecycle command may start from: the shard's rules
 # (scheduler.commands, scheduler.store.lifecycle), which the API checks early (409).

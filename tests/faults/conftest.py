@@ -83,6 +83,7 @@ async def running_stack(
     schedulers: int = 2,
     workers: int = 1,
     api: bool = False,
+    partitions: int = PARTITIONS,
     **extra_env: str,
 ) -> AsyncIterator[Stack]:
     """A fresh database and namespace, ``schedulers`` schedulers (ids s1..), ``workers``
@@ -93,7 +94,7 @@ async def running_stack(
     ks = KafkaSettings(
         kafka_bootstrap=cluster.bootstrap,
         namespace=f"f{run}.",
-        command_partitions=PARTITIONS,
+        command_partitions=partitions,
         due_partitions=PARTITIONS,
     )
     cat = catalog(ks)
@@ -102,7 +103,7 @@ async def running_stack(
     env.update(
         KJS_KAFKA_BOOTSTRAP=cluster.bootstrap,
         KJS_NAMESPACE=ks.namespace,
-        KJS_COMMAND_PARTITIONS=str(PARTITIONS),
+        KJS_COMMAND_PARTITIONS=str(partitions),
         KJS_DUE_PARTITIONS=str(PARTITIONS),
         KJS_DATABASE_URL=dsn,
         KJS_SESSION_TIMEOUT_S="6",

@@ -16,6 +16,7 @@ from schemas.v1.statuses import (
     FINISHED_EXECUTION_STATUSES,
     JOB_STATUSES,
     LANES,
+    RESIZE_STEPS,
     SHOWN_JOB_STATUSES,
 )
 
@@ -47,6 +48,7 @@ async def test_the_check_constraints_list_exactly_the_statuses_and_lanes(
     assert checks["kjs_executions_finished"] == list(FINISHED_EXECUTION_STATUSES)
     assert checks["kjs_jobs_priority_check"] == list(LANES)
     assert checks["kjs_executions_lane_check"] == list(LANES)
+    assert checks["kjs_resizes_step_check"] == list(RESIZE_STEPS)
     # The other state-machine checks name only known statuses.
     for name in ("kjs_jobs_next_run_iff_scheduled",):
         assert set(checks[name]) <= set(JOB_STATUSES)
@@ -62,7 +64,7 @@ def test_the_named_sql_uses_no_other_word() -> None:
     body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
     body = re.sub(r"->>?\s*'[a-z_]+'", "", body)
     words = set(re.findall(r"'([a-z_]+)'", body))
-    known = {*SHOWN_JOB_STATUSES, *EXECUTION_STATUSES, *LANES, *CHANGEABLE}
+    known = {*SHOWN_JOB_STATUSES, *EXECUTION_STATUSES, *LANES, *CHANGEABLE, *RESIZE_STEPS}
     assert words - known == set()
     assert {"queued", "pending", "skipped"} <= words  # the pattern does see them
 
