@@ -81,44 +81,60 @@ class ResultHandler:
     clock: Clock = SYSTEM_CLOCK
 
     async def handle_batch(self, records: list[Record]) -> list[str]:
-        """Record a batch: a shard's successes in one transaction, the rest one by one.
+        """Record a batch of ``jobs.results`` records.
 
-        A record holds one ``ResultEvent``, or many in a ``ResultBatch`` (workers batch them
-        per shard, ``workers.reports``); a record that is neither is dead-lettered whole.
+        1. A record on another partition than its results' tenants' (a worker that counted
+           partitions before a resize grew them) is re-routed to theirs.
+        2. A record holds one ``ResultEvent``, or many in a ``ResultBatch`` (workers batch
+           them per partition, ``workers.reports``); one that holds neither is
+           dead-lettered whole.
+        3. The results left are recorded (``record``).
         """
         outcomes: list[str] = []
-        by_shard: dict[int, dict[UUID, tuple[Record, ResultEvent]]] = {}
-        singles: list[tuple[Record, ResultEvent]] = []
-        traces: dict[UUID, str] = {}
+        held: list[tuple[Record, ResultBatch]] = []
         for record in records:
             if await self._rerouted(record):
                 outcomes.append("rerouted")
                 continue
             try:
-                held = read_result_record(record.value, record.headers)
+                read = read_result_record(record.value, record.headers)
             except ValidationError as exc:
                 outcomes.append(await self.handle_invalid(record, exc))
                 continue
-            traces.update(held.traceparents)
-            for result in await self._reroute_misplaced(record, held):
-                successes = by_shard.setdefault(record.partition, {})
+            here = await self._reroute_misplaced(record, read)
+            outcomes += ["rerouted"] * (len(read.results) - len(here))
+            if here:
+                held.append((record, read.model_copy(update={"results": here})))
+        return outcomes + await self.record(held)
+
+    async def record(self, held: list[tuple[Record, ResultBatch]]) -> list[str]:
+        """Record the results read from records of this shard's partitions: a partition's
+        successes in one transaction, the rest (and repeats) one by one."""
+        outcomes: list[str] = []
+        by_shard: dict[int, dict[UUID, tuple[Record, ResultEvent]]] = {}
+        singles: list[tuple[Record, ResultEvent]] = []
+        traces: dict[UUID, str] = {}
+        for record, batch in held:
+            traces.update(batch.traceparents)
+            successes = by_shard.setdefault(record.partition, {})
+            for result in batch.results:
                 if result.status != "succeeded" or result.execution_id in successes:
                     singles.append((record, result))
                 else:
                     successes[result.execution_id] = (record, result)
-        for partition, batch in by_shard.items():
-            if not batch:
+        for partition, found in by_shard.items():
+            if not found:
                 continue
-            spans = _record_spans(traces.get(i) for i in batch)
+            spans = _record_spans(traces.get(i) for i in found)
             try:
-                leftover = await self._record_successes(partition, [r for _, r in batch.values()])
+                leftover = await self._record_successes(partition, [r for _, r in found.values()])
             finally:
                 for span in spans:
                     tracing.end(span)
-            done = len(batch) - len(leftover)
+            done = len(found) - len(leftover)
             RESULTS.labels("recorded").inc(done)
             outcomes += ["recorded"] * done
-            singles += [batch[r.execution_id] for r in leftover]
+            singles += [found[r.execution_id] for r in leftover]
         for record, result in singles:
             outcomes.append(await self.handle(record, result, traces.get(result.execution_id)))
         return outcomes
