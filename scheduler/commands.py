@@ -315,6 +315,7 @@ class CommandHandler:
             next_run_at=first,
             created_at=now,
             source=record.source,
+            concurrency=None if job.concurrency is None else job.concurrency.model_dump(),
         )
         return row, effective_due(job.schedule, job_id, first)
 

@@ -31,6 +31,7 @@ class NewJob:
     next_run_at: datetime
     created_at: datetime
     source: str
+    concurrency: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ class FiringJob:
     # An execution of this job is still pending, queued or running (for the overlap policy).
     busy: bool
     buffered_for: datetime | None
+    # {"key", "limit"}, or None (scheduler.concurrency).
+    concurrency: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,8 @@ class Occurrence:
     # Set for a pending run (a retry, a trigger, a buffered run) and for a jittered
     # occurrence: it must not start before then.
     due_at: datetime | None = None
+    # The job's {"key", "limit"}, when it has one (scheduler.concurrency).
+    concurrency: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

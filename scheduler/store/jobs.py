@@ -38,6 +38,7 @@ async def insert_jobs(pool: asyncpg.Pool, shard: int, epoch: int, jobs: list[New
                 "next_run_at",
                 "created_at",
                 "source",
+                "concurrency",
             ),
         )
     return {r["job_id"] for r in rows}
