@@ -390,7 +390,7 @@ RETURNING executions;
 -- occurrence); a queued job whose latest attempt runs shows 'running'. The API's job views
 -- (get_job, list_jobs) select from it.
 SELECT j.job_id, j.user_id, j.name, j.next_run_at, j.run_count, j.created_at,
-       j.schedule, j.target, j.priority, j.retry, j.idempotency_key,
+       j.schedule, j.target, j.priority, j.retry, j.idempotency_key, j.concurrency,
        CASE WHEN j.status = 'queued' AND le.status = 'running' THEN 'running'
             ELSE j.status END AS status, j.status AS stored_status,
        le.execution_id AS le_execution_id, le.scheduled_for AS le_scheduled_for,
