@@ -9,10 +9,12 @@ flood to drain. With it (``KJS_FAIR_DISPATCH``, on by default):
    round-robin by tenant: one of each tenant with a backlog, in turn, each tenant's own in the
    order they were fired (:class:`FairQueue`).
 2. **Pacing.** Per lane, at most ``dispatch_window`` of the shard's executions are "ahead of
-   the workers": sent, and neither finished (its result recorded) nor older than
-   ``dispatch_window_s``. The rest wait in the queue, where a tenant that arrives later still
-   takes its turn. So the due topic never holds more than about a window of a flood ahead
-   of another tenant's work, whichever shard that tenant is on.
+   the workers": sent, and neither finished (its result recorded) nor due for longer than
+   ``dispatch_window_s`` (an execution sent a lead before its instant waits at a worker until
+   then, so it counts from its instant). The rest wait in the queue, where a tenant that
+   arrives later still takes its turn. So the workers never hold more than about a window of
+   a flood ahead of another tenant's work, whichever shard that tenant is on: what a worker
+   holds for the same instant starts in no particular order, so only pacing bounds that.
 
 The bound: an execution that is the k-th of its tenant's backlog in a lane where n tenants
 have a backlog is sent within the next k x n sends of that lane; with the window full, sends
@@ -29,10 +31,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable
 from uuid import UUID
 
+from core.clock import SYSTEM_CLOCK, Clock
 from scheduler.firing import Dispatcher
 from scheduler.model import Occurrence
 
@@ -63,6 +66,21 @@ class FairQueue:
         self._ids.add(occurrence.execution_id)
         self._tenants.setdefault(occurrence.user_id, deque()).append(occurrence)
 
+    def tenants(self) -> list[str]:
+        return list(self._tenants)
+
+    def take_from(self, user: str, n: int) -> list[Occurrence]:
+        """Up to ``n`` of one tenant's executions, in its order (its turn is kept)."""
+        queue = self._tenants.get(user)
+        out: list[Occurrence] = []
+        while queue and len(out) < n:
+            occ = queue.popleft()
+            self._ids.discard(occ.execution_id)
+            out.append(occ)
+        if queue is not None and not queue:
+            del self._tenants[user]
+        return out
+
     def take(self, n: int) -> list[Occurrence]:
         """Up to ``n`` executions, one per tenant in turn (the tenant served last goes to
         the end of the rotation, so the next take goes on where this one stopped)."""
@@ -84,17 +102,27 @@ class FairDispatch:
     the lane has room in its window (see the module docstring)."""
 
     def __init__(
-        self, dispatcher: Dispatcher, shard: int, epoch: int, window: int, window_s: float
+        self,
+        dispatcher: Dispatcher,
+        shard: int,
+        epoch: int,
+        window: int,
+        window_s: float,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._dispatcher = dispatcher
+        # The timer's clock: how far ahead of its instant an execution is sent.
+        self._clock = clock
         self._shard = shard
         self._epoch = epoch
         self._window = window
         self._window_s = window_s
         self._queues: dict[str, FairQueue] = {}
-        # Per lane: the executions sent and not finished, with when they were sent
-        # (monotonic), oldest first.
-        self._ahead: dict[str, OrderedDict[UUID, float]] = {}
+        # Per lane: the executions sent and not finished, with when they leave the window
+        # if no result comes (monotonic): dispatch_window_s after their instant; and their
+        # tenant, counted per tenant too (for the tenant's share of a full window).
+        self._ahead: dict[str, dict[UUID, tuple[float, str]]] = {}
+        self._ahead_of: dict[str, dict[str, int]] = {}
         self._wake = asyncio.Event()
 
     @property
@@ -112,37 +140,61 @@ class FairDispatch:
     def finished(self, execution_ids: Iterable[UUID]) -> None:
         """Results were recorded: room in the window again."""
         freed = False
-        for ahead in self._ahead.values():
+        for lane in self._ahead:
             for execution_id in execution_ids:
-                freed |= ahead.pop(execution_id, None) is not None
+                freed |= self._leave(lane, execution_id)
         if freed:
             self._wake.set()
 
+    def _leave(self, lane: str, execution_id: UUID) -> bool:
+        entry = self._ahead[lane].pop(execution_id, None)
+        if entry is None:
+            return False
+        counts = self._ahead_of[lane]
+        counts[entry[1]] -= 1
+        if not counts[entry[1]]:
+            del counts[entry[1]]
+        return True
+
     def _room(self, lane: str, now: float) -> int:
-        ahead = self._ahead.setdefault(lane, OrderedDict())
-        while ahead and next(iter(ahead.values())) <= now - self._window_s:
-            ahead.popitem(last=False)
+        ahead = self._ahead.setdefault(lane, {})
+        self._ahead_of.setdefault(lane, {})
+        if len(ahead) >= self._window:  # full: some may have aged out
+            for execution_id in [i for i, (until, _) in ahead.items() if until <= now]:
+                self._leave(lane, execution_id)
         return self._window - len(ahead)
 
     def _next_batch(self) -> list[Occurrence]:
+        """Round-robin while the lane's window has room; with it full, a tenant below its
+        share of the window (window / tenants sending or waiting) still sends up to it, so
+        one that arrives behind a flood does not wait for the flood's results."""
         now = time.monotonic()
         batch: list[Occurrence] = []
         for lane, queue in self._queues.items():
+            if not queue:
+                continue
             room = self._room(lane, now)
-            if room > 0 and queue:
-                batch += queue.take(min(room, SEND_BATCH - len(batch)))
+            taken = queue.take(min(room, SEND_BATCH - len(batch))) if room > 0 else []
+            counts = Counter(self._ahead_of[lane])
+            counts.update(o.user_id for o in taken)
+            share = self._window // max(1, len(set(counts) | set(queue.tenants())))
+            for user in queue.tenants():
+                below = min(share - counts[user], SEND_BATCH - len(batch) - len(taken))
+                if below > 0:
+                    taken += queue.take_from(user, below)
+            batch += taken
         return batch
 
     def _until_room(self) -> float:
-        """Seconds until the oldest entry of a full lane with waiting work ages out."""
-        oldest = [
-            next(iter(self._ahead[lane].values()))
+        """Seconds until the first entry of a full lane with waiting work ages out."""
+        ends = [
+            min(until for until, _ in self._ahead[lane].values())
             for lane, queue in self._queues.items()
             if queue and self._ahead.get(lane)
         ]
-        if not oldest:
+        if not ends:
             return self._window_s
-        return max(0.001, min(oldest) + self._window_s - time.monotonic())
+        return max(0.001, min(ends) - time.monotonic())
 
     async def run(self) -> None:
         """Send until cancelled. A dispatch that fails leaves its rows in the outbox, which
@@ -166,6 +218,11 @@ class FairDispatch:
                     "shard %s: dispatch failed (%s); the outbox will re-send", self._shard, exc
                 )
                 continue
-            sent = time.monotonic()
+            sent, wall = time.monotonic(), self._clock()
             for occ in batch:
-                self._ahead.setdefault(occ.lane, OrderedDict())[occ.execution_id] = sent
+                due_in = ((occ.due_at or occ.scheduled_for) - wall).total_seconds()
+                until = sent + max(0.0, due_in) + self._window_s
+                if occ.execution_id not in self._ahead[occ.lane]:
+                    counts = self._ahead_of[occ.lane]
+                    counts[occ.user_id] = counts.get(occ.user_id, 0) + 1
+                self._ahead[occ.lane][occ.execution_id] = (until, occ.user_id)

@@ -105,7 +105,12 @@ class ShardTimer:
         # Fair sharing of the lanes; None: every fired batch is sent at once, as fired.
         self._fair = (
             FairDispatch(
-                dispatcher, shard, epoch, settings.dispatch_window, settings.dispatch_window_s
+                dispatcher,
+                shard,
+                epoch,
+                settings.dispatch_window,
+                settings.dispatch_window_s,
+                clock,
             )
             if settings.fair_dispatch
             else None

@@ -1,12 +1,16 @@
-"""The interleaving rule of a lane's fair dispatch (scheduler.fair_dispatch.FairQueue)."""
+"""The interleaving and pacing rules of a lane's fair dispatch (scheduler.fair_dispatch)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
+from typing import cast
 
-from scheduler.fair_dispatch import FairQueue
+from scheduler.fair_dispatch import FairDispatch, FairQueue
+from scheduler.firing import Dispatcher
 from scheduler.model import Occurrence
+from tests.support.waiting import eventually
 
 AT = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)
 
@@ -65,3 +69,48 @@ def test_a_repeat_of_a_queued_execution_is_ignored() -> None:
     assert o.execution_id in q
     assert q.take(5) == [o]
     assert o.execution_id not in q
+
+
+class RecordingDispatcher:
+    """A ``Dispatcher`` that keeps each batch it is given."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Occurrence]] = []
+
+    async def dispatch(self, shard: int, epoch: int, occurrences: list[Occurrence]) -> None:
+        self.batches.append(occurrences)
+
+
+async def test_the_window_paces_a_flood_and_a_newcomer_still_gets_its_share() -> None:
+    """With the lane's window full of A's flood, nothing more of A goes out until results
+    come back; B, arriving behind it, sends up to its share of the window at once."""
+    sent = RecordingDispatcher()
+    fair = FairDispatch(cast(Dispatcher, sent), 0, 1, window=10, window_s=3600)
+    task = asyncio.create_task(fair.run())
+
+    async def batches(n: int) -> None:
+        async def probe() -> bool:
+            return len(sent.batches) >= n
+
+        await eventually(probe, 5, what=f"{n} batches sent")
+        await asyncio.sleep(0)  # (no more than n: the next ones would need room)
+        assert len(sent.batches) == n
+
+    try:
+        flood = [occ("A") for _ in range(30)]
+        fair.put(flood)
+        await batches(1)
+        assert sent.batches[0] == flood[:10]
+        few = [occ("B") for _ in range(8)]
+        fair.put(few)
+        await batches(2)
+        assert sent.batches[1] == few[:5]  # half of the window: two tenants
+        assert fair.waiting == 20 + 3
+        assert len(sent.batches) == 2  # the window is full and B has its share
+        fair.finished([o.execution_id for o in flood[:10]])
+        await batches(3)
+        # Room for 5 (B's 5 still ahead), taken in turn; then A, below its share (5 of the
+        # window of 10), tops up to it: never more than twice the window ahead in all.
+        assert users(sent.batches[2]) == "ABABAAA"
+    finally:
+        task.cancel()
