@@ -117,9 +117,7 @@ async def test_a_slot_held_by_a_killed_worker_frees_when_its_lease_lapses(
         killed_at = datetime.now(UTC)
 
         async def ran_again() -> bool:
-            return any(
-                h.idempotency_key == victim and h.at > killed_at for h in target.hits
-            )
+            return any(h.idempotency_key == victim and h.at > killed_at for h in target.hits)
 
         # The lease (7 s) lapses, the reaper re-queues the run, the other worker runs it.
         await eventually(ran_again, 60, interval_s=0.2, what="the killed run to run again")

@@ -10,7 +10,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import pytest
+
 from core.settings import KafkaSettings, SchedulerSettings
+from kjs.jobs_spec import UsageError, parse_concurrency
 from scheduler.commands import CommandHandler
 from scheduler.concurrency import admit
 from scheduler.model import Occurrence
@@ -114,3 +117,11 @@ async def test_a_bad_concurrency_over_kafka_is_dead_lettered_naming_the_field() 
         topic, headers = sender.sent[-1]
         assert topic == topics.dlq.name
         assert field in headers[REASON].decode()
+
+
+def test_kjs_jobs_create_takes_a_concurrency_flag() -> None:
+    assert parse_concurrency("reports:3") == {"key": "reports", "limit": 3}
+    assert parse_concurrency("db:eu:1") == {"key": "db:eu", "limit": 1}
+    for bad in ("reports", "reports:", ":3", "reports:three"):
+        with pytest.raises(UsageError, match="KEY:LIMIT"):
+            parse_concurrency(bad)
