@@ -3,10 +3,8 @@ and the bad input of a job's concurrency over Kafka (over HTTP: test_api_validat
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -19,32 +17,12 @@ from scheduler.concurrency import admit
 from scheduler.model import Occurrence
 from scheduler.records import Record
 from scheduler.shards import Shards
+from tests.support.senders import RecordingSender
 from topics.catalog import catalog
 from topics.dlq import REASON
 from topics.partitioner import partition_for
 
 AT = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)
-
-
-class RecordingSender:
-    """A ``scheduler.kafka_io.Sender`` that keeps what it is given, acknowledged at once."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, dict[str, bytes]]] = []
-
-    async def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        *,
-        partition: int | None = None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
-    ) -> asyncio.Future[None]:
-        self.sent.append((topic, dict(headers or ())))
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
 
 
 def occ(user: str = "u", key: str | None = "k", limit: int = 3) -> Occurrence:
@@ -114,7 +92,7 @@ async def test_a_bad_concurrency_over_kafka_is_dead_lettered_naming_the_field() 
         home = partition_for(b"u", topics.commands.partitions)
         record = Record(topics.commands.name, home, 7, b"u", value)
         assert await handler.handle(record) == "rejected"
-        topic, headers = sender.sent[-1]
+        topic, _, _, headers = sender.sent[-1]
         assert topic == topics.dlq.name
         assert field in headers[REASON].decode()
 
