@@ -100,7 +100,14 @@ async def one_run(
     run = uuid.uuid4().hex[:8]
     kafka = KafkaSettings(namespace=f"fair{run}.")
     cat = catalog(kafka)
-    await create_topics(kafka, cat)
+    for attempt in range(3):  # a broker busy with other work may time a metadata call out
+        try:
+            await create_topics(kafka, cat)
+            break
+        except Exception as exc:
+            if attempt == 2:
+                raise
+            print(f"creating the topics failed ({exc}); again", flush=True)
     dsn = await fresh_database("fairness")
     env = {
         **os.environ,
