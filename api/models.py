@@ -142,7 +142,7 @@ class JobView(_Body):
     priority: Priority
     retry: RetryPolicy
     idempotency_key: str | None
-    concurrency: Concurrency | None
+    concurrency: Concurrency | None = None
     last_execution: ExecutionView | None
 
 

@@ -10,7 +10,9 @@ from typing import Any, cast
 
 import pytest
 
+from api.models import JobView
 from core.settings import KafkaSettings, SchedulerSettings
+from kjs.jobs_render import job_summary
 from kjs.jobs_spec import UsageError, parse_concurrency
 from scheduler.commands import CommandHandler
 from scheduler.concurrency import admit
@@ -103,3 +105,26 @@ def test_kjs_jobs_create_takes_a_concurrency_flag() -> None:
     for bad in ("reports", "reports:", ":3", "reports:three"):
         with pytest.raises(UsageError, match="KEY:LIMIT"):
             parse_concurrency(bad)
+
+
+def test_kjs_jobs_get_shows_the_concurrency() -> None:
+    job = JobView.model_validate(
+        {
+            "job_id": str(uuid.uuid4()),
+            "user_id": "u",
+            "name": "nightly",
+            "status": "scheduled",
+            "next_run_at": AT.isoformat(),
+            "run_count": 0,
+            "created_at": AT.isoformat(),
+            "schedule": {"type": "cron", "expression": "0 2 * * *"},
+            "target": {"type": "http", "url": "https://example.com/run"},
+            "priority": "normal",
+            "retry": {},
+            "idempotency_key": None,
+            "concurrency": {"key": "reports", "limit": 3},
+            "last_execution": None,
+        }
+    )
+    assert "reports: 3 at once" in job_summary(job, AT)
+    assert "concurrency" not in job_summary(job.model_copy(update={"concurrency": None}), AT)
