@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from api.cursor import FIRST_PAGE, Cursor, decode_cursor
-from schemas.v1.jobs import USER_ID, Priority, RetryPolicy, UserId
+from schemas.v1.jobs import USER_ID, Concurrency, Priority, RetryPolicy, UserId
 from schemas.v1.schedules import Schedule
 from schemas.v1.statuses import ExecutionStatus, ShownJobStatus
 from schemas.v1.targets import Target
@@ -142,6 +142,7 @@ class JobView(_Body):
     priority: Priority
     retry: RetryPolicy
     idempotency_key: str | None
+    concurrency: Concurrency | None = None
     last_execution: ExecutionView | None
 
 

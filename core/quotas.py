@@ -13,6 +13,8 @@ instead of finding a dead letter later.
 - **Executions per day**: occurrences fired and runs triggered per UTC day, counted in
   ``kjs_tenant_usage`` by the owning shard in the transaction that fires them
   (``scheduler.daily_budget``). Retries of a run are not counted: the run was.
+- **Executions in flight** (``max_running``): queued or running at once, held back by the
+  owning shard beyond it (``scheduler.concurrency``), as a job's own concurrency limit is.
 - **Payload size**: the job's target as JSON (body, arguments, statement, parameters).
 """
 
@@ -129,6 +131,10 @@ class Quotas:
         if limit and used >= limit:
             wait = (next_day_start(now) - now).total_seconds()
             raise QuotaExceeded(f"{limit} executions per day (UTC) is the limit", wait)
+
+    def running_cap(self, user_id: str) -> int | None:
+        """The executions in flight at once (``max_running``), or None when unlimited."""
+        return self.limits_for(user_id).max_running or None
 
     def check_payload(self, user_id: str, size: int) -> None:
         """Refuse a target whose JSON is larger than the tenant's payload limit."""

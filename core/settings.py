@@ -125,6 +125,12 @@ class SchedulerSettings(_Section):
     # session would make a busy scheduler's GC pause a rebalance, which the epoch fence
     # makes safe but not free).
     session_timeout_s: float = Field(default=6.0, ge=6.0, le=300.0)
+    # Fair sharing of a lane (scheduler/fair_dispatch.py): a shard sends its due events
+    # round-robin by tenant, with at most dispatch_window per lane sent and neither finished
+    # nor older than dispatch_window_s. Off: first come, first served, unpaced.
+    fair_dispatch: bool = True
+    dispatch_window: int = Field(default=1000, ge=1, le=1_000_000)
+    dispatch_window_s: float = Field(default=1.0, gt=0.0, le=3600.0)
 
 
 class EventsSettings(_Section):
@@ -184,6 +190,9 @@ class QuotaLimits(BaseModel):
     executions_per_day: int = Field(default=0, ge=0)
     # The largest job target, as JSON: its body, arguments, statement and parameters.
     payload_bytes: int = Field(default=0, ge=0)
+    # Executions of the tenant in flight (queued or running) at once; the shard holds the
+    # others back as 'pending' until one finishes (scheduler/concurrency.py).
+    max_running: int = Field(default=0, ge=0)
 
 
 class SecuritySettings(_Section):

@@ -119,6 +119,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     c.add_argument("--user-id", help="the tenant (default: the API key's)")
     c.add_argument("--idempotency-key", metavar="KEY", help="the same key names the same job")
     c.add_argument(
+        "--concurrency",
+        metavar="KEY:LIMIT",
+        help="at most LIMIT runs of the tenant's jobs with KEY at once (e.g. reports:3)",
+    )
+    c.add_argument(
         "--no-wait",
         dest="wait",
         action="store_false",

@@ -152,6 +152,8 @@ def job_summary(job: JobView, now: datetime) -> str:
     ]
     if job.idempotency_key is not None:
         pairs.append(("idempotency key", job.idempotency_key))
+    if job.concurrency is not None:
+        pairs.append(("concurrency", f"{job.concurrency.key}: {job.concurrency.limit} at once"))
     last = job.last_execution
     if last is None:
         pairs.append(("last run", NONE))

@@ -49,6 +49,15 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def parse_concurrency(text: str) -> dict[str, Any]:
+    """``reports:3``: the key (which may hold colons) and the limit after the last colon. The
+    limit's range and the key's length are the API's to check (422 naming the field)."""
+    key, sep, limit = text.rpartition(":")
+    if not sep or not key or not limit.strip().isdigit():
+        raise UsageError(f"not KEY:LIMIT: {text!r} (e.g. reports:3)")
+    return {"key": key, "limit": int(limit)}
+
+
 def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
@@ -219,6 +228,8 @@ def job_from_args(args: argparse.Namespace) -> dict[str, Any]:
         body["user_id"] = args.user_id
     if args.idempotency_key is not None:
         body["idempotency_key"] = args.idempotency_key
+    if getattr(args, "concurrency", None) is not None:
+        body["concurrency"] = parse_concurrency(args.concurrency)
     if not args.file:
         missing = [
             what

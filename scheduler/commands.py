@@ -328,6 +328,7 @@ class CommandHandler:
             created_at=now,
             source=record.source,
             traceparent=traceparent,
+            concurrency=None if job.concurrency is None else job.concurrency.model_dump(),
         )
         return row, effective_due(job.schedule, job_id, first)
 

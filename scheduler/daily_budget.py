@@ -82,6 +82,10 @@ class DailyBudget:
     def __init__(self, quotas: Quotas) -> None:
         self._quotas = quotas
 
+    @property
+    def quotas(self) -> Quotas:
+        return self._quotas
+
     def _limits(self, users: set[str]) -> dict[str, int]:
         caps = {user: self._quotas.executions_cap(user) for user in users}
         return {user: cap for user, cap in caps.items() if cap is not None}

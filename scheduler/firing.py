@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -70,6 +71,7 @@ def _occurrence(
         due_at=at + jitter if jitter else None,
         traceparent=traceparent,
         span=span,
+        concurrency=job.concurrency,
     )
 
 
@@ -249,11 +251,19 @@ def due_event_value(occ: Occurrence, shard: int) -> bytes:
 
 
 async def resend_outbox(
-    dispatcher: Dispatcher, pool: asyncpg.Pool, shard: int, epoch: int, age_s: float
+    dispatcher: Dispatcher,
+    pool: asyncpg.Pool,
+    shard: int,
+    epoch: int,
+    age_s: float,
+    queue: Callable[[list[Occurrence]], None] | None = None,
 ) -> int:
-    """Re-send executions that were written but never acknowledged, older than ``age_s``."""
+    """Re-send executions that were written but never acknowledged, older than ``age_s``;
+    into ``queue`` (the fair dispatch) when given, else at once."""
     pending = await undispatched(pool, shard, age_s)
-    if pending:
+    if pending and queue is not None:
+        queue(pending)
+    elif pending:
         log.info("shard %s: re-sending %d undispatched executions", shard, len(pending))
         await dispatcher.dispatch(shard, epoch, pending)
     return len(pending)

@@ -34,6 +34,7 @@ class NewJob:
     # The trace the job belongs to (W3C traceparent): its apply span's, or with tracing off
     # the one it was submitted with; None for none.
     traceparent: str | None = None
+    concurrency: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class FiringJob:
     busy: bool
     buffered_for: datetime | None
     traceparent: str | None = None
+    # {"key", "limit"}, or None (scheduler.concurrency).
+    concurrency: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,8 @@ class Occurrence:
     traceparent: str | None = None
     # Its fire span while it is being fired (tracing on), ended once Kafka has the due event.
     span: Any = field(default=None, compare=False, repr=False)
+    # The job's {"key", "limit"}, when it has one (scheduler.concurrency).
+    concurrency: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -197,10 +197,13 @@ class ResultHandler:
         self, partition: int, results: list[ResultEvent]
     ) -> list[ResultEvent]:
         shard = await self.shards.get(partition)
-        return await until_available(
+        leftover = await until_available(
             lambda: record_successes(self.pool, partition, shard.epoch, results),
             f"results of shard {partition}",
         )
+        # Their concurrency slots and dispatch-window places are free.
+        shard.timer.finished([r.execution_id for r in results])
+        return leftover
 
     async def handle(
         self, record: Record, result: ResultEvent, traceparent: str | None = None
@@ -252,6 +255,7 @@ class ResultHandler:
             )
 
         recorded = await until_available(apply, f"result {record.source}")
+        shard.timer.finished([result.execution_id])
         if recorded is None:
             return "duplicate"
         for run in (recorded.retry, recorded.released):

@@ -22,7 +22,9 @@ import asyncpg
 
 from core.clock import SYSTEM_CLOCK, Clock
 from core.settings import SchedulerSettings
+from scheduler.concurrency import ConcurrencyGate, any_held
 from scheduler.daily_budget import DailyBudget
+from scheduler.fair_dispatch import FairDispatch
 from scheduler.firing import Dispatcher, due_of, fires_close, plan, resend_outbox
 from scheduler.metrics import DUE_NOT_FIRED, SKIPPED, TIMER_HELD
 from scheduler.model import Occurrence
@@ -95,6 +97,24 @@ class ShardTimer:
         self._wake = asyncio.Event()
         self._dispatch_slots = asyncio.Semaphore(DISPATCHES_IN_FLIGHT)
         self._dispatches: set[asyncio.Task[None]] = set()
+        # Concurrency limits: whether executions are held back (a release is worth a look),
+        # and whether a result freed a slot since the last release.
+        self._gate = ConcurrencyGate(budget.quotas if budget is not None else None)
+        self._holding = False
+        self._freed = False
+        # Fair sharing of the lanes; None: every fired batch is sent at once, as fired.
+        self._fair = (
+            FairDispatch(
+                dispatcher,
+                shard,
+                epoch,
+                settings.dispatch_window,
+                settings.dispatch_window_s,
+                clock,
+            )
+            if settings.fair_dispatch
+            else None
+        )
 
     @property
     def held(self) -> int:
@@ -117,6 +137,15 @@ class ShardTimer:
     def forget(self, job_id: UUID) -> None:
         self._due.pop((JOB, job_id), None)
 
+    def finished(self, execution_ids: list[UUID]) -> None:
+        """Results of these executions were recorded: their concurrency slots and their
+        places in the lane's dispatch window are free."""
+        if self._fair is not None:
+            self._fair.finished(execution_ids)
+        if self._holding:
+            self._freed = True
+            self._wake.set()
+
     def _hold(self, kind: str, key: UUID, due_at: datetime, close: bool = False) -> None:
         if due_at <= self._horizon and self._due.get((kind, key)) != due_at:
             self._due[(kind, key)] = due_at
@@ -132,11 +161,15 @@ class ShardTimer:
            reload the jobs and pending runs due within the window and re-send outbox entries
            that a failed dispatch left behind.
         3. Every ``REAP_INTERVAL_S``, re-dispatch executions whose worker's lease lapsed.
-        4. In between, sleep until the earliest held job is a lead away (``CLOSE_LEAD`` for
+        4. While executions are held back for a concurrency slot: when a result freed one
+           (or every ``REAP_INTERVAL_S``), queue and dispatch those that fit now.
+        5. In between, sleep until the earliest held job is a lead away (``CLOSE_LEAD`` for
            a close one), then fire it with every job due within the next ``FIRE_TICK``, in
            one batch.
         Postgres or Kafka being down delays firing; it never drops a held job.
         """
+        if self._fair is not None:
+            self._dispatches.add(asyncio.create_task(self._fair.run()))
         try:
             await self._loop()
         finally:
@@ -144,10 +177,8 @@ class ShardTimer:
                 task.cancel()
 
     async def _loop(self) -> None:
-        await self._until_available(
-            partial(resend_outbox, self._dispatcher, self._pool, self.shard, self.epoch, 0)
-        )
-        next_refresh = next_reap = 0.0
+        await self._until_available(partial(self._resend, 0))
+        next_refresh = next_reap = next_release = 0.0
         while True:
             if time.monotonic() >= next_refresh or self._clock() >= self._stale_at:
                 await self._until_available(self._refresh)
@@ -155,6 +186,9 @@ class ShardTimer:
             if time.monotonic() >= next_reap:
                 await self._until_available(self._reap)
                 next_reap = time.monotonic() + REAP_INTERVAL_S
+            if self._holding and (self._freed or time.monotonic() >= next_release):
+                await self._until_available(self._release)
+                next_release = time.monotonic() + REAP_INTERVAL_S
             now = self._clock()
             batch = self._pop_due(now)
             if batch:
@@ -174,9 +208,25 @@ class ShardTimer:
             self._hold(JOB, job.job_id, due_of(job), fires_close(job.schedule))
         for run in await due_pending(self._pool, self.shard, horizon):
             self._hold(PENDING, run.execution_id, run.due_at)
-        await resend_outbox(self._dispatcher, self._pool, self.shard, self.epoch, OUTBOX_AGE_S)
+        self._holding = self._holding or await any_held(self._pool, self.shard)
+        await self._resend(OUTBOX_AGE_S)
         DUE_NOT_FIRED.labels(str(self.shard)).set(await overdue(self._pool, self.shard, now))
         TIMER_HELD.labels(str(self.shard)).set(self.held)
+
+    async def _resend(self, age_s: float) -> None:
+        """Re-send the outbox older than ``age_s``: through the fair queue when there is
+        one (which ignores those it holds already, waiting for their turn)."""
+        if self._fair is None:
+            await resend_outbox(self._dispatcher, self._pool, self.shard, self.epoch, age_s)
+        else:
+            await resend_outbox(
+                self._dispatcher, self._pool, self.shard, self.epoch, age_s, self._fair.put
+            )
+
+    async def _release(self) -> None:
+        self._freed = False
+        released, self._holding = await self._gate.release(self._pool, self.shard, self.epoch)
+        await self._dispatch_in_background(released)
 
     async def _reap(self) -> None:
         now = self._clock()
@@ -232,6 +282,7 @@ class ShardTimer:
                 until,
                 partial(plan, now=now, lead=ahead, close_lead=min(CLOSE_LEAD, self._lead)),
                 None if self._budget is None else partial(self._budget.apply, now=now),
+                self._hold_back,
             )
             for f in fired:
                 occurrences += f.occurrences
@@ -241,15 +292,24 @@ class ShardTimer:
                     self.offer(f.job_id, f.next_due, close=f.close)
         if batch[PENDING]:
             occurrences += await queue_pending(
-                self._pool, self.shard, self.epoch, batch[PENDING], until
+                self._pool, self.shard, self.epoch, batch[PENDING], until, self._hold_back
             )
         await self._dispatch_in_background(occurrences)
+
+    async def _hold_back(self, conn: asyncpg.Connection, queued: list[Occurrence]) -> set[UUID]:
+        held = await self._gate.hold(conn, queued)
+        # Set before the commit: a result recorded meanwhile then asks for a release.
+        self._holding = self._holding or bool(held)
+        return held
 
     async def _dispatch_in_background(self, occurrences: list[Occurrence]) -> None:
         """Send a fired batch while the next one is being written (a burst is a pipeline,
         not a queue of round trips). The rows are committed already: a dispatch that fails
         or is cut off by a revocation leaves them in the outbox, re-sent by the refresh."""
         if not occurrences:
+            return
+        if self._fair is not None:
+            self._fair.put(occurrences)
             return
         await self._dispatch_slots.acquire()
 

@@ -8,6 +8,7 @@ decided, in one transaction.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime
 from uuid import UUID
 
@@ -18,6 +19,10 @@ from scheduler.model import DueJob, Fired, FiringJob, Occurrence
 from scheduler.store.events import SWITCH, job_execution_events
 from scheduler.store.shards import fenced
 from schemas.v1.ids import execution_id_for
+
+# Holds back, in the caller's transaction, executions just queued that are over a concurrency
+# limit; returns their ids (scheduler.concurrency.ConcurrencyGate.hold).
+Hold = Callable[[asyncpg.Connection, list[Occurrence]], Awaitable[set[UUID]]]
 
 
 async def due_jobs(pool: asyncpg.Pool, shard: int, until: datetime) -> list[DueJob]:
@@ -34,11 +39,14 @@ async def fire_due(
     until: datetime,
     plan: Callable[[FiringJob], Fired],
     ration: Callable[[asyncpg.Connection, list[Fired]], Awaitable[list[Fired]]] | None = None,
+    hold: Hold | None = None,
 ) -> list[Fired]:
     """Lock the due jobs, let ``plan`` compute each occurrence, and write it, atomically.
 
     ``ration`` (the executions-per-day quota) may trim the planned runs, in the same
-    transaction, so the day's count and the execution rows commit together.
+    transaction, so the day's count and the execution rows commit together. ``hold`` (the
+    concurrency limits) then holds back written executions over a limit: they are left out
+    of the returned occurrences, which are the ones to dispatch.
     """
     async with fenced(pool, shard, epoch) as conn:
         jobs = await lock_firing(conn, shard, job_ids, until)
@@ -47,6 +55,13 @@ async def fire_due(
             fired = await ration(conn, fired)
         if fired:
             await write_fired(conn, shard, fired)
+        if fired and hold is not None:
+            held = await hold(conn, [o for f in fired for o in f.occurrences])
+            if held:
+                fired = [
+                    replace(f, occurrences=[o for o in f.occurrences if o.execution_id not in held])
+                    for f in fired
+                ]
     return fired
 
 

@@ -40,6 +40,7 @@ async def insert_jobs(pool: asyncpg.Pool, shard: int, epoch: int, jobs: list[New
                 "created_at",
                 "source",
                 "traceparent",
+                "concurrency",
             ),
         )
         await job_events(conn, "job.created", [r["job_id"] for r in rows])

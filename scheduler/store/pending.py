@@ -18,6 +18,7 @@ import asyncpg
 from core.queries import QUERIES
 from scheduler.model import Occurrence, PendingRun
 from scheduler.store.events import SWITCH, execution_events
+from scheduler.store.firing import Hold
 from scheduler.store.shards import fenced
 from schemas.v1.ids import execution_id_for
 
@@ -109,11 +110,20 @@ async def due_pending(pool: asyncpg.Pool, shard: int, until: datetime) -> list[P
 
 
 async def queue_pending(
-    pool: asyncpg.Pool, shard: int, epoch: int, execution_ids: list[UUID], until: datetime
+    pool: asyncpg.Pool,
+    shard: int,
+    epoch: int,
+    execution_ids: list[UUID],
+    until: datetime,
+    hold: Hold | None = None,
 ) -> list[Occurrence]:
-    """Move due pending runs from 'pending' to 'queued' (fenced); returns what to dispatch."""
+    """Move due pending runs from 'pending' to 'queued' (fenced); returns what to dispatch:
+    not those ``hold`` (the concurrency limits) held back."""
     async with fenced(pool, shard, epoch) as conn:
         rows = await conn.fetch(QUERIES["queue_pending_runs"], execution_ids, shard, until)
         if SWITCH.on:
             await execution_events(conn, [r["execution_id"] for r in rows])
-    return [Occurrence(**dict(r)) for r in rows]
+        queued = [Occurrence(**dict(r)) for r in rows]
+        # A run held back here has its 'execution.pending' event from the hold.
+        held = await hold(conn, queued) if hold is not None and queued else set()
+    return [o for o in queued if o.execution_id not in held]

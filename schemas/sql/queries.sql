@@ -45,12 +45,12 @@ SELECT epoch FROM kjs_shards WHERE shard = $1 FOR SHARE;
 -- same user and idempotency key) is skipped. Returns the ids inserted.
 INSERT INTO kjs_jobs (job_id, user_id, shard, name, idempotency_key, schedule,
                       target, priority, retry, status, next_run_at, created_at,
-                      updated_at, source, traceparent)
-SELECT j, u, $1, n, k, s, t, p, r, 'scheduled', nx, c, c, src, tp
+                      updated_at, source, traceparent, concurrency)
+SELECT j, u, $1, n, k, s, t, p, r, 'scheduled', nx, c, c, src, tp, cc
 FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::jsonb[],
             $7::jsonb[], $8::text[], $9::jsonb[], $10::timestamptz[],
-            $11::timestamptz[], $12::text[], $13::text[])
-     AS t(j, u, n, k, s, t, p, r, nx, c, src, tp)
+            $11::timestamptz[], $12::text[], $13::text[], $14::jsonb[])
+     AS t(j, u, n, k, s, t, p, r, nx, c, src, tp, cc)
 ON CONFLICT DO NOTHING
 RETURNING job_id;
 
@@ -119,7 +119,7 @@ WHERE shard = $1 AND status = 'scheduled' AND next_run_at <= $2;
 -- Lock the due jobs among $1 that are still scheduled and due by $3, with whether a previous
 -- run is unfinished (for the overlap policy).
 SELECT j.job_id, j.user_id, j.schedule, j.target, j.priority, j.next_run_at,
-       j.created_at, j.run_count, j.buffered_for, j.traceparent,
+       j.created_at, j.run_count, j.buffered_for, j.traceparent, j.concurrency,
        EXISTS (SELECT 1 FROM kjs_executions e WHERE e.job_id = j.job_id
                AND e.status IN ('pending', 'queued', 'running')) AS busy
 FROM kjs_jobs j
@@ -181,7 +181,7 @@ WHERE execution_id = ANY($1::uuid[]) AND dispatched_at IS NULL;
 SELECT (SELECT count(*) FROM kjs_jobs WHERE shard = $1 AND status = 'scheduled'
           AND next_run_at < $2::timestamptz - interval '1 second')
      + (SELECT count(*) FROM kjs_executions WHERE shard = $1 AND status = 'pending'
-          AND due_at < $2::timestamptz - interval '1 second');
+          AND due_at < $2::timestamptz - interval '1 second' AND error IS NULL);
 
 
 -- ---------------------------------------------------------------------------------------------
@@ -289,18 +289,20 @@ VALUES ($1, $2, $3, $4, $5, 1, $6, 'pending', $5, $7)
 ON CONFLICT DO NOTHING;
 
 -- name: due_pending_runs
--- The shard's pending runs due by $2 (the timer's window).
+-- The shard's pending runs due by $2 (the timer's window); not those held for a concurrency
+-- slot (an error says why), which wait for one to free (release_held_executions).
 SELECT execution_id, due_at FROM kjs_executions
-WHERE shard = $1 AND status = 'pending' AND due_at <= $2;
+WHERE shard = $1 AND status = 'pending' AND due_at <= $2 AND error IS NULL;
 
 -- name: queue_pending_runs
--- Move the due pending runs among $1 to 'queued'; returns what to dispatch.
+-- Move the due pending runs among $1 to 'queued'; returns what to dispatch, with the job's
+-- concurrency (the caller holds back those over a limit: hold_executions).
 UPDATE kjs_executions AS e SET status = 'queued'
 FROM kjs_jobs AS j
 WHERE e.execution_id = ANY($1::uuid[]) AND e.shard = $2 AND e.status = 'pending'
-  AND e.due_at <= $3 AND j.job_id = e.job_id
+  AND e.due_at <= $3 AND e.error IS NULL AND j.job_id = e.job_id
 RETURNING e.execution_id, e.job_id, e.user_id, e.attempt, e.scheduled_for, e.lane,
-          j.target, e.due_at, e.traceparent;
+          j.target, e.due_at, e.traceparent, j.concurrency;
 
 
 -- ---------------------------------------------------------------------------------------------
@@ -375,6 +377,51 @@ DELETE FROM kjs_event_outbox WHERE seq = ANY($1::bigint[]);
 
 
 -- ---------------------------------------------------------------------------------------------
+-- Concurrency slots (scheduler/concurrency.py)
+
+-- name: count_slots
+-- The in-flight ('queued', 'running') and held executions of the tenants $1, by tenant and
+-- concurrency key (null: the job has none). kjs_executions_slots serves it.
+SELECT e.user_id, j.concurrency->>'key' AS key,
+       count(*) FILTER (WHERE e.status IN ('queued', 'running')) AS running,
+       count(*) FILTER (WHERE e.status = 'pending') AS held
+FROM kjs_executions e JOIN kjs_jobs j USING (job_id)
+WHERE e.user_id = ANY($1::text[])
+  AND (e.status IN ('queued', 'running') OR (e.status = 'pending' AND e.error IS NOT NULL))
+GROUP BY e.user_id, j.concurrency->>'key';
+
+-- name: hold_executions
+-- Hold back the executions among $1 (just queued or just fired) for a slot: 'pending' since
+-- $3 (when they were due), with the reason $2 each.
+UPDATE kjs_executions AS e
+SET status = 'pending', error = t.reason, due_at = COALESCE(e.due_at, e.scheduled_for),
+    dispatched_at = NULL
+FROM unnest($1::uuid[], $2::text[]) AS t(id, reason)
+WHERE e.execution_id = t.id AND e.status = 'queued';
+
+-- name: any_held
+-- Whether the shard holds an execution back for a concurrency slot.
+SELECT EXISTS (SELECT 1 FROM kjs_executions WHERE shard = $1 AND status = 'pending'
+               AND error IS NOT NULL);
+
+-- name: lock_held_executions
+-- The shard's held executions, the longest-waiting first (up to $2), locked, with their
+-- job's concurrency: candidates for the slots that freed.
+SELECT e.execution_id, e.job_id, e.user_id, e.attempt, e.scheduled_for, e.lane,
+       j.target, e.due_at, e.traceparent, j.concurrency
+FROM kjs_executions e JOIN kjs_jobs j USING (job_id)
+WHERE e.shard = $1 AND e.status = 'pending' AND e.error IS NOT NULL
+ORDER BY e.due_at, e.execution_id
+LIMIT $2
+FOR UPDATE OF e;
+
+-- name: release_held_executions
+-- Held executions that got a slot: 'queued', to dispatch, their reason cleared.
+UPDATE kjs_executions SET status = 'queued', error = NULL
+WHERE execution_id = ANY($1::uuid[]) AND status = 'pending';
+
+
+-- ---------------------------------------------------------------------------------------------
 -- Quotas (core/quotas.py, scheduler/daily_budget.py, api/queries.py)
 
 -- name: count_active_jobs
@@ -428,7 +475,7 @@ RETURNING executions;
 -- occurrence); a queued job whose latest attempt runs shows 'running'. The API's job views
 -- (get_job, list_jobs) select from it.
 SELECT j.job_id, j.user_id, j.name, j.next_run_at, j.run_count, j.created_at,
-       j.schedule, j.target, j.priority, j.retry, j.idempotency_key,
+       j.schedule, j.target, j.priority, j.retry, j.idempotency_key, j.concurrency,
        CASE WHEN j.status = 'queued' AND le.status = 'running' THEN 'running'
             ELSE j.status END AS status, j.status AS stored_status,
        le.execution_id AS le_execution_id, le.scheduled_for AS le_scheduled_for,

@@ -36,6 +36,8 @@ CREATE TABLE kjs_jobs (
     buffered_for    timestamptz,
     -- The trace the job was submitted in (W3C traceparent; NULL: none), 0014.
     traceparent     text,
+    -- {"key": ..., "limit": N}: at most N executions with the key in flight (0010).
+    concurrency     jsonb,
     CONSTRAINT kjs_jobs_status_check
         CHECK (status IN ('scheduled', 'paused', 'queued', 'succeeded', 'failed', 'cancelled')),
     -- A paused job keeps its next_run_at: on resume, the catch-up policy decides what to do
@@ -102,6 +104,10 @@ CREATE INDEX kjs_executions_finished ON kjs_executions (finished_at)
     WHERE finished_at IS NOT NULL;
 -- The shard's lease reaper, every second (0007).
 CREATE INDEX kjs_executions_leased ON kjs_executions (shard, lease_until) WHERE status = 'running';
+-- The shard's concurrency slots (0010): in-flight and held executions by tenant. A held
+-- execution is 'pending' with the reason in `error` (no other pending execution has one).
+CREATE INDEX kjs_executions_slots ON kjs_executions (user_id)
+    WHERE status IN ('queued', 'running') OR (status = 'pending' AND error IS NOT NULL);
 
 -- API keys (0005). Only the sha256 of each key is stored; the key itself is shown once, by
 -- `kjs keys create`. A key has a set of scopes and acts for one tenant (user_id), or (0008,

@@ -25,6 +25,16 @@ class RetryPolicy(BaseModel):
     max_delay_s: float = Field(default=300.0, ge=0, le=7 * 86400)
 
 
+class Concurrency(BaseModel):
+    """At most ``limit`` executions of the tenant's jobs with this ``key`` run at once; the
+    owning shard holds the others back ('pending', with the reason) until a slot frees."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str = Field(min_length=1, max_length=128)
+    limit: int = Field(ge=1, le=100_000)
+
+
 class JobSubmission(BaseModel):
     """The body of ``POST /v1/jobs``: ``user_id`` may be left out, and then means the tenant
     of the request's credential (the API fills it in before anything else reads the job)."""
@@ -38,6 +48,7 @@ class JobSubmission(BaseModel):
     priority: Priority = "normal"
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    concurrency: Concurrency | None = None
 
     def for_tenant(self, user_id: str) -> JobSpec:
         """This job, acting for ``user_id`` (its fields were validated already)."""

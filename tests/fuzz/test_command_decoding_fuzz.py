@@ -25,7 +25,7 @@ import logging
 import math
 import re
 import string
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -44,6 +44,7 @@ from schemas.v1.commands import COMMAND, AnyCommand, CreateCommand, UpdateComman
 from schemas.v1.jobs import SubmittedJob
 from schemas.v1.schedules import EARLIEST, LATEST, OnceSchedule
 from schemas.v1.targets import MAX_JSON_DEPTH
+from tests.support.senders import RecordingSender
 from timetable.occurrences import first_run
 from topics.catalog import Catalog, catalog
 from topics.dlq import REASON
@@ -64,30 +65,6 @@ COMMAND_SCHEMA = jsonschema_rs.validator_for(
     validate_formats=True,
 )
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-
-
-class _Ack:
-    def __await__(self) -> Iterator[None]:
-        return iter(())
-
-
-class RecordingSender:
-    """A ``scheduler.kafka_io.Sender`` that keeps what it is given, acknowledged at once."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes | None, dict[str, bytes]]] = []
-
-    async def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        *,
-        partition: int | None = None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
-    ) -> _Ack:
-        self.sent.append((topic, key, value, dict(headers or ())))
-        return _Ack()
 
 
 @pytest.fixture(scope="module")

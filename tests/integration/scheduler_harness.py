@@ -34,6 +34,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from core.settings import KafkaSettings, SchedulerSettings
+from scheduler.daily_budget import DailyBudget
 from scheduler.firing import SCHEDULE, Dispatcher, effective_due, fires_close
 from scheduler.kafka_io import ProducerSender
 from scheduler.model import NewJob
@@ -120,6 +121,7 @@ class ShardHarness:
         *,
         retry: dict[str, Any] | None = None,
         priority: str = "normal",
+        concurrency: dict[str, Any] | None = None,
     ) -> UUID:
         """Store a job created now (the clock's now), as the command handler would, and
         offer it to the timer; returns its id. The target is a Kafka topic nobody reads."""
@@ -140,6 +142,7 @@ class ShardHarness:
             next_run_at=first,
             created_at=now,
             source="test",
+            concurrency=concurrency,
         )
         assert await insert_job(self.pool, self.epoch, row)
         self.timer.offer(
@@ -216,6 +219,7 @@ async def shard_harness(
     kafka_settings: KafkaSettings,
     start: datetime,
     settings: SchedulerSettings | None = None,
+    budget: DailyBudget | None = None,
 ) -> AsyncIterator[ShardHarness]:
     """A shard of the test's own (a fresh shard number and topic namespace), owned by a
     ``Shards`` whose timer, dispatcher and handlers read ``SteppedClock(start)``."""
@@ -232,7 +236,7 @@ async def shard_harness(
         sender = RecordingSender(producer)
         dispatcher = Dispatcher(pool, sender, cat, clock)
         shard = 4000 + uuid.uuid4().int % 1_000_000
-        shards = Shards(pool, dispatcher, settings, f"harness-{shard}", clock=clock)
+        shards = Shards(pool, dispatcher, settings, f"harness-{shard}", budget, clock=clock)
         await shards.assign([shard])
         try:
             yield ShardHarness(pool, shard, clock, shards, dispatcher, sender, cat, settings)
