@@ -55,7 +55,7 @@ async def finish(h: ShardHarness, user_id: str) -> UUID:
     record = Record(
         h.catalog.results.name, h.shard, 0, user_id.encode(), result.model_dump_json().encode()
     )
-    assert await results.handle(record) == "recorded"
+    assert await results.handle(record, result) == "recorded"
     return UUID(str(row["execution_id"]))
 
 
