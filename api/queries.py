@@ -63,7 +63,8 @@ async def get_job(pool: asyncpg.Pool, job_id: UUID) -> asyncpg.Record | None:
 
 @_store_errors
 async def job_owner(pool: asyncpg.Pool, job_id: UUID) -> asyncpg.Record | None:
-    """(user_id, status) of a job: all that cancel and the executions listing need."""
+    """(user_id, status, schedule, created_at) of a job: what cancel, the executions listing
+    and a backfill's checks need."""
     return await pool.fetchrow(QUERIES["job_owner"], job_id)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from api import handlers_backfill as backfill
 from api import handlers_executions as executions
 from api import handlers_jobs as jobs
 from api import handlers_lifecycle as lifecycle
@@ -26,7 +27,7 @@ from api.models import (
     SubmitAccepted,
 )
 from api.routing import Reply, Route
-from schemas.v1.commands import JobChanges
+from schemas.v1.commands import BackfillRange, JobChanges
 from schemas.v1.jobs import JobSubmission
 
 _NOT_FOUND = Reply("No such job (also for a malformed id).", ErrorBody)
@@ -139,6 +140,21 @@ _ROUTES: tuple[Route, ...] = (
             503: _UNAVAILABLE,
         },
         body=JobChanges,
+        tags=("jobs",),
+    ),
+    Route(
+        "POST",
+        "/v1/jobs/{job_id}/backfill",
+        backfill.backfill_job,
+        "Run a recurring job's occurrences in a past range [from, to), in order, each once.",
+        {
+            202: Reply("Accepted; the owning shard runs them.", backfill.BackfillAccepted),
+            404: _NOT_FOUND,
+            409: Reply("Illegal for the job's status (cancelled).", ConflictBody),
+            422: _BAD_REQUEST,
+            503: _UNAVAILABLE,
+        },
+        body=BackfillRange,
         tags=("jobs",),
     ),
     Route(

@@ -98,7 +98,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     """Register ``kjs jobs`` and its subcommands on ``kjs``'s subparsers."""
     jobs = sub.add_parser(
         "jobs",
-        help="jobs through the HTTP API: create, list, get, runs, logs, cancel, ...",
+        help="jobs through the HTTP API: create, list, get, runs, logs, cancel, backfill, ...",
         description="Create, inspect and control jobs through the HTTP API (KJS_API_URL, "
         "KJS_API_KEY). Exit status: 0 done, 1 refused by the API or unreachable, 2 usage.",
     )
@@ -157,6 +157,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         ("trigger", "run a job once more, now"),
     ):
         action(name, help).add_argument("job_id", type=job_id, metavar="JOB_ID")
+    b = action("backfill", "run a recurring job's occurrences in a past range, each once")
+    b.add_argument("job_id", type=job_id, metavar="JOB_ID")
+    b.add_argument("--from", dest="from_", required=True, metavar="TIME", help="range start")
+    b.add_argument("--to", required=True, metavar="TIME", help="range end (excluded, not future)")
+    b.add_argument(
+        "--overlap",
+        choices=("allow", "forbid", "replace", "buffer_one"),
+        help="allow: all at once; others: one at a time (default: the job's policy)",
+    )
     u = action("update", "change a job's name, schedule, target, priority or retries")
     u.add_argument("job_id", type=job_id, metavar="JOB_ID")
     _job_flags(u)

@@ -28,10 +28,11 @@ from scheduler.outages import until_available
 from scheduler.records import Record
 from scheduler.shards import NotOwned, OwnedShard, Shards
 from scheduler.store.jobs import insert_job, job_exists
-from scheduler.store.lifecycle import cancel_job, change_job, trigger_job
+from scheduler.store.lifecycle import backfill_job, cancel_job, change_job, trigger_job
 from scheduler.store.shards import Fenced
 from schemas.v1.commands import (
     AnyCommand,
+    BackfillCommand,
     CancelCommand,
     CreateCommand,
     JobChanges,
@@ -46,6 +47,7 @@ from schemas.v1.schedules import OnceSchedule
 from schemas.v1.statuses import ALLOWED_FROM
 from schemas.v1.target_policy import check_target, describe
 from schemas.v1.targets import Target
+from timetable.backfill import BackfillRefused, backfill_occurrences
 from timetable.occurrences import first_run
 from topics.catalog import Catalog
 from topics.partitioner import partition_for
@@ -181,6 +183,8 @@ class CommandHandler:
             return await self._cancel(command, record.partition, shard)
         if isinstance(command, TriggerCommand):
             return await self._trigger(command, record.partition, shard)
+        if isinstance(command, BackfillCommand):
+            return await self._backfill(command, record.partition, shard)
         return await self._change(command, record.partition, shard)
 
     async def _cancel(self, command: CancelCommand, partition: int, shard: OwnedShard) -> str:
@@ -212,6 +216,29 @@ class CommandHandler:
             raise Rejected(f"trigger: job {command.job_id} is {triggered}")
         shard.timer.offer_pending(triggered.execution_id, triggered.due_at)
         return "triggered"
+
+    async def _backfill(self, command: BackfillCommand, partition: int, shard: OwnedShard) -> str:
+        now = self.clock()
+
+        def plan(job: Any) -> tuple[list[datetime], bool]:
+            schedule = SCHEDULE.validate_python(job["schedule"])
+            occurrences = backfill_occurrences(
+                schedule, command.from_, command.to, now, anchor=job["created_at"]
+            )
+            overlap = command.overlap or getattr(schedule, "overlap", "allow")
+            return occurrences, overlap != "allow"
+
+        try:
+            runs = await backfill_job(
+                self.pool, partition, shard.epoch, command.user_id, command.job_id, plan, now
+            )
+        except BackfillRefused as exc:
+            raise Rejected(f"backfill: {exc}") from None
+        if isinstance(runs, str):
+            raise Rejected(f"backfill: job {command.job_id} is {runs}")
+        for run in runs:
+            shard.timer.offer_pending(run.execution_id, run.due_at)
+        return "backfilled"
 
     async def _change(
         self,

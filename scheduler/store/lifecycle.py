@@ -1,4 +1,4 @@
-"""A job's lifecycle commands (fenced): cancel, pause, resume, update, trigger."""
+"""A job's lifecycle commands (fenced): cancel, pause, resume, update, trigger, backfill."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import asyncpg
 
 from core.queries import QUERIES
 from scheduler.model import Changed, PendingRun
-from scheduler.store.pending import add_triggered_run
+from scheduler.store.pending import add_backfill_runs, add_triggered_run
 from scheduler.store.shards import fenced
 from schemas.v1.statuses import ALLOWED_FROM, JobStatus
 
@@ -112,3 +112,25 @@ async def trigger_job(
         run = await add_triggered_run(conn, shard, user_id, job_id, job["priority"], now)
         await conn.execute(QUERIES["requeue_finished_once_job"], job_id)
     return run
+
+
+async def backfill_job(
+    pool: asyncpg.Pool,
+    shard: int,
+    epoch: int,
+    user_id: str,
+    job_id: UUID,
+    plan: Callable[[asyncpg.Record], tuple[list[datetime], bool]],
+    now: datetime,
+) -> list[PendingRun] | str:
+    """Store a backfill's runs; returns those due now, or ``unknown`` / ``cancelled``.
+
+    ``plan`` maps the locked job to the occurrences to run and whether they run one at a
+    time; it raises to refuse the backfill, and nothing is written.
+    """
+    async with fenced(pool, shard, epoch) as conn:
+        job = await _lock(conn, user_id, job_id, ALLOWED_FROM["backfill"], str)
+        if isinstance(job, str):
+            return job
+        occurrences, serial = plan(job)
+        return await add_backfill_runs(conn, shard, job, occurrences, serial, now)

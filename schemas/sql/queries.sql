@@ -213,9 +213,13 @@ RETURNING job_id, attempt, scheduled_for, lane, user_id;
 SELECT status, retry FROM kjs_jobs WHERE job_id = $1 FOR UPDATE;
 
 -- name: buffered_executions
--- Those of $1 whose job has a buffered run to release (overlap = buffer_one).
+-- Those of $1 whose job has a buffered run to release (overlap = buffer_one), or a serial
+-- backfill's run waiting for the previous one.
 SELECT e.execution_id FROM kjs_executions e JOIN kjs_jobs j USING (job_id)
-WHERE e.execution_id = ANY($1::uuid[]) AND j.buffered_for IS NOT NULL;
+WHERE e.execution_id = ANY($1::uuid[])
+  AND (j.buffered_for IS NOT NULL
+       OR EXISTS (SELECT 1 FROM kjs_executions w
+                  WHERE w.job_id = e.job_id AND w.status = 'pending' AND w.due_at IS NULL));
 
 -- name: record_successes
 -- Record successful results in one statement; returns the job of each execution moved.
@@ -273,6 +277,34 @@ INSERT INTO kjs_executions (execution_id, job_id, user_id, shard, scheduled_for,
                             attempt, lane, status, due_at)
 VALUES ($1, $2, $3, $4, $5, 1, $6, 'pending', $5)
 ON CONFLICT DO NOTHING;
+
+-- name: insert_backfill_runs
+-- A backfill's runs of the occurrences $5, 'pending' first attempts marked as backfills, due
+-- at $6 (NULL: a serial backfill's run waiting for the previous one). kjs_executions_once
+-- leaves an occurrence that has an execution (it ran or runs, or an earlier backfill took it)
+-- as it is; one recorded as skipped runs now. Returns the runs stored.
+INSERT INTO kjs_executions (execution_id, job_id, user_id, shard, scheduled_for,
+                            attempt, lane, status, due_at, backfill)
+SELECT t.id, $2, $3, $4, t.at, 1, $7, 'pending', t.due, true
+FROM unnest($1::uuid[], $5::timestamptz[], $6::timestamptz[]) AS t(id, at, due)
+ON CONFLICT ON CONSTRAINT kjs_executions_once DO UPDATE
+SET status = 'pending', due_at = EXCLUDED.due_at, backfill = true, finished_at = NULL,
+    error = NULL
+WHERE kjs_executions.status = 'skipped'
+RETURNING execution_id, due_at;
+
+-- name: release_backfill_run
+-- A serial backfill's next waiting run of job $1, due at $2; nothing while a backfill run of
+-- the job is still out (due, queued or running), so they run one at a time, in order.
+UPDATE kjs_executions SET due_at = $2
+WHERE execution_id = (SELECT execution_id FROM kjs_executions
+                      WHERE job_id = $1 AND status = 'pending' AND due_at IS NULL
+                      ORDER BY scheduled_for LIMIT 1)
+  AND NOT EXISTS (SELECT 1 FROM kjs_executions
+                  WHERE job_id = $1 AND backfill
+                    AND (status IN ('queued', 'running')
+                         OR (status = 'pending' AND due_at IS NOT NULL)))
+RETURNING execution_id, due_at;
 
 -- name: due_pending_runs
 -- The shard's pending runs due by $2 (the timer's window).
@@ -384,8 +416,9 @@ ORDER BY jobs.created_at DESC, jobs.job_id DESC
 LIMIT $8;
 
 -- name: job_owner
--- A job's tenant and status: all that cancel and the executions listing need.
-SELECT user_id, status FROM kjs_jobs WHERE job_id = $1;
+-- A job's tenant and status: all that cancel and the executions listing need (a backfill
+-- also checks its range against the schedule).
+SELECT user_id, status, schedule, created_at FROM kjs_jobs WHERE job_id = $1;
 
 -- name: list_executions
 -- A page of a job's executions, newest first, after the cursor ($2, $3).

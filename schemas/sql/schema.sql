@@ -71,6 +71,8 @@ CREATE TABLE kjs_executions (
     created_at     timestamptz NOT NULL DEFAULT now(),
     -- When a retry may start (now + backoff); NULL means "at scheduled_for".
     due_at         timestamptz,
+    -- A run of a backfill (0011): a past occurrence run on request.
+    backfill       boolean NOT NULL DEFAULT false,
     CONSTRAINT kjs_executions_status_check
         CHECK (status IN ('pending', 'queued', 'running', 'succeeded', 'failed', 'cancelled',
                           'skipped')),
@@ -83,7 +85,9 @@ CREATE TABLE kjs_executions (
     ),
     CONSTRAINT kjs_executions_worker
         CHECK (status IN ('pending', 'queued', 'cancelled', 'skipped') OR worker IS NOT NULL),
-    CONSTRAINT kjs_executions_pending_due CHECK (status <> 'pending' OR due_at IS NOT NULL)
+    -- A serial backfill's later runs wait with no due_at until the previous one finishes.
+    CONSTRAINT kjs_executions_pending_due
+        CHECK (status <> 'pending' OR due_at IS NOT NULL OR backfill)
 );
 
 CREATE INDEX kjs_executions_undispatched ON kjs_executions (shard)
@@ -96,6 +100,9 @@ CREATE INDEX kjs_executions_finished ON kjs_executions (finished_at)
     WHERE finished_at IS NOT NULL;
 -- The shard's lease reaper, every second (0007).
 CREATE INDEX kjs_executions_leased ON kjs_executions (shard, lease_until) WHERE status = 'running';
+-- A serial backfill's next run to release, in occurrence order (0011).
+CREATE INDEX kjs_executions_backfill_waiting ON kjs_executions (job_id, scheduled_for)
+    WHERE status = 'pending' AND due_at IS NULL;
 
 -- API keys (0005). Only the sha256 of each key is stored; the key itself is shown once, by
 -- `kjs keys create`. A key has a set of scopes and acts for one tenant (user_id), or (0008,

@@ -78,6 +78,10 @@ class DstPolicy(_Input):
     fold: Literal["first", "both"] | None = None
 
 
+# When the previous run is still running at the next tick.
+Overlap = Literal["allow", "forbid", "replace", "buffer_one"]
+
+
 class _Recurring(_Input):
     """Bounds and policies shared by recurring schedules."""
 
@@ -93,8 +97,7 @@ class _Recurring(_Input):
     catchup: Literal["none", "latest", "all"] = "latest"
     misfire_grace_s: float = Field(default=60.0, ge=0, le=7 * 86400)
     max_catchup: int = Field(default=10, ge=1, le=1000)
-    # When the previous run is still running at the next tick.
-    overlap: Literal["allow", "forbid", "replace", "buffer_one"] = "allow"
+    overlap: Overlap = "allow"
 
     @model_validator(mode="after")
     def _bounds(self) -> _Recurring:
