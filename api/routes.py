@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from api import handlers_backfill as backfill
+from api import handlers_calendars as calendars
 from api import handlers_executions as executions
 from api import handlers_jobs as jobs
 from api import handlers_lifecycle as lifecycle
@@ -194,6 +195,59 @@ _ROUTES: tuple[Route, ...] = (
         },
         body=schedules.PreviewRequest,
         tags=("schedules",),
+    ),
+    Route(
+        "POST",
+        "/v1/calendars",
+        calendars.create_calendar,
+        "Define a named calendar (dates, cron rules) that jobs exclude with exclude.calendars.",
+        {
+            201: Reply("The calendar.", calendars.CalendarView),
+            409: Reply("The tenant has a calendar of that name.", ErrorBody),
+            422: _BAD_REQUEST,
+            503: _UNAVAILABLE,
+        },
+        body=calendars.CalendarSpec,
+        tags=("calendars",),
+    ),
+    Route(
+        "GET",
+        "/v1/calendars",
+        calendars.list_calendars,
+        "A tenant's calendars, by name.",
+        {
+            200: Reply("The calendars.", calendars.CalendarList),
+            422: _BAD_REQUEST,
+            503: _UNAVAILABLE,
+        },
+        query=calendars.CalendarQuery,
+        tags=("calendars",),
+    ),
+    Route(
+        "GET",
+        "/v1/calendars/{name}",
+        calendars.get_calendar,
+        "One calendar.",
+        {
+            200: Reply("The calendar.", calendars.CalendarView),
+            404: Reply("No such calendar.", ErrorBody),
+            503: _UNAVAILABLE,
+        },
+        query=calendars.CalendarQuery,
+        tags=("calendars",),
+    ),
+    Route(
+        "DELETE",
+        "/v1/calendars/{name}",
+        calendars.delete_calendar,
+        "Delete a calendar; the jobs that named it keep the copy of its rules they hold.",
+        {
+            204: Reply("Deleted."),
+            404: Reply("No such calendar.", ErrorBody),
+            503: _UNAVAILABLE,
+        },
+        query=calendars.CalendarQuery,
+        tags=("calendars",),
     ),
     Route(
         "GET",

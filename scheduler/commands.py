@@ -18,6 +18,7 @@ from core.queries import QUERIES
 from core.quotas import PayloadTooLarge, QuotaExceeded, Quotas, target_bytes
 from core.secrets import SecretBox
 from core.settings import SchedulerSettings, SecuritySettings, TargetSettings
+from scheduler.calendars import resolve_calendars
 from scheduler.daily_budget import DailyBudget
 from scheduler.deadletters import dead_letter
 from scheduler.firing import SCHEDULE, effective_due, fires_close
@@ -48,6 +49,7 @@ from schemas.v1.statuses import ALLOWED_FROM
 from schemas.v1.target_policy import check_target, describe
 from schemas.v1.targets import Target
 from timetable.backfill import BackfillRefused, backfill_occurrences
+from timetable.exclusions import UnknownCalendar, exclusion_problem
 from timetable.occurrences import first_run
 from topics.catalog import Catalog
 from topics.partitioner import partition_for
@@ -259,6 +261,10 @@ class CommandHandler:
         else:
             if command.changes.target is not None:
                 self._within_payload(command.user_id, command.changes.target)
+            if command.changes.schedule is not None:
+                schedule = await self._resolved(command.user_id, command.changes.schedule)
+                changed_to = command.changes.model_copy(update={"schedule": schedule})
+                command = command.model_copy(update={"changes": changed_to})
             changes = _sealed(self.secrets, command, now)
         allowed = ALLOWED_FROM[command.type]
         changed = await change_job(
@@ -288,6 +294,13 @@ class CommandHandler:
             self.quotas.check_payload(user_id, target_bytes(target))
         except PayloadTooLarge as exc:
             raise Rejected(f"quota: {exc.reason}") from None
+
+    async def _resolved(self, user_id: str, schedule: Any) -> Any:
+        """The schedule with its named calendars' rules copied in (``Rejected``: unknown)."""
+        try:
+            return await resolve_calendars(self.pool, user_id, schedule)
+        except UnknownCalendar as exc:
+            raise Rejected(f"schedule.exclude.calendars: {exc}") from None
 
     async def _within_quotas(self, user_id: str, job_id: UUID, record: Record) -> None:
         """Rejected ("quota: ...") past the tenant's limits. This shard sees every command of
@@ -328,6 +341,7 @@ class CommandHandler:
         first = first_run(job.schedule, now, anchor=now)
         if first is None:
             raise Rejected("schedule has no future occurrence")
+        _check_exclusions(job.schedule, now, anchor=now)
         job_id = job_id_of(command, record)
         row = NewJob(
             job_id=job_id,
@@ -346,6 +360,10 @@ class CommandHandler:
         return row, effective_due(job.schedule, job_id, first)
 
     async def _create(self, command: CreateCommand, record: Record, shard: OwnedShard) -> str:
+        schedule = await self._resolved(command.user_id, command.job.schedule)
+        command = command.model_copy(
+            update={"job": command.job.model_copy(update={"schedule": schedule})}
+        )
         row, due = self.new_job(command, record, self.clock())
         await self._within_quotas(row.user_id, row.job_id, record)
         if not await insert_job(self.pool, shard.epoch, row):
@@ -387,7 +405,15 @@ def _update(changes: JobChanges, now: datetime) -> Callable[[dict[str, Any]], di
             nxt = first_run(changes.schedule, now, anchor=row["created_at"])
             if nxt is None:
                 raise Rejected("update: the new schedule has no future occurrence")
+            _check_exclusions(changes.schedule, now, anchor=row["created_at"])
             values["next_run_at"] = nxt
         return values
 
     return columns
+
+
+def _check_exclusions(schedule: Any, now: datetime, anchor: datetime) -> None:
+    """``Rejected`` when the schedule's exclusions leave nothing to run (a bounded look)."""
+    problem = exclusion_problem(schedule, now, anchor)
+    if problem is not None:
+        raise Rejected(f"schedule.exclude: {problem}")

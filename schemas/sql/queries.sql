@@ -559,3 +559,29 @@ SELECT 1 FROM pg_roles WHERE rolname = $1;
 -- name: database_exists
 -- Whether the database $1 exists.
 SELECT 1 FROM pg_database WHERE datname = $1;
+
+
+-- ---------------------------------------------------------------------------------------------
+-- Named calendars (api/handlers_calendars.py, api/calendars.py, scheduler/commands.py)
+
+-- name: insert_calendar
+-- A tenant's new calendar; nothing when the name is taken.
+INSERT INTO kjs_calendars (user_id, name, exclude) VALUES ($1, $2, $3)
+ON CONFLICT DO NOTHING
+RETURNING user_id, name, exclude, created_at;
+
+-- name: list_calendars
+-- A tenant's calendars, by name.
+SELECT user_id, name, exclude, created_at FROM kjs_calendars WHERE user_id = $1 ORDER BY name;
+
+-- name: get_calendar
+-- One calendar of a tenant.
+SELECT user_id, name, exclude, created_at FROM kjs_calendars WHERE user_id = $1 AND name = $2;
+
+-- name: delete_calendar
+-- Delete a tenant's calendar; the jobs that named it keep the copy of its rules they hold.
+DELETE FROM kjs_calendars WHERE user_id = $1 AND name = $2 RETURNING name;
+
+-- name: calendars_by_name
+-- The rules of those of the tenant's calendars named in $2.
+SELECT name, exclude FROM kjs_calendars WHERE user_id = $1 AND name = ANY($2::text[]);

@@ -136,3 +136,14 @@ CREATE TABLE kjs_tenant_usage (
     executions  integer NOT NULL DEFAULT 0 CHECK (executions >= 0),
     PRIMARY KEY (user_id, day)
 );
+
+-- Named calendars (0011): exclusions (date ranges, cron rules) a tenant defines once and names
+-- from many jobs; written by the API. The owning shard copies a calendar's rules into a job's
+-- schedule when it stores the job (exclude.resolved).
+CREATE TABLE kjs_calendars (
+    user_id    text NOT NULL CHECK (length(user_id) BETWEEN 1 AND 128),
+    name       text NOT NULL CHECK (length(name) BETWEEN 1 AND 64),
+    exclude    jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, name)
+);

@@ -229,7 +229,7 @@ async def test_a_reversed_backfill_command_is_refused_naming_the_field(
         ) % (user_id.encode(), str(UUID(int=1)).encode())
         record = backfills.record(raw)
         record = Record(record.topic, record.partition, record.offset, user_id.encode(), raw)
-        with pytest.raises(Rejected, match="backfill.to: Value error, must be after from"):
+        with pytest.raises(Rejected, match=r"backfill\.to: Value error, must be after from"):
             backfills.handler.parse(record)
 
 

@@ -10,3 +10,14 @@ ALTER TABLE kjs_executions ADD CONSTRAINT kjs_executions_pending_due
 -- A serial backfill's next run to release, in occurrence order.
 CREATE INDEX kjs_executions_backfill_waiting ON kjs_executions (job_id, scheduled_for)
     WHERE status = 'pending' AND due_at IS NULL;
+
+-- Named calendars: exclusions (date ranges, cron rules) a tenant defines once and names from
+-- many jobs. The owning shard copies a calendar's rules into a job's schedule when it stores
+-- the job (exclude.resolved), so a job fires the same whatever later happens to the calendar.
+CREATE TABLE kjs_calendars (
+    user_id    text NOT NULL CHECK (length(user_id) BETWEEN 1 AND 128),
+    name       text NOT NULL CHECK (length(name) BETWEEN 1 AND 64),
+    exclude    jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, name)
+);
