@@ -75,6 +75,18 @@ def _schedule_flags(p: argparse.ArgumentParser) -> None:
     when.add_argument("--at", metavar="TIME", help="once, at an RFC 3339 time")
     when.add_argument("--in", dest="in_", metavar="DURATION", help="once, this long from now")
     p.add_argument("--tz", metavar="ZONE", help="the IANA zone of --cron (or of a naive --at)")
+    p.add_argument(
+        "--calendar", action="append", metavar="NAME", help="skip a named calendar's times"
+    )
+    p.add_argument(
+        "--exclude-cron", action="append", metavar="EXPR", help="skip the times EXPR matches"
+    )
+    p.add_argument(
+        "--exclude-dates",
+        action="append",
+        metavar="DATE[..DATE]",
+        help="skip these local dates (both ends included)",
+    )
 
 
 def _job_flags(p: argparse.ArgumentParser) -> None:

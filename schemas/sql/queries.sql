@@ -433,7 +433,7 @@ LIMIT $4;
 -- One execution with everything stored about it.
 SELECT execution_id, job_id, user_id, shard, scheduled_for, attempt, lane, status,
        dispatched_at, started_at, finished_at, worker, lease_until, http_status,
-       output_excerpt, error, created_at, due_at
+       output_excerpt, error, created_at, due_at, backfill
 FROM kjs_executions
 WHERE execution_id = $1;
 

@@ -18,7 +18,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import build_app
 from api.deps import ApiDeps
+from api.models import ExecutionDetail
 from api.publisher import CommandPublisher
+from core.queries import QUERIES
 from core.settings import KafkaSettings
 from scheduler.commands import CommandHandler, Rejected
 from scheduler.records import Record
@@ -106,6 +108,9 @@ async def test_a_backfill_runs_each_past_occurrence_once_in_order(
         assert [r["scheduled_for"] for r in rows] == expected
         assert all(r["backfill"] and r["attempt"] == 1 for r in rows)
         assert {r["status"] for r in rows} == {"queued"}
+        # Marked as a backfill where the API shows one execution.
+        row = await h.pool.fetchrow(QUERIES["get_execution"], h.due_events(job)[0].execution_id)
+        assert ExecutionDetail.model_validate(dict(row)).backfill
         # The job's own schedule is untouched: the backfill is not its runs.
         assert (await h.job(job))["next_run_at"] == utc(DAY, "12:05:00")
 
