@@ -35,3 +35,16 @@ async def client(
     deps = ApiDeps(pool, publisher, topic_catalog, timedelta(seconds=60))
     async with TestClient(TestServer(build_app(deps))) as c:
         yield c
+
+
+@pytest.fixture
+async def tenant_client(
+    pool: asyncpg.Pool,
+    publisher: CommandPublisher,
+    topic_catalog: Catalog,
+    auth_headers: dict[str, str],
+) -> AsyncIterator[Client]:
+    """The API with its defaults, every request carrying the test tenant's key."""
+    deps = ApiDeps(pool, publisher, topic_catalog, timedelta(seconds=60))
+    async with TestClient(TestServer(build_app(deps)), headers=auth_headers) as c:
+        yield c

@@ -6,20 +6,14 @@ a stepped clock); the HTTP side on the in-process API, which publishes the comma
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
-from api.app import build_app
-from api.deps import ApiDeps
 from api.models import ExecutionDetail
-from api.publisher import CommandPublisher
 from core.queries import QUERIES
 from core.settings import KafkaSettings
 from scheduler.commands import CommandHandler, Rejected
@@ -27,6 +21,7 @@ from scheduler.records import Record
 from scheduler.results import ResultHandler
 from schemas.v1.commands import BackfillCommand
 from schemas.v1.events import ResultEvent
+from tests.integration.conftest import Client
 from tests.integration.scheduler_harness import ShardHarness, shard_harness, utc
 from tests.integration.test_api_submit import commands_for
 from tests.support.waiting import eventually
@@ -37,7 +32,6 @@ pytestmark = pytest.mark.services
 DAY = "2030-01-07"
 NOON = utc(DAY, "12:00:00")
 EVERY_5_MIN = {"type": "cron", "expression": "*/5 * * * *"}
-Client = TestClient[web.Request, web.Application]
 
 
 def command(user_id: str, job_id: UUID, from_: str, to: str, **more: Any) -> BackfillCommand:
@@ -241,18 +235,6 @@ async def test_a_reversed_backfill_command_is_refused_naming_the_field(
 # -- HTTP ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def client(
-    pool: asyncpg.Pool,
-    publisher: CommandPublisher,
-    topic_catalog: Catalog,
-    auth_headers: dict[str, str],
-) -> AsyncIterator[Client]:
-    deps = ApiDeps(pool, publisher, topic_catalog, timedelta(seconds=60))
-    async with TestClient(TestServer(build_app(deps)), headers=auth_headers) as c:
-        yield c
-
-
 async def _job(pool: asyncpg.Pool, user_id: str, schedule: dict[str, Any]) -> UUID:
     row: asyncpg.Record = await pool.fetchrow(
         """INSERT INTO kjs_jobs (job_id, user_id, shard, name, schedule, target, priority, retry,
@@ -277,7 +259,7 @@ def _range(hours_ago: float, hours: float) -> dict[str, str]:
 
 
 async def test_a_backfill_over_http_is_one_command_on_the_tenants_partition(
-    client: Client,
+    tenant_client: Client,
     pool: asyncpg.Pool,
     kafka_settings: KafkaSettings,
     topic_catalog: Catalog,
@@ -286,7 +268,7 @@ async def test_a_backfill_over_http_is_one_command_on_the_tenants_partition(
     job_id = await _job(pool, user_id, EVERY_5_MIN)
     body = {**_range(3, 2), "overlap": "forbid"}
 
-    resp = await client.post(f"/v1/jobs/{job_id}/backfill", json=body)
+    resp = await tenant_client.post(f"/v1/jobs/{job_id}/backfill", json=body)
 
     assert resp.status == 202, await resp.text()
     assert await resp.json() == {
@@ -313,7 +295,7 @@ async def test_a_backfill_over_http_is_one_command_on_the_tenants_partition(
     ],
 )
 async def test_a_bad_backfill_is_422_naming_the_field_and_produces_nothing(
-    client: Client,
+    tenant_client: Client,
     pool: asyncpg.Pool,
     kafka_settings: KafkaSettings,
     topic_catalog: Catalog,
@@ -324,7 +306,7 @@ async def test_a_bad_backfill_is_422_naming_the_field_and_produces_nothing(
 ) -> None:
     job_id = await _job(pool, user_id, EVERY_5_MIN)
 
-    resp = await client.post(f"/v1/jobs/{job_id}/backfill", json=body)
+    resp = await tenant_client.post(f"/v1/jobs/{job_id}/backfill", json=body)
 
     assert resp.status == 422, await resp.text()
     [error] = (await resp.json())["errors"]
@@ -332,8 +314,10 @@ async def test_a_bad_backfill_is_422_naming_the_field_and_produces_nothing(
     assert await commands_for(kafka_settings, topic_catalog, user_id) == []
 
 
-async def test_a_once_job_has_no_backfill(client: Client, pool: asyncpg.Pool, user_id: str) -> None:
+async def test_a_once_job_has_no_backfill(
+    tenant_client: Client, pool: asyncpg.Pool, user_id: str
+) -> None:
     job_id = await _job(pool, user_id, {"type": "once", "at": "2030-01-07T13:00:00Z"})
-    resp = await client.post(f"/v1/jobs/{job_id}/backfill", json=_range(3, 1))
+    resp = await tenant_client.post(f"/v1/jobs/{job_id}/backfill", json=_range(3, 1))
     assert resp.status == 422
     assert (await resp.json())["errors"][0]["field"] == "job_id"

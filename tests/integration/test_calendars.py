@@ -7,22 +7,17 @@ same, serves ``/v1/calendars``, and previews excluded occurrences.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
-from api.app import build_app
-from api.deps import ApiDeps
-from api.publisher import CommandPublisher
 from core.settings import KafkaSettings
 from scheduler.commands import CommandHandler, Rejected
 from scheduler.records import Record
 from schemas.v1.commands import CreateCommand
+from tests.integration.conftest import Client
 from tests.integration.scheduler_harness import ShardHarness, shard_harness, utc
 from tests.integration.test_api_submit import commands_for, job_body
 from topics.catalog import Catalog
@@ -32,7 +27,6 @@ pytestmark = pytest.mark.services
 FRIDAY, SATURDAY, SUNDAY = "2030-01-11", "2030-01-12", "2030-01-13"
 LEAD = timedelta(seconds=3)
 WEEKENDS = {"cron": ["* * * * 0,6"]}
-Client = TestClient[web.Request, web.Application]
 
 
 async def add_calendar(pool: asyncpg.Pool, user_id: str, name: str, rules: dict[str, Any]) -> None:
@@ -148,21 +142,11 @@ async def test_the_shard_refuses_an_unknown_calendar_or_an_exclusion_of_everythi
 # -- HTTP ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def client(
-    pool: asyncpg.Pool,
-    publisher: CommandPublisher,
-    topic_catalog: Catalog,
-    auth_headers: dict[str, str],
-) -> AsyncIterator[Client]:
-    deps = ApiDeps(pool, publisher, topic_catalog, timedelta(seconds=60))
-    async with TestClient(TestServer(build_app(deps)), headers=auth_headers) as c:
-        yield c
-
-
-async def test_calendars_are_created_listed_read_and_deleted(client: Client, user_id: str) -> None:
+async def test_calendars_are_created_listed_read_and_deleted(
+    tenant_client: Client, user_id: str
+) -> None:
     holidays = {"name": "us-holidays", "dates": [{"from": "2030-12-25", "to": "2030-12-25"}]}
-    resp = await client.post("/v1/calendars", json=holidays)
+    resp = await tenant_client.post("/v1/calendars", json=holidays)
     assert resp.status == 201, await resp.text()
     created = await resp.json()
     assert (created["user_id"], created["name"], created["dates"], created["cron"]) == (
@@ -172,16 +156,20 @@ async def test_calendars_are_created_listed_read_and_deleted(client: Client, use
         [],
     )
     assert resp.headers["Location"] == "/v1/calendars/us-holidays"
-    assert (await client.post("/v1/calendars", json=holidays)).status == 409
-    assert (await client.post("/v1/calendars", json={"name": "weekends", **WEEKENDS})).status == 201
+    assert (await tenant_client.post("/v1/calendars", json=holidays)).status == 409
+    assert (
+        await tenant_client.post("/v1/calendars", json={"name": "weekends", **WEEKENDS})
+    ).status == 201
 
-    listed = await (await client.get("/v1/calendars")).json()
+    listed = await (await tenant_client.get("/v1/calendars")).json()
     assert [c["name"] for c in listed["calendars"]] == ["us-holidays", "weekends"]
-    assert (await (await client.get("/v1/calendars/weekends")).json())["cron"] == WEEKENDS["cron"]
+    assert (await (await tenant_client.get("/v1/calendars/weekends")).json())["cron"] == WEEKENDS[
+        "cron"
+    ]
 
-    assert (await client.delete("/v1/calendars/weekends")).status == 204
-    assert (await client.get("/v1/calendars/weekends")).status == 404
-    assert (await client.delete("/v1/calendars/weekends")).status == 404
+    assert (await tenant_client.delete("/v1/calendars/weekends")).status == 204
+    assert (await tenant_client.get("/v1/calendars/weekends")).status == 404
+    assert (await tenant_client.delete("/v1/calendars/weekends")).status == 404
 
 
 @pytest.mark.parametrize(
@@ -194,9 +182,9 @@ async def test_calendars_are_created_listed_read_and_deleted(client: Client, use
     ],
 )
 async def test_a_bad_calendar_is_422_naming_the_field(
-    client: Client, body: dict[str, Any], field: str
+    tenant_client: Client, body: dict[str, Any], field: str
 ) -> None:
-    resp = await client.post("/v1/calendars", json=body)
+    resp = await tenant_client.post("/v1/calendars", json=body)
     assert resp.status == 422, await resp.text()
     assert [e["field"] for e in (await resp.json())["errors"]] == [field]
 
@@ -209,7 +197,7 @@ async def test_a_bad_calendar_is_422_naming_the_field(
     ],
 )
 async def test_a_job_with_an_unknown_calendar_or_excluding_everything_is_422(
-    client: Client,
+    tenant_client: Client,
     kafka_settings: KafkaSettings,
     topic_catalog: Catalog,
     user_id: str,
@@ -218,7 +206,7 @@ async def test_a_job_with_an_unknown_calendar_or_excluding_everything_is_422(
     message: str,
 ) -> None:
     schedule = {"type": "cron", "expression": "*/5 * * * *", "exclude": exclude}
-    resp = await client.post("/v1/jobs", json=job_body(user_id, schedule=schedule))
+    resp = await tenant_client.post("/v1/jobs", json=job_body(user_id, schedule=schedule))
     assert resp.status == 422, await resp.text()
     [error] = (await resp.json())["errors"]
     assert error["field"] == field and message in error["message"], error
@@ -226,19 +214,23 @@ async def test_a_job_with_an_unknown_calendar_or_excluding_everything_is_422(
 
 
 async def test_a_job_naming_a_calendar_is_accepted(
-    client: Client, kafka_settings: KafkaSettings, topic_catalog: Catalog, user_id: str
+    tenant_client: Client, kafka_settings: KafkaSettings, topic_catalog: Catalog, user_id: str
 ) -> None:
-    assert (await client.post("/v1/calendars", json={"name": "weekends", **WEEKENDS})).status == 201
+    assert (
+        await tenant_client.post("/v1/calendars", json={"name": "weekends", **WEEKENDS})
+    ).status == 201
     schedule = {"type": "cron", "expression": "0 9 * * *", "exclude": {"calendars": ["weekends"]}}
-    resp = await client.post("/v1/jobs", json=job_body(user_id, schedule=schedule))
+    resp = await tenant_client.post("/v1/jobs", json=job_body(user_id, schedule=schedule))
     assert resp.status == 202, await resp.text()
     [command] = await commands_for(kafka_settings, topic_catalog, user_id)
     # The command names the calendar; the owning shard copies its rules when it stores it.
     assert command.job.schedule.exclude.calendars == ["weekends"]
 
 
-async def test_the_preview_shows_excluded_occurrences(client: Client, user_id: str) -> None:
-    assert (await client.post("/v1/calendars", json={"name": "weekends", **WEEKENDS})).status == 201
+async def test_the_preview_shows_excluded_occurrences(tenant_client: Client, user_id: str) -> None:
+    assert (
+        await tenant_client.post("/v1/calendars", json={"name": "weekends", **WEEKENDS})
+    ).status == 201
     body = {
         "schedule": {
             "type": "cron",
@@ -252,7 +244,7 @@ async def test_the_preview_shows_excluded_occurrences(client: Client, user_id: s
         "from": datetime(2030, 1, 11, tzinfo=UTC).isoformat(),
         "count": 5,
     }
-    resp = await client.post("/v1/schedules/preview", json=body)
+    resp = await tenant_client.post("/v1/schedules/preview", json=body)
     assert resp.status == 200, await resp.text()
     fires = [(f["local"][:10], f["excluded"]) for f in (await resp.json())["fires"]]
     assert fires == [
@@ -264,6 +256,6 @@ async def test_the_preview_shows_excluded_occurrences(client: Client, user_id: s
     ]
 
     body["schedule"]["exclude"] = {"calendars": ["nope"]}  # type: ignore[index]
-    resp = await client.post("/v1/schedules/preview", json=body)
+    resp = await tenant_client.post("/v1/schedules/preview", json=body)
     assert resp.status == 422
     assert (await resp.json())["errors"][0]["field"] == "schedule.exclude.calendars"
