@@ -16,10 +16,11 @@ import pytest
 from core.settings import KafkaSettings
 from scheduler.commands import CommandHandler, Rejected
 from scheduler.records import Record
-from schemas.v1.commands import CreateCommand
+from schemas.v1.commands import CreateCommand, UpdateCommand
+from schemas.v1.schedules import Exclude
 from tests.integration.conftest import Client
 from tests.integration.scheduler_harness import ShardHarness, shard_harness, utc
-from tests.integration.test_api_submit import commands_for, job_body
+from tests.integration.test_api_submit import _insert_job, commands_for, job_body
 from topics.catalog import Catalog
 
 pytestmark = pytest.mark.services
@@ -137,6 +138,47 @@ async def test_the_shard_refuses_an_unknown_calendar_or_an_exclusion_of_everythi
         assert not await pool.fetchval(
             "SELECT count(*) FROM kjs_jobs WHERE job_id = $1", command.job.job_id
         )
+
+
+async def test_an_update_copies_the_calendar_as_it_is_then(
+    pool: asyncpg.Pool, kafka_settings: KafkaSettings, user_id: str
+) -> None:
+    await add_calendar(pool, user_id, "weekends", WEEKENDS)
+    async with shard_harness(pool, kafka_settings, start=utc(FRIDAY, "08:00:00")) as h:
+        job = await h.add_job(user_id, {"type": "cron", "expression": "0 9 * * *"})
+        schedule = {
+            "type": "cron",
+            "expression": "0 10 * * *",
+            "exclude": {"calendars": ["weekends"]},
+        }
+        update = UpdateCommand.model_validate(
+            {
+                "type": "update",
+                "user_id": user_id,
+                "job_id": str(job),
+                "changes": {"schedule": schedule},
+            }
+        )
+        value = update.model_dump_json().encode()
+        record = Record(h.catalog.commands.name, h.shard, 1, user_id.encode(), value)
+        handler = CommandHandler(h.shards, h.pool, h.sender, h.catalog, h.settings, clock=h.clock)
+        assert await handler._apply(update, record) == "updated"
+        stored = await pool.fetchval("SELECT schedule FROM kjs_jobs WHERE job_id = $1", job)
+        assert stored["exclude"]["resolved"] == {"weekends": {"dates": [], **WEEKENDS}}
+
+        unknown = update.model_copy(
+            update={
+                "changes": update.changes.model_copy(
+                    update={
+                        "schedule": update.changes.schedule.model_copy(  # type: ignore[union-attr]
+                            update={"exclude": Exclude(calendars=["nope"])}
+                        )
+                    }
+                )
+            }
+        )
+        with pytest.raises(Rejected, match="unknown calendar: 'nope'"):
+            await handler._apply(unknown, record)
 
 
 # -- HTTP ------------------------------------------------------------------------------------
@@ -259,3 +301,19 @@ async def test_the_preview_shows_excluded_occurrences(tenant_client: Client, use
     resp = await tenant_client.post("/v1/schedules/preview", json=body)
     assert resp.status == 422
     assert (await resp.json())["errors"][0]["field"] == "schedule.exclude.calendars"
+
+
+async def test_an_update_to_an_unknown_calendar_is_422(
+    tenant_client: Client,
+    pool: asyncpg.Pool,
+    kafka_settings: KafkaSettings,
+    topic_catalog: Catalog,
+    user_id: str,
+) -> None:
+    job_id = await _insert_job(pool, user_id, "scheduled")
+    schedule = {"type": "interval", "every_seconds": 60, "exclude": {"calendars": ["nope"]}}
+    resp = await tenant_client.patch(f"/v1/jobs/{job_id}", json={"schedule": schedule})
+    assert resp.status == 422, await resp.text()
+    [error] = (await resp.json())["errors"]
+    assert error["field"] == "schedule.exclude.calendars", error
+    assert await commands_for(kafka_settings, topic_catalog, user_id) == []
