@@ -6,6 +6,9 @@ a stepped clock); the HTTP side on the in-process API, which publishes the comma
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -321,3 +324,61 @@ async def test_a_once_job_has_no_backfill(
     resp = await tenant_client.post(f"/v1/jobs/{job_id}/backfill", json=_range(3, 1))
     assert resp.status == 422
     assert (await resp.json())["errors"][0]["field"] == "job_id"
+
+
+# -- kjs jobs backfill -----------------------------------------------------------------------
+
+
+async def kjs_jobs(client: Client, key: str, *args: str) -> tuple[int, str, str]:
+    """``kjs jobs ...`` as a user runs it, against the in-process API."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KJS_")}
+    env.update(KJS_API_URL=str(client.make_url("/")).rstrip("/"), KJS_API_KEY=key)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "kjs.cli",
+        "jobs",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    assert "Traceback" not in err.decode(), err.decode()
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_kjs_jobs_backfill_prints_what_it_accepted_and_refuses_on_one_line(
+    tenant_client: Client,
+    pool: asyncpg.Pool,
+    kafka_settings: KafkaSettings,
+    topic_catalog: Catalog,
+    auth_headers: dict[str, str],
+    user_id: str,
+) -> None:
+    key = auth_headers["Authorization"].removeprefix("Bearer ")
+    job_id = str(await _job(pool, user_id, EVERY_5_MIN))
+    past = _range(3, 2)
+
+    code, out, _ = await kjs_jobs(
+        tenant_client, key, "backfill", job_id, "--from", past["from"], "--to", past["to"]
+    )
+    assert code == 0
+    assert out.strip() == f"job {job_id}: backfill of 24 occurrences accepted"
+    assert len(await commands_for(kafka_settings, topic_catalog, user_id)) == 1
+
+    for bad, says in [
+        (_range(1, -1), "kjs: 422 Unprocessable Entity: to: must be after from"),
+        (_range(1, 2), "kjs: 422 Unprocessable Entity: to: is in the future"),
+        (_range(100, 90), "kjs: 422 Unprocessable Entity: to: the range holds more than 1000"),
+    ]:
+        code, out, err = await kjs_jobs(
+            tenant_client, key, "backfill", job_id, "--from", bad["from"], "--to", bad["to"]
+        )
+        assert (code, out) == (1, "")
+        assert len(err.splitlines()) == 1 and err.startswith(says), err
+    assert len(await commands_for(kafka_settings, topic_catalog, user_id)) == 1
+
+    code, _, err = await kjs_jobs(tenant_client, key, "backfill", job_id, "--from", past["from"])
+    assert code == 2 and "--to" in err
