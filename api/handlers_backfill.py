@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 from api import commands
 from api.deps import DEPS
 from api.errors import Conflict, FieldError
-from api.handlers_jobs import owned_job, path_job_id
+from api.handlers_jobs import owned_job, path_job_id, within_daily_runs
 from api.validation import parse_json, validate_model
 from api.views import model_response
 from core.clock import utcnow
@@ -45,6 +45,7 @@ async def backfill_job(request: web.Request) -> web.Response:
     owner = await owned_job(request, job_id)
     if owner["status"] not in ALLOWED_FROM["backfill"]:
         raise Conflict(f"cannot backfill a job that is {owner['status']}", status=owner["status"])
+    await within_daily_runs(request, str(owner["user_id"]))
     schedule = _SCHEDULE.validate_python(owner["schedule"])
     try:
         found = backfill_occurrences(

@@ -153,6 +153,7 @@ _ROUTES: tuple[Route, ...] = (
             404: _NOT_FOUND,
             409: Reply("Illegal for the job's status (cancelled).", ConflictBody),
             422: _BAD_REQUEST,
+            429: _DAILY_QUOTA,
             503: _UNAVAILABLE,
         },
         body=BackfillRange,

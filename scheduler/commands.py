@@ -230,12 +230,24 @@ class CommandHandler:
             overlap = command.overlap or getattr(schedule, "overlap", "allow")
             return occurrences, overlap != "allow"
 
+        async def count_runs(conn: Any, runs: int) -> None:
+            await DailyBudget(self.quotas).take_runs(conn, command.user_id, now, runs)
+
         try:
             runs = await backfill_job(
-                self.pool, partition, shard.epoch, command.user_id, command.job_id, plan, now
+                self.pool,
+                partition,
+                shard.epoch,
+                command.user_id,
+                command.job_id,
+                plan,
+                now,
+                count_runs,
             )
         except BackfillRefused as exc:
             raise Rejected(f"backfill: {exc}") from None
+        except QuotaExceeded as exc:
+            raise Rejected(f"quota: {exc.reason}") from None
         if isinstance(runs, str):
             raise Rejected(f"backfill: job {command.job_id} is {runs}")
         for run in runs:

@@ -122,15 +122,21 @@ async def backfill_job(
     job_id: UUID,
     plan: Callable[[asyncpg.Record], tuple[list[datetime], bool]],
     now: datetime,
+    count_runs: Callable[[asyncpg.Connection, int], Awaitable[None]] | None = None,
 ) -> list[PendingRun] | str:
     """Store a backfill's runs; returns those due now, or ``unknown`` / ``cancelled``.
 
     ``plan`` maps the locked job to the occurrences to run and whether they run one at a
-    time; it raises to refuse the backfill, and nothing is written.
+    time; it raises to refuse the backfill, and nothing is written. ``count_runs`` (the
+    executions-per-day quota) counts the runs stored, in the same transaction, or raises
+    to refuse them all.
     """
     async with fenced(pool, shard, epoch) as conn:
         job = await _lock(conn, user_id, job_id, ALLOWED_FROM["backfill"], str)
         if isinstance(job, str):
             return job
         occurrences, serial = plan(job)
-        return await add_backfill_runs(conn, shard, job, occurrences, serial, now)
+        stored, due = await add_backfill_runs(conn, shard, job, occurrences, serial, now)
+        if count_runs is not None:
+            await count_runs(conn, stored)
+    return due

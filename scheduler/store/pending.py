@@ -82,9 +82,9 @@ async def add_backfill_runs(
     occurrences: list[datetime],
     serial: bool,
     now: datetime,
-) -> list[PendingRun]:
+) -> tuple[int, list[PendingRun]]:
     """A backfill of ``job`` (its locked row): a pending run of each occurrence that has no
-    execution yet, marked as a backfill; returns the runs due now.
+    execution yet, marked as a backfill; returns how many it stored, and the runs due now.
 
     Allowed to overlap, they are all due now, a microsecond apart in occurrence order, so
     the timer dispatches them in that order. Serial (any other overlap policy), they wait
@@ -105,8 +105,8 @@ async def add_backfill_runs(
     )
     if serial:
         released = await release_backfill_run(conn, job_id, now)
-        return [released] if released else []
-    return [PendingRun(r["execution_id"], r["due_at"]) for r in stored]
+        return len(stored), [released] if released else []
+    return len(stored), [PendingRun(r["execution_id"], r["due_at"]) for r in stored]
 
 
 async def release_backfill_run(

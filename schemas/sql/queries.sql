@@ -366,6 +366,14 @@ ON CONFLICT (user_id, day) DO UPDATE SET executions = kjs_tenant_usage.execution
 WHERE kjs_tenant_usage.executions < $3
 RETURNING executions;
 
+-- name: take_runs
+-- $4 runs more (a backfill's), unless they would pass the day's limit ($3): no row back means
+-- refused, all of them.
+INSERT INTO kjs_tenant_usage (user_id, day, executions) VALUES ($1, $2, $4)
+ON CONFLICT (user_id, day) DO UPDATE SET executions = kjs_tenant_usage.executions + $4
+WHERE kjs_tenant_usage.executions + $4 <= $3
+RETURNING executions;
+
 
 -- ---------------------------------------------------------------------------------------------
 -- The API's reads (api/queries.py)

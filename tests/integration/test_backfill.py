@@ -18,7 +18,8 @@ import pytest
 
 from api.models import ExecutionDetail
 from core.queries import QUERIES
-from core.settings import KafkaSettings
+from core.quotas import Quotas
+from core.settings import KafkaSettings, QuotaLimits, SecuritySettings
 from scheduler.commands import CommandHandler, Rejected
 from scheduler.records import Record
 from scheduler.results import ResultHandler
@@ -54,10 +55,11 @@ class Backfills:
     """The shard's command handler, applying backfill commands as if from the shard's own
     partition of ``jobs.commands`` (the routing to it is tested elsewhere)."""
 
-    def __init__(self, h: ShardHarness) -> None:
+    def __init__(self, h: ShardHarness, quotas: Quotas | None = None) -> None:
         self.h = h
+        quotas = quotas or Quotas(SecuritySettings())
         self.handler = CommandHandler(
-            h.shards, h.pool, h.sender, h.catalog, h.settings, clock=h.clock
+            h.shards, h.pool, h.sender, h.catalog, h.settings, quotas=quotas, clock=h.clock
         )
         self.offset = 0
 
@@ -189,6 +191,38 @@ async def test_a_serial_backfill_runs_one_occurrence_at_a_time(
 
         assert [r["status"] for r in await backfill_rows(pool, job)] == ["succeeded"] * 3
         assert len(h.due_events(job)) == 3
+
+
+async def test_a_backfill_spends_the_daily_executions_quota_all_or_nothing(
+    pool: asyncpg.Pool, kafka_settings: KafkaSettings, user_id: str
+) -> None:
+    def limited(per_day: int) -> Quotas:
+        return Quotas(
+            SecuritySettings(
+                quota_tenant_tiers={user_id: "t"},
+                quota_tiers={"t": QuotaLimits(executions_per_day=per_day)},
+            )
+        )
+
+    async def used() -> int | None:
+        n: int | None = await pool.fetchval(
+            "SELECT executions FROM kjs_tenant_usage WHERE user_id = $1", user_id
+        )
+        return n
+
+    async with shard_harness(pool, kafka_settings, start=NOON) as h:
+        job = await h.add_job(user_id, EVERY_5_MIN)
+        two_hours = command(user_id, job, "10:00:00", "12:00:00")
+        with pytest.raises(Rejected, match="quota: 24 runs would pass 23 executions per day"):
+            await Backfills(h, limited(23)).apply(two_hours)
+        assert await backfill_rows(pool, job) == []
+        assert not await used()
+
+        assert await Backfills(h, limited(30)).apply(two_hours) == "backfilled"
+        assert await used() == 24
+        # Nothing stored again, nothing counted again.
+        assert await Backfills(h, limited(30)).apply(two_hours) == "backfilled"
+        assert await used() == 24
 
 
 @pytest.mark.parametrize(
