@@ -10,6 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from api import commands, queries
+from api.calendars import check_schedule
 from api.deps import DEPS, QUOTAS
 from api.errors import Conflict, NotFound, TooLarge, TooManyRequests
 from api.metrics import METRICS
@@ -110,6 +111,7 @@ async def submit_job(request: web.Request) -> web.Response:
         # Left out, the tenant is the credential's; named, the credential must cover it.
         spec = submission.for_tenant(await resolve_tenant(request, submission.user_id))
         within_payload(request, spec.user_id, spec.target)
+        await check_schedule(request, spec.user_id, spec.schedule, utcnow())
         await _within_quotas(request, spec.user_id)
         job_id = commands.job_id_for(spec)
         await commands.send(deps, commands.create_command(spec, job_id))

@@ -13,12 +13,14 @@ from uuid import UUID
 from aiohttp import web
 
 from api import commands
+from api.calendars import check_schedule
 from api.deps import DEPS
 from api.errors import Conflict
 from api.handlers_jobs import owned_job, path_job_id, within_daily_runs, within_payload
 from api.models import LifecycleAccepted
 from api.validation import parse_json, validate_model
 from api.views import model_response
+from core.clock import utcnow
 from schemas.v1.commands import (
     JobChanges,
     PauseCommand,
@@ -55,6 +57,8 @@ async def apply(
             raise ValueError("an update needs its changes")
         if changes.target is not None:
             within_payload(request, user_id, changes.target)
+        if changes.schedule is not None:
+            await check_schedule(request, user_id, changes.schedule, utcnow())
         command = UpdateCommand(type="update", user_id=user_id, job_id=job_id, changes=changes)
     await commands.send(request.app[DEPS], command)
 

@@ -126,6 +126,8 @@ class ExecutionDetail(ExecutionView):
     due_at: UtcDatetime | None
     # Extended by the running worker's heartbeat; a lapsed one means the worker is gone.
     lease_until: UtcDatetime | None
+    # A run of a backfill (POST /v1/jobs/{id}/backfill): a past occurrence run on request.
+    backfill: bool = False
 
 
 class JobView(_Body):

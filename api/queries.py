@@ -11,7 +11,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -63,7 +63,8 @@ async def get_job(pool: asyncpg.Pool, job_id: UUID) -> asyncpg.Record | None:
 
 @_store_errors
 async def job_owner(pool: asyncpg.Pool, job_id: UUID) -> asyncpg.Record | None:
-    """(user_id, status) of a job: all that cancel and the executions listing need."""
+    """(user_id, status, schedule, created_at) of a job: what cancel, the executions listing
+    and a backfill's checks need."""
     return await pool.fetchrow(QUERIES["job_owner"], job_id)
 
 
@@ -116,3 +117,38 @@ async def ping(pool: asyncpg.Pool, timeout_s: float) -> None:
     # The timeout covers acquiring a connection too, which is where a down server hangs.
     async with asyncio.timeout(timeout_s):
         await pool.fetchval(QUERIES["ping"])
+
+
+# -- named calendars (api/handlers_calendars.py, api/calendars.py) ----------------------------
+
+
+@_store_errors
+async def insert_calendar(
+    pool: asyncpg.Pool, user_id: str, name: str, rules: dict[str, Any]
+) -> asyncpg.Record | None:
+    """The new calendar's row; ``None`` when the tenant has one of that name already."""
+    return await pool.fetchrow(QUERIES["insert_calendar"], user_id, name, rules)
+
+
+@_store_errors
+async def list_calendars(pool: asyncpg.Pool, user_id: str) -> list[asyncpg.Record]:
+    return list(await pool.fetch(QUERIES["list_calendars"], user_id))
+
+
+@_store_errors
+async def get_calendar(pool: asyncpg.Pool, user_id: str, name: str) -> asyncpg.Record | None:
+    return await pool.fetchrow(QUERIES["get_calendar"], user_id, name)
+
+
+@_store_errors
+async def delete_calendar(pool: asyncpg.Pool, user_id: str, name: str) -> bool:
+    return await pool.fetchval(QUERIES["delete_calendar"], user_id, name) is not None
+
+
+@_store_errors
+async def calendars_by_name(
+    pool: asyncpg.Pool, user_id: str, names: list[str]
+) -> dict[str, dict[str, Any]]:
+    """The rules of those of the tenant's calendars named, by name."""
+    rows = await pool.fetch(QUERIES["calendars_by_name"], user_id, names)
+    return {r["name"]: r["exclude"] for r in rows}

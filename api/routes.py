@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from api import handlers_backfill as backfill
+from api import handlers_calendars as calendars
 from api import handlers_executions as executions
 from api import handlers_jobs as jobs
 from api import handlers_lifecycle as lifecycle
@@ -26,7 +28,7 @@ from api.models import (
     SubmitAccepted,
 )
 from api.routing import Reply, Route
-from schemas.v1.commands import JobChanges
+from schemas.v1.commands import BackfillRange, JobChanges
 from schemas.v1.jobs import JobSubmission
 
 _NOT_FOUND = Reply("No such job (also for a malformed id).", ErrorBody)
@@ -142,6 +144,22 @@ _ROUTES: tuple[Route, ...] = (
         tags=("jobs",),
     ),
     Route(
+        "POST",
+        "/v1/jobs/{job_id}/backfill",
+        backfill.backfill_job,
+        "Run a recurring job's occurrences in a past range [from, to), in order, each once.",
+        {
+            202: Reply("Accepted; the owning shard runs them.", backfill.BackfillAccepted),
+            404: _NOT_FOUND,
+            409: Reply("Illegal for the job's status (cancelled).", ConflictBody),
+            422: _BAD_REQUEST,
+            429: _DAILY_QUOTA,
+            503: _UNAVAILABLE,
+        },
+        body=BackfillRange,
+        tags=("jobs",),
+    ),
+    Route(
         "GET",
         "/v1/jobs/{job_id}/executions",
         jobs.list_executions,
@@ -178,6 +196,59 @@ _ROUTES: tuple[Route, ...] = (
         },
         body=schedules.PreviewRequest,
         tags=("schedules",),
+    ),
+    Route(
+        "POST",
+        "/v1/calendars",
+        calendars.create_calendar,
+        "Define a named calendar (dates, cron rules) that jobs exclude with exclude.calendars.",
+        {
+            201: Reply("The calendar.", calendars.CalendarView),
+            409: Reply("The tenant has a calendar of that name.", ErrorBody),
+            422: _BAD_REQUEST,
+            503: _UNAVAILABLE,
+        },
+        body=calendars.CalendarSpec,
+        tags=("calendars",),
+    ),
+    Route(
+        "GET",
+        "/v1/calendars",
+        calendars.list_calendars,
+        "A tenant's calendars, by name.",
+        {
+            200: Reply("The calendars.", calendars.CalendarList),
+            422: _BAD_REQUEST,
+            503: _UNAVAILABLE,
+        },
+        query=calendars.CalendarQuery,
+        tags=("calendars",),
+    ),
+    Route(
+        "GET",
+        "/v1/calendars/{name}",
+        calendars.get_calendar,
+        "One calendar.",
+        {
+            200: Reply("The calendar.", calendars.CalendarView),
+            404: Reply("No such calendar.", ErrorBody),
+            503: _UNAVAILABLE,
+        },
+        query=calendars.CalendarQuery,
+        tags=("calendars",),
+    ),
+    Route(
+        "DELETE",
+        "/v1/calendars/{name}",
+        calendars.delete_calendar,
+        "Delete a calendar; the jobs that named it keep the copy of its rules they hold.",
+        {
+            204: Reply("Deleted."),
+            404: Reply("No such calendar.", ErrorBody),
+            503: _UNAVAILABLE,
+        },
+        query=calendars.CalendarQuery,
+        tags=("calendars",),
     ),
     Route(
         "GET",

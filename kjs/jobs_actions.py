@@ -153,6 +153,14 @@ async def _update(client: Client, args: argparse.Namespace) -> int:
     return _answer(args, accepted, f"job {accepted.job_id}: {accepted.action} {accepted.status}")
 
 
+async def _backfill(client: Client, args: argparse.Namespace) -> int:
+    accepted = await client.backfill(
+        args.job_id, parse_instant(args.from_), parse_instant(args.to), args.overlap
+    )
+    text = f"job {accepted.job_id}: backfill of {accepted.occurrences} occurrences accepted"
+    return _answer(args, accepted, text)
+
+
 _SCHEDULE: TypeAdapter[Any] = TypeAdapter(Schedule)
 
 
@@ -195,6 +203,7 @@ ACTIONS: dict[str, Action] = {
     "resume": _lifecycle("resume"),
     "trigger": _lifecycle("trigger"),
     "update": _update,
+    "backfill": _backfill,
     "preview": _preview,
 }
 
@@ -207,6 +216,10 @@ def _line(text: str) -> str:
 
 
 def _refused(exc: ApiError, has_key: bool) -> None:
+    if isinstance(exc, InvalidRequest) and len(exc.errors) == 1:
+        field, message = exc.errors[0]
+        print(f"{PROG}: {exc.status} {exc.reason}: {field}: {_line(message)}", file=sys.stderr)
+        return
     if isinstance(exc, InvalidRequest) and exc.errors:
         print(f"{PROG}: {exc.status} {exc.reason}", file=sys.stderr)
         for field, message in exc.errors:

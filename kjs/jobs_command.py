@@ -75,6 +75,18 @@ def _schedule_flags(p: argparse.ArgumentParser) -> None:
     when.add_argument("--at", metavar="TIME", help="once, at an RFC 3339 time")
     when.add_argument("--in", dest="in_", metavar="DURATION", help="once, this long from now")
     p.add_argument("--tz", metavar="ZONE", help="the IANA zone of --cron (or of a naive --at)")
+    p.add_argument(
+        "--calendar", action="append", metavar="NAME", help="skip a named calendar's times"
+    )
+    p.add_argument(
+        "--exclude-cron", action="append", metavar="EXPR", help="skip the times EXPR matches"
+    )
+    p.add_argument(
+        "--exclude-dates",
+        action="append",
+        metavar="DATE[..DATE]",
+        help="skip these local dates (both ends included)",
+    )
 
 
 def _job_flags(p: argparse.ArgumentParser) -> None:
@@ -98,7 +110,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     """Register ``kjs jobs`` and its subcommands on ``kjs``'s subparsers."""
     jobs = sub.add_parser(
         "jobs",
-        help="jobs through the HTTP API: create, list, get, runs, logs, cancel, ...",
+        help="jobs through the HTTP API: create, list, get, runs, logs, cancel, backfill, ...",
         description="Create, inspect and control jobs through the HTTP API (KJS_API_URL, "
         "KJS_API_KEY). Exit status: 0 done, 1 refused by the API or unreachable, 2 usage.",
     )
@@ -162,6 +174,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         ("trigger", "run a job once more, now"),
     ):
         action(name, help).add_argument("job_id", type=job_id, metavar="JOB_ID")
+    b = action("backfill", "run a recurring job's occurrences in a past range, each once")
+    b.add_argument("job_id", type=job_id, metavar="JOB_ID")
+    b.add_argument("--from", dest="from_", required=True, metavar="TIME", help="range start")
+    b.add_argument("--to", required=True, metavar="TIME", help="range end (excluded, not future)")
+    b.add_argument(
+        "--overlap",
+        choices=("allow", "forbid", "replace", "buffer_one"),
+        help="allow: all at once; others: one at a time (default: the job's policy)",
+    )
     u = action("update", "change a job's name, schedule, target, priority or retries")
     u.add_argument("job_id", type=job_id, metavar="JOB_ID")
     _job_flags(u)

@@ -202,6 +202,8 @@ def preview_table(preview: PreviewResponse, description: str) -> str:
             notes.append(f"shifted from {fire.nominal:%H:%M:%S} (DST gap)")
         if fire.fold:
             notes.append("second pass of a repeated hour (DST fold)")
+        if fire.excluded:
+            notes.append(fire.excluded)
         rows.append([str(i), f"{local} {fire.offset}", stamp(fire.utc), "; ".join(notes)])
     head = ["#", f"LOCAL ({preview.timezone})", "UTC", "NOTE"]
     shown = f"next {len(preview.fires)} fire time(s) of {description}"

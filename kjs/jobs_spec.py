@@ -126,8 +126,33 @@ def read_document(path: str) -> dict[str, Any]:
     return data
 
 
+def _exclude(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``--calendar``, ``--exclude-cron`` and ``--exclude-dates`` as a schedule's exclude."""
+    calendars = getattr(args, "calendar", None) or []
+    crons = getattr(args, "exclude_cron", None) or []
+    dates = []
+    for span in getattr(args, "exclude_dates", None) or []:
+        first, _, last = span.partition("..")
+        dates.append({"from": first.strip(), "to": (last or first).strip()})
+    if not (calendars or crons or dates):
+        return None
+    exclude: dict[str, Any] = {"calendars": calendars, "cron": crons, "dates": dates}
+    return {k: v for k, v in exclude.items() if v}
+
+
 def schedule_from_flags(args: argparse.Namespace) -> dict[str, Any] | None:
-    """``--cron``/``--every``/``--at``/``--in`` (with ``--tz``) as a schedule, or None."""
+    """``--cron``/``--every``/``--at``/``--in`` (with ``--tz``, and a recurring one's
+    exclusions) as a schedule, or None."""
+    schedule = _when(args)
+    exclude = _exclude(args)
+    if exclude is not None:
+        if schedule is None or schedule["type"] == "once":
+            raise UsageError("--calendar/--exclude-* apply to --cron and --every")
+        schedule["exclude"] = exclude
+    return schedule
+
+
+def _when(args: argparse.Namespace) -> dict[str, Any] | None:
     tz: str | None = args.tz
     if args.cron is not None:
         schedule: dict[str, Any] = {"type": "cron", "expression": args.cron}

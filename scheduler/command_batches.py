@@ -27,6 +27,7 @@ from scheduler.shards import NotOwned
 from scheduler.store.jobs import insert_jobs
 from scheduler.store.shards import Fenced
 from schemas.v1.commands import CreateCommand
+from timetable.exclusions import needs_calendars
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,8 @@ class CommandBatches:
             if handler.home_of(command) != record.partition:
                 return None
             if handler.quotas.counts_creates(command.user_id):
+                return None
+            if needs_calendars(command.job.schedule):  # read from Postgres, one by one
                 return None
             row, due = handler.new_job(command, record, handler.clock())
         except Rejected:

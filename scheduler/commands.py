@@ -19,6 +19,7 @@ from core.queries import QUERIES
 from core.quotas import PayloadTooLarge, QuotaExceeded, Quotas, target_bytes
 from core.secrets import SecretBox
 from core.settings import SchedulerSettings, SecuritySettings, TargetSettings
+from scheduler.calendars import resolve_calendars
 from scheduler.daily_budget import DailyBudget
 from scheduler.deadletters import dead_letter
 from scheduler.firing import SCHEDULE, effective_due, fires_close
@@ -29,10 +30,11 @@ from scheduler.outages import until_available
 from scheduler.records import Record
 from scheduler.shards import NotOwned, OwnedShard, Shards
 from scheduler.store.jobs import insert_job, job_exists
-from scheduler.store.lifecycle import cancel_job, change_job, trigger_job
+from scheduler.store.lifecycle import backfill_job, cancel_job, change_job, trigger_job
 from scheduler.store.shards import Fenced
 from schemas.v1.commands import (
     AnyCommand,
+    BackfillCommand,
     CancelCommand,
     CreateCommand,
     JobChanges,
@@ -47,6 +49,8 @@ from schemas.v1.schedules import OnceSchedule
 from schemas.v1.statuses import ALLOWED_FROM
 from schemas.v1.target_policy import check_target, describe
 from schemas.v1.targets import Target
+from timetable.backfill import BackfillRefused, backfill_occurrences
+from timetable.exclusions import UnknownCalendar, exclusion_problem
 from timetable.occurrences import first_run
 from topics.catalog import Catalog
 from topics.partitioner import partition_for
@@ -186,6 +190,8 @@ class CommandHandler:
             return await self._cancel(command, record.partition, shard)
         if isinstance(command, TriggerCommand):
             return await self._trigger(command, record.partition, shard, traceparent)
+        if isinstance(command, BackfillCommand):
+            return await self._backfill(command, record.partition, shard)
         return await self._change(command, record.partition, shard)
 
     async def _cancel(self, command: CancelCommand, partition: int, shard: OwnedShard) -> str:
@@ -225,6 +231,41 @@ class CommandHandler:
         shard.timer.offer_pending(triggered.execution_id, triggered.due_at)
         return "triggered"
 
+    async def _backfill(self, command: BackfillCommand, partition: int, shard: OwnedShard) -> str:
+        now = self.clock()
+
+        def plan(job: Any) -> tuple[list[datetime], bool]:
+            schedule = SCHEDULE.validate_python(job["schedule"])
+            occurrences = backfill_occurrences(
+                schedule, command.from_, command.to, now, anchor=job["created_at"]
+            )
+            overlap = command.overlap or getattr(schedule, "overlap", "allow")
+            return occurrences, overlap != "allow"
+
+        async def count_runs(conn: Any, runs: int) -> None:
+            await DailyBudget(self.quotas).take_runs(conn, command.user_id, now, runs)
+
+        try:
+            runs = await backfill_job(
+                self.pool,
+                partition,
+                shard.epoch,
+                command.user_id,
+                command.job_id,
+                plan,
+                now,
+                count_runs,
+            )
+        except BackfillRefused as exc:
+            raise Rejected(f"backfill: {exc}") from None
+        except QuotaExceeded as exc:
+            raise Rejected(f"quota: {exc.reason}") from None
+        if isinstance(runs, str):
+            raise Rejected(f"backfill: job {command.job_id} is {runs}")
+        for run in runs:
+            shard.timer.offer_pending(run.execution_id, run.due_at)
+        return "backfilled"
+
     async def _change(
         self,
         command: PauseCommand | ResumeCommand | UpdateCommand,
@@ -244,6 +285,10 @@ class CommandHandler:
         else:
             if command.changes.target is not None:
                 self._within_payload(command.user_id, command.changes.target)
+            if command.changes.schedule is not None:
+                schedule = await self._resolved(command.user_id, command.changes.schedule)
+                changed_to = command.changes.model_copy(update={"schedule": schedule})
+                command = command.model_copy(update={"changes": changed_to})
             changes = _sealed(self.secrets, command, now)
         allowed = ALLOWED_FROM[command.type]
         changed = await change_job(
@@ -273,6 +318,13 @@ class CommandHandler:
             self.quotas.check_payload(user_id, target_bytes(target))
         except PayloadTooLarge as exc:
             raise Rejected(f"quota: {exc.reason}") from None
+
+    async def _resolved(self, user_id: str, schedule: Any) -> Any:
+        """The schedule with its named calendars' rules copied in (``Rejected``: unknown)."""
+        try:
+            return await resolve_calendars(self.pool, user_id, schedule)
+        except UnknownCalendar as exc:
+            raise Rejected(f"schedule.exclude.calendars: {exc}") from None
 
     async def _within_quotas(self, user_id: str, job_id: UUID, record: Record) -> None:
         """Rejected ("quota: ...") past the tenant's limits. This shard sees every command of
@@ -313,6 +365,7 @@ class CommandHandler:
         first = first_run(job.schedule, now, anchor=now)
         if first is None:
             raise Rejected("schedule has no future occurrence")
+        _check_exclusions(job.schedule, now, anchor=now)
         job_id = job_id_of(command, record)
         row = NewJob(
             job_id=job_id,
@@ -339,6 +392,10 @@ class CommandHandler:
         shard: OwnedShard,
         traceparent: str | None = None,
     ) -> str:
+        schedule = await self._resolved(command.user_id, command.job.schedule)
+        command = command.model_copy(
+            update={"job": command.job.model_copy(update={"schedule": schedule})}
+        )
         row, due = self.new_job(command, record, self.clock(), traceparent)
         await self._within_quotas(row.user_id, row.job_id, record)
         if not await insert_job(self.pool, shard.epoch, row):
@@ -380,7 +437,15 @@ def _update(changes: JobChanges, now: datetime) -> Callable[[dict[str, Any]], di
             nxt = first_run(changes.schedule, now, anchor=row["created_at"])
             if nxt is None:
                 raise Rejected("update: the new schedule has no future occurrence")
+            _check_exclusions(changes.schedule, now, anchor=row["created_at"])
             values["next_run_at"] = nxt
         return values
 
     return columns
+
+
+def _check_exclusions(schedule: Any, now: datetime, anchor: datetime) -> None:
+    """``Rejected`` when the schedule's exclusions leave nothing to run (a bounded look)."""
+    problem = exclusion_problem(schedule, now, anchor)
+    if problem is not None:
+        raise Rejected(f"schedule.exclude: {problem}")

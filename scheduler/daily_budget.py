@@ -22,7 +22,7 @@ from datetime import datetime
 import asyncpg
 
 from core.queries import QUERIES
-from core.quotas import Quotas, next_day_start, usage_day
+from core.quotas import QuotaExceeded, Quotas, next_day_start, usage_day
 from scheduler.model import Fired, Skip
 
 
@@ -112,3 +112,17 @@ class DailyBudget:
             return
         if await conn.fetchval(QUERIES["take_one_run"], user_id, usage_day(now), cap) is None:
             self._quotas.check_executions(user_id, cap, now)
+
+    async def take_runs(
+        self, conn: asyncpg.Connection, user_id: str, now: datetime, runs: int
+    ) -> None:
+        """Count a backfill's ``runs``, all or none; ``QuotaExceeded`` when they would pass
+        today's budget."""
+        cap = self._quotas.executions_cap(user_id)
+        if cap is None or runs == 0:
+            return
+        if runs > cap or (
+            await conn.fetchval(QUERIES["take_runs"], user_id, usage_day(now), cap, runs) is None
+        ):
+            wait = (next_day_start(now) - now).total_seconds()
+            raise QuotaExceeded(f"{runs} runs would pass {cap} executions per day (UTC)", wait)

@@ -22,6 +22,7 @@ from scheduler.model import DueJob, Fired, FiringJob, Occurrence, Skip
 from scheduler.store.firing import mark_dispatched, undispatched
 from schemas.v1.ids import execution_id_for
 from schemas.v1.schedules import OnceSchedule, Schedule
+from timetable.exclusions import excluded, has_exclusions
 from timetable.occurrences import jitter_delay, next_run, occurrences
 from topics.catalog import Catalog
 
@@ -100,7 +101,8 @@ def plan(
     2. Catch-up: those later than ``misfire_grace_s`` are misfires. ``none`` skips them,
        ``latest`` runs the most recent one, ``all`` the ``max_catchup`` most recent ones;
        occurrences still within the grace run as usual. Every skip is counted and the most
-       recent are recorded as 'skipped' executions.
+       recent are recorded as 'skipped' executions. An excluded occurrence (``exclude``:
+       dates, cron rules, named calendars) is skipped too, with its rule as the reason.
     3. ``max_runs`` caps what runs; with it reached (or past ``end_at``) the job has no next run.
     4. Overlap, when a previous run is not finished: ``allow`` runs anyway, ``forbid`` skips,
        ``replace`` cancels the previous one, ``buffer_one`` keeps the newest occurrence to
@@ -130,6 +132,11 @@ def plan(
     else:
         run = late[-schedule.max_catchup :] + timely
     skipped = [Skip(o, "misfire: missed by more than misfire_grace_s") for o in due if o not in run]
+    if has_exclusions(schedule):
+        # Excluded occurrences (dates, cron rules, calendars) are skipped, with the rule.
+        reasons = {o: excluded(schedule, o) for o in run}
+        skipped += [Skip(o, reason) for o, reason in reasons.items() if reason is not None]
+        run = [o for o in run if reasons[o] is None]
     if schedule.max_runs is not None:
         run = run[: max(0, schedule.max_runs - job.run_count)]
     done = schedule.max_runs is not None and job.run_count + len(run) >= schedule.max_runs

@@ -365,6 +365,12 @@ def _walls(expression: str) -> _Walls:
     return walls
 
 
+def walls_after(expression: str, wall: int) -> int | None:
+    """The first wall time (naive Unix seconds) strictly after ``wall`` that ``expression``
+    matches: pure wall arithmetic, no zone (``timetable.exclusions`` matches with it)."""
+    return _walls(expression).after(wall)
+
+
 @lru_cache(maxsize=4096)
 def _every_hour(expression: str) -> bool:
     fields, _ = croniter.expand(expression, second_at_beginning=len(expression.split()) == 6)

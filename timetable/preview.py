@@ -13,6 +13,7 @@ from typing import TypedDict
 from zoneinfo import ZoneInfo
 
 from schemas.v1.schedules import CronSchedule, OnceSchedule
+from timetable.exclusions import excluded
 from timetable.occurrences import Schedule, cron_fires, occurrences
 from timetable.wallclock import format_offset
 
@@ -26,6 +27,7 @@ class PreviewEntry(TypedDict):
     fold: bool  # the local wall time occurs twice and this is its second pass
     shifted: bool  # the expression named a wall time that did not exist (gap=shift)
     nominal: datetime  # naive: the wall time the schedule named (differs only when shifted)
+    excluded: str | None  # why the occurrence is skipped (exclude, a calendar), else None
 
 
 def preview(
@@ -34,7 +36,8 @@ def preview(
     """The first ``count`` fire times of a job created at ``from_``.
 
     Strictly after ``from_``, as for a new job (a ``once`` time in the past is left out: the
-    API refuses it), within ``start_at``/``end_at``, and no more than ``max_runs``.
+    API refuses it), within ``start_at``/``end_at``, and no more than ``max_runs``. An
+    occurrence the schedule's exclusions skip is listed, with the reason in ``excluded``.
     ``anchor`` is the origin of an interval without ``start_at``; it defaults to ``from_``,
     as a job created then would have it. ``count`` is capped at :data:`MAX_COUNT`.
     """
@@ -49,10 +52,12 @@ def preview(
     else:
         zone = UTC
         fires = [(at, None) for at in occurrences(schedule, from_, anchor or from_, count)]
-    return [_entry(at, zone, nominal) for at, nominal in fires]
+    return [_entry(at, zone, nominal, excluded(schedule, at)) for at, nominal in fires]
 
 
-def _entry(at: datetime, zone: tzinfo, nominal: datetime | None) -> PreviewEntry:
+def _entry(
+    at: datetime, zone: tzinfo, nominal: datetime | None, reason: str | None
+) -> PreviewEntry:
     local = at.astimezone(zone)
     offset = local.utcoffset()
     assert offset is not None  # an aware datetime in a real zone
@@ -65,4 +70,5 @@ def _entry(at: datetime, zone: tzinfo, nominal: datetime | None) -> PreviewEntry
         fold=local.fold == 1,
         shifted=nominal is not None and nominal != wall,
         nominal=nominal or wall,
+        excluded=reason,
     )

@@ -15,6 +15,7 @@ import aiohttp
 from pydantic import BaseModel, ValidationError
 from yarl import URL
 
+from api.handlers_backfill import BackfillAccepted
 from api.handlers_schedules import PreviewResponse
 from api.models import (
     CancelAccepted,
@@ -232,6 +233,20 @@ class Client:
     async def trigger(self, job_id: Id) -> LifecycleAccepted:
         """Run the job once more, now, without moving its schedule."""
         return await self._lifecycle(job_id, "trigger")
+
+    async def backfill(
+        self,
+        job_id: Id,
+        from_: datetime,
+        to: datetime,
+        overlap: str | None = None,
+    ) -> BackfillAccepted:
+        """Run the job's occurrences in ``[from_, to)``, in order, each once (at most 1,000)."""
+        body: dict[str, Any] = {"from": from_.isoformat(), "to": to.isoformat()}
+        if overlap is not None:
+            body["overlap"] = overlap
+        path = f"/v1/jobs/{_id(job_id, 'a job')}/backfill"
+        return await self._call(BackfillAccepted, "POST", path, body=body)
 
     async def update(
         self, job_id: Id, changes: JobChanges | Mapping[str, Any]

@@ -1,4 +1,4 @@
-"""A job's lifecycle commands (fenced): cancel, pause, resume, update, trigger."""
+"""A job's lifecycle commands (fenced): cancel, pause, resume, update, trigger, backfill."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import asyncpg
 from core.queries import QUERIES
 from scheduler.model import Changed, PendingRun
 from scheduler.store.events import job_change, job_events, job_execution_events
-from scheduler.store.pending import add_triggered_run
+from scheduler.store.pending import add_backfill_runs, add_triggered_run
 from scheduler.store.shards import fenced
 from schemas.v1.statuses import ALLOWED_FROM, JobStatus
 
@@ -120,3 +120,31 @@ async def trigger_job(
         )
         await conn.execute(QUERIES["requeue_finished_once_job"], job_id)
     return run
+
+
+async def backfill_job(
+    pool: asyncpg.Pool,
+    shard: int,
+    epoch: int,
+    user_id: str,
+    job_id: UUID,
+    plan: Callable[[asyncpg.Record], tuple[list[datetime], bool]],
+    now: datetime,
+    count_runs: Callable[[asyncpg.Connection, int], Awaitable[None]] | None = None,
+) -> list[PendingRun] | str:
+    """Store a backfill's runs; returns those due now, or ``unknown`` / ``cancelled``.
+
+    ``plan`` maps the locked job to the occurrences to run and whether they run one at a
+    time; it raises to refuse the backfill, and nothing is written. ``count_runs`` (the
+    executions-per-day quota) counts the runs stored, in the same transaction, or raises
+    to refuse them all.
+    """
+    async with fenced(pool, shard, epoch) as conn:
+        job = await _lock(conn, user_id, job_id, ALLOWED_FROM["backfill"], str)
+        if isinstance(job, str):
+            return job
+        occurrences, serial = plan(job)
+        stored, due = await add_backfill_runs(conn, shard, job, occurrences, serial, now)
+        if count_runs is not None:
+            await count_runs(conn, stored)
+    return due

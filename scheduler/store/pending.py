@@ -1,16 +1,17 @@
 """Pending runs: executions stored as 'pending' with a ``due_at``, which the shard's timer
 queues and dispatches when they are due, like a first fire.
 
-Three things make one: a retry of a failed attempt (:func:`add_retry`, due after its
-backoff), a triggered run (:func:`add_triggered_run`, due now) and the run an
+Four things make one: a retry of a failed attempt (:func:`add_retry`, due after its
+backoff), a triggered run (:func:`add_triggered_run`, due now), the run an
 ``overlap = buffer_one`` job kept while the previous one ran (:func:`release_buffered_run`,
-due when that one finishes). The ``add``/``release`` functions run inside the caller's
+due when that one finishes) and a backfill's runs of past occurrences
+(:func:`add_backfill_runs`). The ``add``/``release`` functions run inside the caller's
 fenced transaction; :func:`queue_pending` is a fenced transaction of its own.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 import asyncpg
@@ -21,6 +22,8 @@ from scheduler.store.events import SWITCH, execution_events
 from scheduler.store.firing import Hold
 from scheduler.store.shards import fenced
 from schemas.v1.ids import execution_id_for
+
+MICROSECOND = timedelta(microseconds=1)
 
 
 async def add_retry(
@@ -77,6 +80,48 @@ async def release_buffered_run(
     return PendingRun(execution_id, due_at) if due_at else None
 
 
+async def add_backfill_runs(
+    conn: asyncpg.Connection,
+    shard: int,
+    job: asyncpg.Record,
+    occurrences: list[datetime],
+    serial: bool,
+    now: datetime,
+) -> tuple[int, list[PendingRun]]:
+    """A backfill of ``job`` (its locked row): a pending run of each occurrence that has no
+    execution yet, marked as a backfill; returns how many it stored, and the runs due now.
+
+    Allowed to overlap, they are all due now, a microsecond apart in occurrence order, so
+    the timer dispatches them in that order. Serial (any other overlap policy), they wait
+    with no due time, and the first is released now; each next one when the previous one
+    finishes (:func:`release_backfill_run`).
+    """
+    job_id = job["job_id"]
+    due = [None if serial else now + i * MICROSECOND for i in range(len(occurrences))]
+    stored = await conn.fetch(
+        QUERIES["insert_backfill_runs"],
+        [execution_id_for(job_id, at, 1) for at in occurrences],
+        job_id,
+        job["user_id"],
+        shard,
+        occurrences,
+        due,
+        job["priority"],
+    )
+    if serial:
+        released = await release_backfill_run(conn, job_id, now)
+        return len(stored), [released] if released else []
+    return len(stored), [PendingRun(r["execution_id"], r["due_at"]) for r in stored]
+
+
+async def release_backfill_run(
+    conn: asyncpg.Connection, job_id: UUID, now: datetime
+) -> PendingRun | None:
+    """A serial backfill's next run, due ``now``, unless one of its runs is still out."""
+    row = await conn.fetchrow(QUERIES["release_backfill_run"], job_id, now)
+    return PendingRun(row["execution_id"], row["due_at"]) if row else None
+
+
 async def add_triggered_run(
     conn: asyncpg.Connection,
     shard: int,
@@ -123,7 +168,10 @@ async def queue_pending(
         rows = await conn.fetch(QUERIES["queue_pending_runs"], execution_ids, shard, until)
         if SWITCH.on:
             await execution_events(conn, [r["execution_id"] for r in rows])
-        queued = [Occurrence(**dict(r)) for r in rows]
+        # In due order, which is occurrence order for a backfill's runs (UPDATE returns in any).
+        queued = sorted(
+            (Occurrence(**dict(r)) for r in rows), key=lambda o: o.due_at or o.scheduled_for
+        )
         # A run held back here has its 'execution.pending' event from the hold.
         held = await hold(conn, queued) if hold is not None and queued else set()
     return [o for o in queued if o.execution_id not in held]

@@ -225,9 +225,13 @@ RETURNING job_id, attempt, scheduled_for, lane, user_id, traceparent;
 SELECT status, retry FROM kjs_jobs WHERE job_id = $1 FOR UPDATE;
 
 -- name: buffered_executions
--- Those of $1 whose job has a buffered run to release (overlap = buffer_one).
+-- Those of $1 whose job has a buffered run to release (overlap = buffer_one), or a serial
+-- backfill's run waiting for the previous one.
 SELECT e.execution_id FROM kjs_executions e JOIN kjs_jobs j USING (job_id)
-WHERE e.execution_id = ANY($1::uuid[]) AND j.buffered_for IS NOT NULL;
+WHERE e.execution_id = ANY($1::uuid[])
+  AND (j.buffered_for IS NOT NULL
+       OR EXISTS (SELECT 1 FROM kjs_executions w
+                  WHERE w.job_id = e.job_id AND w.status = 'pending' AND w.due_at IS NULL));
 
 -- name: record_successes
 -- Record successful results in one statement; returns the job of each execution moved.
@@ -287,6 +291,34 @@ INSERT INTO kjs_executions (execution_id, job_id, user_id, shard, scheduled_for,
                             attempt, lane, status, due_at, traceparent)
 VALUES ($1, $2, $3, $4, $5, 1, $6, 'pending', $5, $7)
 ON CONFLICT DO NOTHING;
+
+-- name: insert_backfill_runs
+-- A backfill's runs of the occurrences $5, 'pending' first attempts marked as backfills, due
+-- at $6 (NULL: a serial backfill's run waiting for the previous one). kjs_executions_once
+-- leaves an occurrence that has an execution (it ran or runs, or an earlier backfill took it)
+-- as it is; one recorded as skipped runs now. Returns the runs stored.
+INSERT INTO kjs_executions (execution_id, job_id, user_id, shard, scheduled_for,
+                            attempt, lane, status, due_at, backfill)
+SELECT t.id, $2, $3, $4, t.at, 1, $7, 'pending', t.due, true
+FROM unnest($1::uuid[], $5::timestamptz[], $6::timestamptz[]) AS t(id, at, due)
+ON CONFLICT ON CONSTRAINT kjs_executions_once DO UPDATE
+SET status = 'pending', due_at = EXCLUDED.due_at, backfill = true, finished_at = NULL,
+    error = NULL
+WHERE kjs_executions.status = 'skipped'
+RETURNING execution_id, due_at;
+
+-- name: release_backfill_run
+-- A serial backfill's next waiting run of job $1, due at $2; nothing while a backfill run of
+-- the job is still out (due, queued or running), so they run one at a time, in order.
+UPDATE kjs_executions SET due_at = $2
+WHERE execution_id = (SELECT execution_id FROM kjs_executions
+                      WHERE job_id = $1 AND status = 'pending' AND due_at IS NULL
+                      ORDER BY scheduled_for LIMIT 1)
+  AND NOT EXISTS (SELECT 1 FROM kjs_executions
+                  WHERE job_id = $1 AND backfill
+                    AND (status IN ('queued', 'running')
+                         OR (status = 'pending' AND due_at IS NOT NULL)))
+RETURNING execution_id, due_at;
 
 -- name: due_pending_runs
 -- The shard's pending runs due by $2 (the timer's window); not those held for a concurrency
@@ -466,6 +498,14 @@ ON CONFLICT (user_id, day) DO UPDATE SET executions = kjs_tenant_usage.execution
 WHERE kjs_tenant_usage.executions < $3
 RETURNING executions;
 
+-- name: take_runs
+-- $4 runs more (a backfill's), unless they would pass the day's limit ($3): no row back means
+-- refused, all of them.
+INSERT INTO kjs_tenant_usage (user_id, day, executions) VALUES ($1, $2, $4)
+ON CONFLICT (user_id, day) DO UPDATE SET executions = kjs_tenant_usage.executions + $4
+WHERE kjs_tenant_usage.executions + $4 <= $3
+RETURNING executions;
+
 
 -- ---------------------------------------------------------------------------------------------
 -- The API's reads (api/queries.py)
@@ -516,8 +556,9 @@ ORDER BY jobs.created_at DESC, jobs.job_id DESC
 LIMIT $8;
 
 -- name: job_owner
--- A job's tenant and status: all that cancel and the executions listing need.
-SELECT user_id, status FROM kjs_jobs WHERE job_id = $1;
+-- A job's tenant and status: all that cancel and the executions listing need (a backfill
+-- also checks its range against the schedule).
+SELECT user_id, status, schedule, created_at FROM kjs_jobs WHERE job_id = $1;
 
 -- name: list_executions
 -- A page of a job's executions, newest first, after the cursor ($2, $3).
@@ -532,7 +573,7 @@ LIMIT $4;
 -- One execution with everything stored about it.
 SELECT execution_id, job_id, user_id, shard, scheduled_for, attempt, lane, status,
        dispatched_at, started_at, finished_at, worker, lease_until, http_status,
-       output_excerpt, error, created_at, due_at
+       output_excerpt, error, created_at, due_at, backfill
 FROM kjs_executions
 WHERE execution_id = $1;
 
@@ -743,3 +784,29 @@ ORDER BY s;
 -- name: resize_done
 -- Record the end of a resize.
 UPDATE kjs_resizes SET step = 'done', finished_at = now() WHERE resize_id = $1;
+
+
+-- ---------------------------------------------------------------------------------------------
+-- Named calendars (api/handlers_calendars.py, api/calendars.py, scheduler/commands.py)
+
+-- name: insert_calendar
+-- A tenant's new calendar; nothing when the name is taken.
+INSERT INTO kjs_calendars (user_id, name, exclude) VALUES ($1, $2, $3)
+ON CONFLICT DO NOTHING
+RETURNING user_id, name, exclude, created_at;
+
+-- name: list_calendars
+-- A tenant's calendars, by name.
+SELECT user_id, name, exclude, created_at FROM kjs_calendars WHERE user_id = $1 ORDER BY name;
+
+-- name: get_calendar
+-- One calendar of a tenant.
+SELECT user_id, name, exclude, created_at FROM kjs_calendars WHERE user_id = $1 AND name = $2;
+
+-- name: delete_calendar
+-- Delete a tenant's calendar; the jobs that named it keep the copy of its rules they hold.
+DELETE FROM kjs_calendars WHERE user_id = $1 AND name = $2 RETURNING name;
+
+-- name: calendars_by_name
+-- The rules of those of the tenant's calendars named in $2.
+SELECT name, exclude FROM kjs_calendars WHERE user_id = $1 AND name = ANY($2::text[]);

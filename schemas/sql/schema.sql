@@ -79,6 +79,8 @@ CREATE TABLE kjs_executions (
     due_at         timestamptz,
     -- The trace of this occurrence's runs (its fire span; NULL: none), 0014.
     traceparent    text,
+    -- A run of a backfill (0011): a past occurrence run on request.
+    backfill       boolean NOT NULL DEFAULT false,
     CONSTRAINT kjs_executions_status_check
         CHECK (status IN ('pending', 'queued', 'running', 'succeeded', 'failed', 'cancelled',
                           'skipped')),
@@ -91,7 +93,9 @@ CREATE TABLE kjs_executions (
     ),
     CONSTRAINT kjs_executions_worker
         CHECK (status IN ('pending', 'queued', 'cancelled', 'skipped') OR worker IS NOT NULL),
-    CONSTRAINT kjs_executions_pending_due CHECK (status <> 'pending' OR due_at IS NOT NULL)
+    -- A serial backfill's later runs wait with no due_at until the previous one finishes.
+    CONSTRAINT kjs_executions_pending_due
+        CHECK (status <> 'pending' OR due_at IS NOT NULL OR backfill)
 );
 
 CREATE INDEX kjs_executions_undispatched ON kjs_executions (shard)
@@ -108,6 +112,10 @@ CREATE INDEX kjs_executions_leased ON kjs_executions (shard, lease_until) WHERE 
 -- execution is 'pending' with the reason in `error` (no other pending execution has one).
 CREATE INDEX kjs_executions_slots ON kjs_executions (user_id)
     WHERE status IN ('queued', 'running') OR (status = 'pending' AND error IS NOT NULL);
+
+-- A serial backfill's next run to release, in occurrence order (0011).
+CREATE INDEX kjs_executions_backfill_waiting ON kjs_executions (job_id, scheduled_for)
+    WHERE status = 'pending' AND due_at IS NULL;
 
 -- API keys (0005). Only the sha256 of each key is stored; the key itself is shown once, by
 -- `kjs keys create`. A key has a set of scopes and acts for one tenant (user_id), or (0008,
@@ -170,3 +178,14 @@ CREATE TABLE kjs_resizes (
 );
 
 CREATE UNIQUE INDEX kjs_resizes_one_unfinished ON kjs_resizes ((true)) WHERE finished_at IS NULL;
+
+-- Named calendars (0011): exclusions (date ranges, cron rules) a tenant defines once and names
+-- from many jobs; written by the API. The owning shard copies a calendar's rules into a job's
+-- schedule when it stores the job (exclude.resolved).
+CREATE TABLE kjs_calendars (
+    user_id    text NOT NULL CHECK (length(user_id) BETWEEN 1 AND 128),
+    name       text NOT NULL CHECK (length(name) BETWEEN 1 AND 64),
+    exclude    jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, name)
+);

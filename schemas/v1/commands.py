@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 
 from schemas.v1.jobs import USER_ID_FIELD, Priority, RetryPolicy, SubmittedJob, UserId
-from schemas.v1.schedules import Schedule
+from schemas.v1.schedules import Instant, Overlap, Schedule
 from schemas.v1.targets import Target
 
 
@@ -86,8 +96,44 @@ class UpdateCommand(_Command):
     changes: JobChanges
 
 
+class BackfillRange(BaseModel):
+    """The body of ``POST /v1/jobs/{id}/backfill``: run the job's occurrences in
+    ``[from, to)``, oldest first, under ``overlap`` (the job's own policy when left out)."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_by_name=True, serialize_by_alias=True
+    )
+
+    from_: Instant = Field(alias="from")
+    to: Instant
+    overlap: Overlap | None = None
+
+    @field_validator("to")
+    @classmethod
+    def _after_from(cls, value: datetime, info: ValidationInfo) -> datetime:
+        start = info.data.get("from_")
+        if start is not None and value <= start:
+            raise ValueError("must be after from")
+        return value
+
+
+class BackfillCommand(BackfillRange):
+    """Run a recurring job's past occurrences, each once (at most 1,000 per command)."""
+
+    version: Literal[1] = 1
+    type: Literal["backfill"]
+    user_id: UserId = USER_ID_FIELD
+    job_id: UUID
+
+
 AnyCommand = (
-    CreateCommand | CancelCommand | TriggerCommand | PauseCommand | ResumeCommand | UpdateCommand
+    CreateCommand
+    | CancelCommand
+    | TriggerCommand
+    | PauseCommand
+    | ResumeCommand
+    | UpdateCommand
+    | BackfillCommand
 )
 Command = Annotated[AnyCommand, Field(discriminator="type")]
 COMMAND = TypeAdapter[AnyCommand](Command)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -78,6 +78,76 @@ class DstPolicy(_Input):
     fold: Literal["first", "both"] | None = None
 
 
+# When the previous run is still running at the next tick.
+Overlap = Literal["allow", "forbid", "replace", "buffer_one"]
+
+
+def check_cron(value: str) -> str:
+    """``value`` if it is a 5- or 6-field cron expression that matches some date."""
+    fields = value.split()
+    # A sixth field is seconds, and comes first (as in Quartz, Spring and Dkron).
+    seconds_first = len(fields) == 6
+    if len(fields) not in (5, 6) or not croniter.is_valid(value, second_at_beginning=seconds_first):
+        raise ValueError(f"not a valid 5- or 6-field cron expression: {value!r}")
+    # croniter accepts "R" and picks a random value each time it parses the expression:
+    # the next run would move on every recomputation.
+    if any(_RANDOM.fullmatch(part) for field in fields for part in field.split(",")):
+        raise ValueError(f"random cron fields (R) are not supported: {value!r}")
+    # "0 0 30 2 *" parses but never fires; say so now rather than at the first fire.
+    try:
+        croniter(value, datetime(2000, 1, 1), second_at_beginning=seconds_first).get_next()
+    except CroniterBadDateError as exc:
+        raise ValueError(f"cron expression matches no date: {value!r}") from exc
+    return value
+
+
+CronExpression = Annotated[
+    str,
+    Field(min_length=1, max_length=200, examples=["*/5 * * * *"]),
+    AfterValidator(check_cron),
+]
+
+
+class DateRange(_Input):
+    """Local dates ``from`` to ``to``, both included, in the job's zone."""
+
+    model_config = ConfigDict(validate_by_name=True, serialize_by_alias=True)
+
+    from_: date = Field(alias="from", examples=["2026-12-24"])
+    to: date = Field(examples=["2026-12-26"])
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DateRange:
+        if self.to < self.from_:
+            raise ValueError("to must not be before from")
+        return self
+
+
+class Exclusions(_Input):
+    """Occurrences a recurring schedule skips (recorded as skipped, with the rule), read in
+    the job's zone (UTC for an interval): on the ``dates`` (holidays), or at a wall time a
+    ``cron`` expression matches (``"* * * * 0,6"``: not on weekends). A named calendar holds
+    the same two lists."""
+
+    dates: list[DateRange] = Field(default_factory=list, max_length=1000)
+    cron: list[CronExpression] = Field(default_factory=list, max_length=50)
+
+
+CALENDAR_NAME = r"^[A-Za-z0-9._-]+$"
+CalendarName = Annotated[str, Field(min_length=1, max_length=64, pattern=CALENDAR_NAME)]
+
+
+class Exclude(Exclusions):
+    """A schedule's exclusions: its own, and the tenant's named ``calendars``
+    (``/v1/calendars``), whose rules the owning shard copies into ``resolved`` when the job
+    is created or updated (an unknown name is refused then)."""
+
+    calendars: list[CalendarName] = Field(default_factory=list, max_length=20)
+    # Filled in by the scheduler, never by a client: each named calendar's rules as they were
+    # when the job was stored.
+    resolved: dict[CalendarName, Exclusions] | None = None
+
+
 class _Recurring(_Input):
     """Bounds and policies shared by recurring schedules."""
 
@@ -93,8 +163,9 @@ class _Recurring(_Input):
     catchup: Literal["none", "latest", "all"] = "latest"
     misfire_grace_s: float = Field(default=60.0, ge=0, le=7 * 86400)
     max_catchup: int = Field(default=10, ge=1, le=1000)
-    # When the previous run is still running at the next tick.
-    overlap: Literal["allow", "forbid", "replace", "buffer_one"] = "allow"
+    overlap: Overlap = "allow"
+    # Occurrences to skip: dates, cron expressions, named calendars (Exclude).
+    exclude: Exclude | None = None
 
     @model_validator(mode="after")
     def _bounds(self) -> _Recurring:
@@ -117,23 +188,7 @@ class CronSchedule(_Recurring):
     @field_validator("expression")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
-        fields = value.split()
-        # A sixth field is seconds, and comes first (as in Quartz, Spring and Dkron).
-        seconds_first = len(fields) == 6
-        if len(fields) not in (5, 6) or not croniter.is_valid(
-            value, second_at_beginning=seconds_first
-        ):
-            raise ValueError(f"not a valid 5- or 6-field cron expression: {value!r}")
-        # croniter accepts "R" and picks a random value each time it parses the expression:
-        # the next run would move on every recomputation.
-        if any(_RANDOM.fullmatch(part) for field in fields for part in field.split(",")):
-            raise ValueError(f"random cron fields (R) are not supported: {value!r}")
-        # "0 0 30 2 *" parses but never fires; say so now rather than at the first fire.
-        try:
-            croniter(value, datetime(2000, 1, 1), second_at_beginning=seconds_first).get_next()
-        except CroniterBadDateError as exc:
-            raise ValueError(f"cron expression matches no date: {value!r}") from exc
-        return value
+        return check_cron(value)
 
     @field_validator("timezone")
     @classmethod

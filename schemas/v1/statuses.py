@@ -55,4 +55,5 @@ ALLOWED_FROM: dict[str, tuple[JobStatus, ...]] = {
     "resume": ("paused",),
     "update": ("scheduled", "paused"),
     "trigger": ("scheduled", "paused", "queued", "succeeded", "failed"),
+    "backfill": ("scheduled", "paused", "queued", "succeeded", "failed"),
 }

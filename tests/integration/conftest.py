@@ -67,3 +67,16 @@ async def sender(own_topics: KafkaSettings) -> AsyncIterator[ProducerSender]:
 def shard() -> int:
     """A shard of this test alone (epochs are per shard; the session's schedulers use 0..2)."""
     return 3000 + uuid.uuid4().int % 1_000_000
+
+
+@pytest.fixture
+async def tenant_client(
+    pool: asyncpg.Pool,
+    publisher: CommandPublisher,
+    topic_catalog: Catalog,
+    auth_headers: dict[str, str],
+) -> AsyncIterator[Client]:
+    """The API with its defaults, every request carrying the test tenant's key."""
+    deps = ApiDeps(pool, publisher, topic_catalog, timedelta(seconds=60))
+    async with TestClient(TestServer(build_app(deps)), headers=auth_headers) as c:
+        yield c

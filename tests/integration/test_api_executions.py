@@ -104,6 +104,7 @@ async def test_an_execution_shows_its_full_stored_log(
         "finished_at": "2025-05-01T08:00:02Z",
         "worker": "host-7",
         "lease_until": "2025-05-01T08:00:30Z",
+        "backfill": False,
         "http_status": None,
         "output_excerpt": (
             '{"exit_code": 3, "stdout": "", "stdout_bytes": 0, "stderr": "boom", "stderr_bytes": 4}'
