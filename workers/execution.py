@@ -30,7 +30,7 @@ from workers.metrics import SKIPPED_REDELIVERIES, AttemptMetrics
 from workers.policy import TargetGuard
 from workers.reports import Reporter
 from workers.targets import Attempt, Outcome, TargetRegistry
-from workers.timing import hold_until
+from workers.timing import Instants
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,8 @@ class ExecutionService:
     # concurrency / lead (64 / 250 ms = 256 executions/s), whatever the targets cost.
     slots: asyncio.Semaphore
     secrets: SecretBox = field(default_factory=SecretBox)
+    # Holds records until their instants, waking those of one instant in arrival order.
+    instants: Instants = field(default_factory=Instants)
     _children: dict[tuple[str, str], AttemptMetrics] = field(default_factory=dict)
 
     async def process(self, record: ConsumerRecord) -> None:
@@ -199,7 +201,7 @@ class ExecutionService:
         spans (docs/tracing.md)."""
         ready = made_ready(event, self.guard, self.secrets)
         instant = start_instant(event)
-        await hold_until(instant - CLAIM_AHEAD)
+        await self.instants.hold_until(instant - CLAIM_AHEAD)
         early = (instant - utcnow()).total_seconds() > COALESCE_S
         span = tracing.start("claim", traceparent, None, tracing.CONSUMER)
         if traceparent is None and span is not None:
@@ -219,7 +221,7 @@ class ExecutionService:
         self.leases.hold(event.execution_id)
         reported = False
         try:
-            await hold_until(instant)
+            await self.instants.hold_until(instant)
             reported = await self._run_report(ready, traceparent)
         finally:
             self.leases.release(event.execution_id, reported=reported)

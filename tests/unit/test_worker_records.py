@@ -18,7 +18,7 @@ from topics.dlq import REASON, SOURCE_OFFSET, DeadLetter
 from workers.execution import parse_due_event
 from workers.targets import Attempt, Outcome, TargetRegistry
 from workers.targets.kafka import delivery_headers, encode_value
-from workers.timing import hold_until
+from workers.timing import Instants
 
 ATTEMPT = Attempt(execution_id=uuid4(), job_id=uuid4(), user_id="u-1", attempt=1)
 
@@ -104,13 +104,38 @@ async def test_a_registered_runner_gets_the_target_and_attempt() -> None:
 
 async def test_hold_returns_at_the_instant_never_before() -> None:
     instant = utcnow() + timedelta(milliseconds=50)
-    await hold_until(instant)
+    await Instants().hold_until(instant)
     woke = utcnow()
     assert instant <= woke < instant + timedelta(milliseconds=500)
 
 
 async def test_hold_does_not_wait_for_a_past_instant() -> None:
-    await asyncio.wait_for(hold_until(utcnow() - timedelta(seconds=5)), timeout=0.05)
+    await asyncio.wait_for(Instants().hold_until(utcnow() - timedelta(seconds=5)), timeout=0.05)
+
+
+async def test_holders_of_one_instant_wake_in_the_order_they_started_holding() -> None:
+    instants = Instants()
+    instant = utcnow() + timedelta(milliseconds=50)
+    woke: list[int] = []
+
+    async def hold(n: int) -> None:
+        await instants.hold_until(instant)
+        woke.append(n)
+
+    order = [7, 3, 9, 0, 5, 1, 8, 2, 6, 4] * 20  # not sorted: arrival order is what counts
+    await asyncio.gather(*(hold(n) for n in order))
+    assert woke == order
+
+
+async def test_a_cancelled_holder_does_not_cancel_the_others() -> None:
+    instants = Instants()
+    instant = utcnow() + timedelta(milliseconds=50)
+    first = asyncio.create_task(instants.hold_until(instant))
+    second = asyncio.create_task(instants.hold_until(instant))
+    await asyncio.sleep(0)  # both holding
+    first.cancel()
+    await asyncio.wait_for(second, timeout=2)
+    assert first.cancelled() and utcnow() >= instant
 
 
 def test_kafka_values_are_json_unless_a_string() -> None:
