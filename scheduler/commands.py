@@ -182,7 +182,9 @@ class CommandHandler:
             f"re-route {record.source}",
         )
 
-    async def _apply(self, command: AnyCommand, record: Record, traceparent: str | None) -> str:
+    async def _apply(
+        self, command: AnyCommand, record: Record, traceparent: str | None = None
+    ) -> str:
         shard = await self.shards.get(record.partition)
         if isinstance(command, CreateCommand):
             return await self._create(command, record, shard, traceparent)

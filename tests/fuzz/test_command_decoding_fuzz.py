@@ -95,7 +95,9 @@ def decode(
     """Hand one record to the scheduler's command handler; (outcome, what it sent)."""
     sender = RecordingSender()
     handler = CommandHandler(
-        shards=cast(Shards, None),  # a re-routed or refused record never reaches a shard
+        # Owning none: it routes by the configured count, and a re-routed or refused record
+        # never reaches a shard.
+        shards=Shards(cast(Any, None), cast(Any, None), SchedulerSettings(), "fuzz"),
         pool=cast(Any, None),
         sender=sender,
         catalog=topics,

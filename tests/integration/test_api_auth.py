@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -37,14 +37,24 @@ V1_ROUTES = [(r.method, r.path) for r in ROUTES if r.path.startswith("/v1/")]
 # The routes that act on one stored job or execution, found by its id in the path.
 BY_ID = [(m, p) for m, p in V1_ROUTES if "{" in p]
 # The routes that name a tenant in the body or the query.
-BY_TENANT = [("POST", "/v1/jobs"), ("GET", "/v1/jobs")]
+BY_TENANT = [
+    ("POST", "/v1/jobs"),
+    ("GET", "/v1/jobs"),
+    ("POST", "/v1/calendars"),
+    ("GET", "/v1/calendars"),
+]
 # The routes that touch no tenant's data: any valid key with the read scope may call them.
 TENANT_FREE = [("POST", "/v1/schedules/preview")]
 READ_ONLY = {("POST", "/v1/schedules/preview")}
 
 
+def calendar_name(job_id: uuid.UUID) -> str:
+    """The name of the calendar ``stored`` gives the tenant of ``job_id``."""
+    return f"cal-{job_id.hex[:12]}"
+
+
 async def stored(pool: asyncpg.Pool, user_id: str) -> tuple[uuid.UUID, uuid.UUID]:
-    """A scheduled job of ``user_id`` with one finished execution."""
+    """A scheduled job of ``user_id`` with one finished execution, and a calendar."""
     job_id, execution_id = uuid.uuid4(), uuid.uuid4()
     await pool.execute(
         """INSERT INTO kjs_jobs (job_id, user_id, shard, name, schedule, target, priority, retry,
@@ -65,19 +75,43 @@ async def stored(pool: asyncpg.Pool, user_id: str) -> tuple[uuid.UUID, uuid.UUID
         job_id,
         user_id,
     )
+    await pool.execute(
+        "INSERT INTO kjs_calendars (user_id, name, exclude) VALUES ($1, $2, $3)",
+        user_id,
+        calendar_name(job_id),
+        {"cron": ["* * * * 0,6"]},
+    )
     return job_id, execution_id
+
+
+def same_answer(known: Any, job_id: uuid.UUID, other: Any, other_id: uuid.UUID) -> bool:
+    """Two 404 bodies alike but for the calendar name each asked for (a job's or an
+    execution's 404 does not name its id)."""
+    return str(known).replace(calendar_name(job_id), "?") == str(other).replace(
+        calendar_name(other_id), "?"
+    )
 
 
 def request_for(
     method: str, path: str, user_id: str, job_id: uuid.UUID, execution_id: uuid.UUID
 ) -> dict[str, Any]:
-    url = path.format(job_id=job_id, execution_id=execution_id)
+    url = path.format(job_id=job_id, execution_id=execution_id, name=calendar_name(job_id))
     kwargs: dict[str, Any] = {}
     if path == "/v1/jobs":
         if method == "POST":
             kwargs["json"] = job_body(user_id)
         else:
             kwargs["params"] = {"user_id": user_id}
+    elif path == "/v1/calendars":
+        if method == "POST":
+            name = f"c-{uuid.uuid4().hex[:12]}"
+            kwargs["json"] = {"user_id": user_id, "name": name, "cron": ["* * * * 0,6"]}
+        else:
+            kwargs["params"] = {"user_id": user_id}
+    elif path.endswith("/backfill"):
+        now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        past = {"from": now - timedelta(hours=3), "to": now - timedelta(hours=1)}
+        kwargs["json"] = {k: v.isoformat() for k, v in past.items()}
     elif path == "/v1/schedules/preview":
         kwargs["json"] = {
             "schedule": {"type": "interval", "every_seconds": 60},
@@ -144,14 +178,16 @@ async def test_another_tenants_job_or_execution_is_404_on_every_route(
     resp = await client.request(
         **request_for(method, path, user_id, job_id, execution_id), headers=intruder
     )
+    unknown_id = uuid.uuid4()
     unknown = await client.request(
-        **request_for(method, path, user_id, uuid.uuid4(), uuid.uuid4()), headers=intruder
+        **request_for(method, path, user_id, unknown_id, uuid.uuid4()), headers=intruder
     )
 
     assert resp.status == 404, await resp.text()
-    # Indistinguishable from an id that does not exist at all.
+    # Indistinguishable from an id that does not exist at all (a calendar's 404 names the
+    # name asked for, and only that differs).
     assert unknown.status == 404
-    assert await resp.json() == await unknown.json()
+    assert same_answer(await resp.json(), job_id, await unknown.json(), unknown_id)
     assert await commands_for(kafka_settings, topic_catalog, user_id) == []
 
 
@@ -199,7 +235,7 @@ async def test_scopes_read_for_get_write_for_the_rest_admin_for_both(
     )
 
     if needed in scopes or "admin" in scopes:
-        assert resp.status in (200, 202, 409), await resp.text()
+        assert resp.status in (200, 201, 202, 204, 409), await resp.text()
     else:
         assert resp.status == 403, await resp.text()
         assert await resp.json() == {"error": f"this API key lacks the {needed} scope"}

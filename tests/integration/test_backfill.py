@@ -187,7 +187,7 @@ async def test_a_serial_backfill_runs_one_occurrence_at_a_time(
             )
             value = done.model_dump_json().encode()
             record = Record(h.catalog.results.name, h.shard, n, user_id.encode(), value)
-            assert await results.handle(record) == "recorded"
+            assert await results.handle(record, done) == "recorded"
 
         assert [r["status"] for r in await backfill_rows(pool, job)] == ["succeeded"] * 3
         assert len(h.due_events(job)) == 3
