@@ -19,3 +19,27 @@ async def resolve_calendars(pool: asyncpg.Pool, user_id: str, schedule: Schedule
     rows = await pool.fetch(QUERIES["calendars_by_name"], user_id, calendar_names(schedule))
     found = {r["name"]: Exclusions.model_validate(r["exclude"]) for r in rows}
     return with_calendars(schedule, found)
+
+
+async def define_calendar(pool: asyncpg.Pool, user_id: str, name: str, rules: Exclusions) -> str:
+    """Store a tenant's calendar from a command: ``defined``, or ``duplicate`` when the very
+    same calendar is stored under the name already (a redelivery); ``CalendarTaken`` when
+    another one is."""
+    stored = rules.model_dump(mode="json")
+    if await pool.fetchrow(QUERIES["insert_calendar"], user_id, name, stored) is not None:
+        return "defined"
+    existing = await pool.fetchrow(QUERIES["get_calendar"], user_id, name)
+    if existing is not None and existing["exclude"] == stored:
+        return "duplicate"
+    raise CalendarTaken(f"define_calendar: calendar {name!r} exists already, with other rules")
+
+
+async def delete_calendar(pool: asyncpg.Pool, user_id: str, name: str) -> str:
+    """Delete a tenant's calendar from a command: ``deleted``, or ``absent`` (a redelivery,
+    or a name never defined: nothing to do either way)."""
+    deleted = await pool.fetchval(QUERIES["delete_calendar"], user_id, name)
+    return "deleted" if deleted is not None else "absent"
+
+
+class CalendarTaken(Exception):
+    """A calendar of that name, with other rules, is the tenant's already."""

@@ -19,7 +19,12 @@ from core.queries import QUERIES
 from core.quotas import PayloadTooLarge, QuotaExceeded, Quotas, target_bytes
 from core.secrets import SecretBox
 from core.settings import SchedulerSettings, SecuritySettings, TargetSettings
-from scheduler.calendars import resolve_calendars
+from scheduler.calendars import (
+    CalendarTaken,
+    define_calendar,
+    delete_calendar,
+    resolve_calendars,
+)
 from scheduler.daily_budget import DailyBudget
 from scheduler.deadletters import dead_letter
 from scheduler.firing import SCHEDULE, effective_due, fires_close
@@ -37,6 +42,8 @@ from schemas.v1.commands import (
     BackfillCommand,
     CancelCommand,
     CreateCommand,
+    DefineCalendarCommand,
+    DeleteCalendarCommand,
     JobChanges,
     PauseCommand,
     ResumeCommand,
@@ -194,6 +201,15 @@ class CommandHandler:
             return await self._trigger(command, record.partition, shard, traceparent)
         if isinstance(command, BackfillCommand):
             return await self._backfill(command, record.partition, shard)
+        if isinstance(command, DefineCalendarCommand):
+            try:
+                return await define_calendar(
+                    self.pool, command.user_id, command.name, command.calendar
+                )
+            except CalendarTaken as exc:
+                raise Rejected(str(exc)) from None
+        if isinstance(command, DeleteCalendarCommand):
+            return await delete_calendar(self.pool, command.user_id, command.name)
         return await self._change(command, record.partition, shard)
 
     async def _cancel(self, command: CancelCommand, partition: int, shard: OwnedShard) -> str:

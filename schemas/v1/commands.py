@@ -19,7 +19,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from schemas.v1.jobs import USER_ID_FIELD, Priority, RetryPolicy, SubmittedJob, UserId
-from schemas.v1.schedules import Instant, Overlap, Schedule
+from schemas.v1.schedules import CalendarName, Exclusions, Instant, Overlap, Schedule
 from schemas.v1.targets import Target
 
 
@@ -126,6 +126,28 @@ class BackfillCommand(BackfillRange):
     job_id: UUID
 
 
+class DefineCalendarCommand(_Command):
+    """Define a named calendar of the tenant, as ``POST /v1/calendars`` does: ``dates`` and
+    ``cron`` rules that jobs exclude by naming it. A name the tenant has already is refused
+    (a dead letter), unless the calendar stored under it is this one: a redelivered command
+    is applied once."""
+
+    type: Literal["define_calendar"]
+    user_id: UserId = USER_ID_FIELD
+    name: CalendarName
+    calendar: Exclusions
+
+
+class DeleteCalendarCommand(_Command):
+    """Delete a named calendar of the tenant, as ``DELETE /v1/calendars/{name}`` does; the
+    jobs that name it keep the copy of its rules they hold. Deleting a calendar that is not
+    there (deleted already: a redelivery) changes nothing."""
+
+    type: Literal["delete_calendar"]
+    user_id: UserId = USER_ID_FIELD
+    name: CalendarName
+
+
 AnyCommand = (
     CreateCommand
     | CancelCommand
@@ -134,6 +156,8 @@ AnyCommand = (
     | ResumeCommand
     | UpdateCommand
     | BackfillCommand
+    | DefineCalendarCommand
+    | DeleteCalendarCommand
 )
 Command = Annotated[AnyCommand, Field(discriminator="type")]
 COMMAND = TypeAdapter[AnyCommand](Command)

@@ -6,18 +6,20 @@ same, serves ``/v1/calendars``, and previews excluded occurrences.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
+from pydantic import ValidationError
 
 from core.settings import KafkaSettings
-from scheduler.commands import CommandHandler, Rejected
+from scheduler.commands import CommandHandler, Rejected, format_errors
 from scheduler.records import Record
-from schemas.v1.commands import CreateCommand, UpdateCommand
-from schemas.v1.schedules import Exclude
+from schemas.v1.commands import AnyCommand, CreateCommand, UpdateCommand, decode_command
+from schemas.v1.schedules import Exclude, Exclusions
 from tests.integration.conftest import Client
 from tests.integration.scheduler_harness import ShardHarness, shard_harness, utc
 from tests.integration.test_api_submit import _insert_job, commands_for, job_body
@@ -82,7 +84,7 @@ def create(user_id: str, exclude: dict[str, Any], expression: str = "0 9 * * *")
     )
 
 
-async def apply(h: ShardHarness, command: CreateCommand) -> str:
+async def apply(h: ShardHarness, command: AnyCommand) -> str:
     handler = CommandHandler(h.shards, h.pool, h.sender, h.catalog, h.settings, clock=h.clock)
     value = command.model_dump_json().encode()
     record = Record(h.catalog.commands.name, h.shard, 1, command.user_id.encode(), value)
@@ -317,3 +319,59 @@ async def test_an_update_to_an_unknown_calendar_is_422(
     [error] = (await resp.json())["errors"]
     assert error["field"] == "schedule.exclude.calendars", error
     assert await commands_for(kafka_settings, topic_catalog, user_id) == []
+
+
+async def test_calendars_are_defined_and_deleted_over_kafka_once_each(
+    pool: asyncpg.Pool, kafka_settings: KafkaSettings, user_id: str
+) -> None:
+    define = decode_command(
+        json.dumps(
+            {
+                "type": "define_calendar",
+                "user_id": user_id,
+                "name": "holidays",
+                "calendar": {"dates": [{"from": "2030-12-24", "to": "2030-12-26"}]},
+            }
+        )
+    )
+    other = define.model_copy(update={"calendar": Exclusions(cron=["* * * * 0,6"])})
+    delete = decode_command(
+        json.dumps({"type": "delete_calendar", "user_id": user_id, "name": "holidays"})
+    )
+    async with shard_harness(pool, kafka_settings, start=utc(FRIDAY, "08:00:00")) as h:
+        assert await apply(h, define) == "defined"
+        assert await apply(h, define) == "duplicate"  # a redelivery changes nothing
+        with pytest.raises(Rejected, match="'holidays' exists already, with other rules"):
+            await apply(h, other)
+        stored = await pool.fetchval(
+            "SELECT exclude FROM kjs_calendars WHERE user_id = $1 AND name = 'holidays'", user_id
+        )
+        assert stored == {"dates": [{"from": "2030-12-24", "to": "2030-12-26"}], "cron": []}
+        # A job may name it now, as one defined over HTTP.
+        assert await apply(h, create(user_id, {"calendars": ["holidays"]})) == "created"
+
+        assert await apply(h, delete) == "deleted"
+        assert await apply(h, delete) == "absent"
+        assert (
+            await pool.fetchval("SELECT count(*) FROM kjs_calendars WHERE user_id = $1", user_id)
+            == 0
+        )
+
+
+@pytest.mark.parametrize(
+    ("command", "field"),
+    [
+        ({"name": "bad name!", "calendar": {}}, "name"),
+        ({"name": "c", "calendar": {"cron": ["61 * * * *"]}}, "calendar.cron.0"),
+        (
+            {"name": "c", "calendar": {"dates": [{"from": "2030-12-26", "to": "2030-12-24"}]}},
+            "calendar.dates.0",
+        ),
+    ],
+)
+def test_a_bad_calendar_command_is_refused_naming_the_field(
+    command: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        decode_command(json.dumps({"type": "define_calendar", "user_id": "u", **command}))
+    assert field in format_errors(refused.value)
