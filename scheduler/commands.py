@@ -204,12 +204,19 @@ class CommandHandler:
         if isinstance(command, DefineCalendarCommand):
             try:
                 return await define_calendar(
-                    self.pool, command.user_id, command.name, command.calendar
+                    self.pool,
+                    record.partition,
+                    shard.epoch,
+                    command.user_id,
+                    command.name,
+                    command.calendar,
                 )
             except CalendarTaken as exc:
                 raise Rejected(str(exc)) from None
         if isinstance(command, DeleteCalendarCommand):
-            return await delete_calendar(self.pool, command.user_id, command.name)
+            return await delete_calendar(
+                self.pool, record.partition, shard.epoch, command.user_id, command.name
+            )
         return await self._change(command, record.partition, shard)
 
     async def _cancel(self, command: CancelCommand, partition: int, shard: OwnedShard) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from schemas.v1.schedules import OnceSchedule
+from timetable.exclusions import excluded, has_exclusions
 from timetable.occurrences import MICROSECOND, Schedule, occurrences
 
 # The most occurrences one backfill request runs; a larger range is refused, not truncated,
@@ -36,8 +37,10 @@ def backfill_occurrences(
     """The occurrences in ``[from_, to)``, oldest first; ``BackfillRefused`` when the job is
     not recurring, the range is reversed or reaches past ``now``, or holds more than ``cap``.
 
-    The schedule's own bounds (``start_at``, ``end_at``) hold; ``max_runs`` and catch-up do
-    not (a backfill runs what it is asked for, and its runs are not counted as the job's).
+    The schedule's own bounds (``start_at``, ``end_at``) and its exclusions (dates, cron
+    rules, calendars: an excluded occurrence is not run, nor counted) hold; ``max_runs`` and
+    catch-up do not (a backfill runs what it is asked for, and its runs are not counted as
+    the job's).
     ``anchor`` is the job's creation time, the origin of an interval without ``start_at``.
     """
     if isinstance(schedule, OnceSchedule):
@@ -51,4 +54,7 @@ def backfill_occurrences(
         raise BackfillRefused(
             "to", f"the range holds more than {cap} occurrences; split it into smaller ones"
         )
+    if has_exclusions(schedule):
+        # Regular firing records these as skipped; a backfill must not turn them into runs.
+        found = [at for at in found if excluded(schedule, at) is None]
     return found

@@ -101,12 +101,20 @@ def made_ready(event: DueEvent, guard: TargetGuard, secrets: SecretBox) -> Ready
     if not is_sealed(data) and not data.get(SECRETS):
         # Nothing to open; an unsealed credential-like header is still scrubbed from output.
         return Ready(event, None, event.target, frozenset(secret_values(data)))
+    values: frozenset[str] = frozenset()
     try:
         filled = fill_placeholders(secrets.open_target(data, event.user_id))
+        values = frozenset(secret_values(filled))
+        target = type(event.target).model_validate(filled, context=TRUSTED_HOP)
     except SecretError as exc:
         return Ready(event, Outcome.failure(str(exc), retryable=False), event.target)
-    target = type(event.target).model_validate(filled, context=TRUSTED_HOP)
-    return Ready(event, None, target, frozenset(secret_values(filled)))
+    except ValueError as exc:
+        # A secret that makes the target invalid (a URL, a header with a newline): the run
+        # is claimed and reported failed like any refusal, never left queued unclaimed.
+        # The error quotes the input: scrubbed of the secrets it holds.
+        reason = scrub(f"the target with its secrets filled in is invalid: {exc}", values)
+        return Ready(event, Outcome.failure(reason or "", retryable=False), event.target)
+    return Ready(event, None, target, values)
 
 
 def scrubbed(outcome: Outcome, values: frozenset[str]) -> Outcome:

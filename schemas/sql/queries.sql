@@ -128,10 +128,12 @@ WHERE j.job_id = ANY($1::uuid[]) AND j.shard = $2 AND j.status = 'scheduled'
 FOR UPDATE OF j;
 
 -- name: cancel_replaced_executions
--- overlap = replace: the jobs' unfinished executions give way to the new run.
+-- overlap = replace: the jobs' unfinished executions give way to the new run; not a
+-- backfill's (runs asked for explicitly, and paid for in the day's quota).
 UPDATE kjs_executions SET status = 'cancelled', finished_at = now(),
        error = 'replaced by a newer run (overlap = replace)'
-WHERE job_id = ANY($1::uuid[]) AND status IN ('pending', 'queued', 'running');
+WHERE job_id = ANY($1::uuid[]) AND status IN ('pending', 'queued', 'running')
+  AND NOT backfill;
 
 -- name: insert_fired_executions
 -- The fired occurrences ('queued') and the recorded skips ('skipped', finished, with the

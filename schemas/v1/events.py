@@ -79,7 +79,10 @@ def read_result_record(value: bytes | None, headers: Sequence[tuple[str, bytes]]
     """What a ``jobs.results`` record holds, as a batch: a record of one result is a batch of
     one, with its header's trace context. ``ValidationError`` if it holds no result."""
     if (KIND_HEADER, RESULT_BATCH_KIND) in headers:
-        return ResultBatch.model_validate_json(value or b"")
+        batch = ResultBatch.model_validate_json(value or b"")
+        # As a header's: a malformed trace context is dropped, never a refused result.
+        traces = {i: n for i, t in batch.traceparents.items() if (n := tracing.normalized(t))}
+        return batch.model_copy(update={"traceparents": traces})
     result = ResultEvent.model_validate_json(value or b"")
     traceparent = tracing.from_headers(headers)
     traces = {} if traceparent is None else {result.execution_id: traceparent}

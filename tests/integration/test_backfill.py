@@ -193,6 +193,30 @@ async def test_a_serial_backfill_runs_one_occurrence_at_a_time(
         assert len(h.due_events(job)) == 3
 
 
+async def test_a_replace_jobs_own_runs_do_not_cancel_its_backfill(
+    pool: asyncpg.Pool, kafka_settings: KafkaSettings, user_id: str
+) -> None:
+    async def backfill_statuses(job: UUID) -> list[str]:
+        return [r["status"] for r in await backfill_rows(pool, job) if r["backfill"]]
+
+    async with shard_harness(pool, kafka_settings, start=NOON) as h:
+        schedule = {"type": "cron", "expression": "0 * * * *", "overlap": "replace"}
+        job = await h.add_job(user_id, schedule)
+        await Backfills(h).apply(command(user_id, job, "09:00:00", "12:00:00"))
+        await h.advance(seconds=1)  # the backfill's first run goes out; two wait
+        assert await backfill_statuses(job) == ["queued", "pending", "pending"]
+
+        # The job's own 13:00 run replaces its unfinished own runs, not the backfill's.
+        await h.at(utc(DAY, "13:00:00"))
+        own = {
+            r["scheduled_for"]: r["status"]
+            for r in await backfill_rows(pool, job)
+            if not r["backfill"]
+        }
+        assert own[utc(DAY, "13:00:00")] == "queued"
+        assert await backfill_statuses(job) == ["queued", "pending", "pending"]
+
+
 async def test_a_backfill_spends_the_daily_executions_quota_all_or_nothing(
     pool: asyncpg.Pool, kafka_settings: KafkaSettings, user_id: str
 ) -> None:

@@ -17,6 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from schemas.v1.schedules import CronSchedule, Exclusions, Schedule
 from tests.unit.test_dst_properties import reference
+from timetable.backfill import backfill_occurrences
 from timetable.exclusions import (
     UnknownCalendar,
     excluded,
@@ -157,3 +158,26 @@ def test_bad_exclusions_are_refused_by_the_model(exclude: dict[str, Any], where:
     with pytest.raises(ValidationError) as caught:
         SCHEDULE.validate_python({"type": "cron", "expression": "0 9 * * *", "exclude": exclude})
     assert where in str(caught.value)
+
+
+def test_a_backfill_does_not_run_what_the_exclusions_skip() -> None:
+    # Weekdays at 09:00 in New York, weekends excluded: a backfill over a past week runs 5.
+    schedule = SCHEDULE.validate_python(
+        {
+            "type": "cron",
+            "expression": "0 9 * * *",
+            "timezone": "America/New_York",
+            "exclude": {"cron": ["* * * * 0,6"]},
+        }
+    )
+    start = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
+    runs = backfill_occurrences(
+        schedule, start, start + timedelta(days=7), start + timedelta(days=30), anchor=start
+    )
+    assert [r.astimezone(ZoneInfo("America/New_York")).weekday() for r in runs] == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
