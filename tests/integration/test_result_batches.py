@@ -77,8 +77,9 @@ async def test_one_batch_records_a_success_schedules_a_retry_and_ignores_a_repea
         assert done["status"] == "succeeded"
         first, retry = await h.executions(failing_job)
         assert first["status"] == "failed"
-        # The backoff (1 s) is inside the lead (3 s): the retry is queued at once.
-        assert (retry["attempt"], retry["status"]) == (2, "queued")
+        # Attempt 2 is scheduled: pending until the timer queues it (its backoff is inside
+        # the lead, so that may have happened already).
+        assert retry["attempt"] == 2 and retry["status"] in ("pending", "queued")
 
 
 def test_a_record_without_the_batch_header_holds_one_result() -> None:
