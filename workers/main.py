@@ -50,7 +50,7 @@ from workers.policy import TargetGuard
 from workers.reports import Reporter
 from workers.retention import DEFAULT_BATCH, prune_periodically
 from workers.targets.builtin import builtin_registry
-from workers.targets.http import guarded_session
+from workers.targets.http_client import HttpClient
 from workers.targets.sql import SqlPools
 
 log = logging.getLogger(__name__)
@@ -166,14 +166,14 @@ class Worker:
         producer = durable_producer(self._kafka)
         await producer.start()
         stack.push_async_callback(producer.stop)
-        # Every connection's DNS answers pass the SSRF guard (workers.targets.http).
-        session = guarded_session(AddressGuard.from_allowlist(self._targets.http_allowlist))
-        stack.push_async_callback(session.close)
+        # Every connection's DNS answers pass the SSRF guard (workers.targets.http_client).
+        http = HttpClient(AddressGuard.from_allowlist(self._targets.http_allowlist))
+        stack.push_async_callback(http.close)
         sql_pools = SqlPools(self._targets.sql_connections)
         stack.push_async_callback(sql_pools.close)
 
         excerpt_bytes = self._settings.http_excerpt_bytes
-        registry = builtin_registry(session, producer, excerpt_bytes, self._targets, sql_pools)
+        registry = builtin_registry(http, producer, excerpt_bytes, self._targets, sql_pools)
         tuning = self._tuning
         leases = LeaseKeeper(
             pool, self.id, interval_s=tuning.heartbeat_interval_s, ttl_s=tuning.lease_ttl_s

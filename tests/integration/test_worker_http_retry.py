@@ -9,7 +9,6 @@ from email.utils import format_datetime
 from typing import Any
 from uuid import uuid4
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -17,6 +16,7 @@ from schemas.v1.addresses import AddressGuard
 from schemas.v1.targets import HttpTarget
 from workers.targets.base import Attempt, Outcome
 from workers.targets.http import HttpRunner
+from workers.targets.http_client import HttpClient
 
 ATTEMPT = Attempt(execution_id=uuid4(), job_id=uuid4(), user_id="u-1", attempt=1)
 
@@ -42,8 +42,10 @@ async def base_url() -> AsyncIterator[str]:
 
 @pytest.fixture
 async def http() -> AsyncIterator[HttpRunner]:
-    async with aiohttp.ClientSession() as session:
-        yield HttpRunner(session, 64, AddressGuard.from_allowlist(["127.0.0.1"]))
+    guard = AddressGuard.from_allowlist(["127.0.0.1"])
+    client = HttpClient(guard)
+    yield HttpRunner(client, 64)
+    await client.close()
 
 
 async def call(http: HttpRunner, url: str, **fields: Any) -> Outcome:

@@ -8,19 +8,20 @@ allowlisted) and records any request that reaches it, which must be none.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import uuid4
 
-import aiohttp
 import pytest
 from aiohttp import web
+from yarl import URL
 
-from schemas.v1.addresses import AddressGuard, parse_address, why_forbidden
+from schemas.v1.addresses import AddressGuard, AddressRefused, parse_address, why_forbidden
 from schemas.v1.targets import HttpTarget
 from workers.targets import Attempt
-from workers.targets.http import HttpRunner, guarded_session
+from workers.targets.http import HttpRunner
+from workers.targets.http_client import HttpClient
 
 ATTEMPT = Attempt(execution_id=uuid4(), job_id=uuid4(), user_id="u-1", attempt=1)
 STRICT = AddressGuard()
@@ -117,9 +118,17 @@ async def servers() -> AsyncIterator[Servers]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
+async def runner() -> AsyncIterator[Callable[[AddressGuard], HttpRunner]]:
+    """Runners whose clients (and their guards) are closed after the test."""
+    clients: list[HttpClient] = []
+
+    def make(guard: AddressGuard) -> HttpRunner:
+        clients.append(HttpClient(guard))
+        return HttpRunner(clients[-1], 100)
+
+    yield make
+    for client in clients:
+        await client.close()
 
 
 def target(url: str, **fields: Any) -> HttpTarget:
@@ -138,9 +147,9 @@ def target(url: str, **fields: Any) -> HttpTarget:
     ],
 )
 async def test_private_targets_are_refused_by_default(
-    session: aiohttp.ClientSession, url: str
+    runner: Callable[[AddressGuard], HttpRunner], url: str
 ) -> None:
-    outcome = await HttpRunner(session, 100, STRICT)(target(url), ATTEMPT)
+    outcome = await runner(STRICT)(target(url), ATTEMPT)
     assert not outcome.succeeded
     assert not outcome.retryable
     assert outcome.error is not None and outcome.error.startswith("refused:")
@@ -148,61 +157,57 @@ async def test_private_targets_are_refused_by_default(
 
 
 async def test_a_hostname_resolving_to_loopback_is_refused_and_the_server_never_hit(
-    servers: Servers, session: aiohttp.ClientSession
+    servers: Servers, runner: Callable[[AddressGuard], HttpRunner]
 ) -> None:
     port = servers.internal.rsplit(":", 1)[1]
-    outcome = await HttpRunner(session, 100, STRICT)(target(f"http://localhost:{port}/x"), ATTEMPT)
+    outcome = await runner(STRICT)(target(f"http://localhost:{port}/x"), ATTEMPT)
     assert outcome.error is not None and "loopback" in outcome.error
-    direct = await HttpRunner(session, 100, STRICT)(target(f"{servers.internal}/x"), ATTEMPT)
+    direct = await runner(STRICT)(target(f"{servers.internal}/x"), ATTEMPT)
     assert direct.error is not None and direct.error.startswith("refused:")
     assert servers.internal_hits == []
 
 
 async def test_the_allowlist_lets_the_operators_target_through(
-    servers: Servers, session: aiohttp.ClientSession
+    servers: Servers, runner: Callable[[AddressGuard], HttpRunner]
 ) -> None:
     guard = AddressGuard.from_allowlist(["127.0.0.1/32"])
-    outcome = await HttpRunner(session, 100, guard)(target(f"{servers.allowed}/ok"), ATTEMPT)
+    outcome = await runner(guard)(target(f"{servers.allowed}/ok"), ATTEMPT)
     assert outcome.succeeded and outcome.output_excerpt == "POST ok"
 
 
 @pytest.mark.parametrize("hook", ["to-internal", "to-metadata"])
 async def test_a_redirect_from_an_allowed_target_to_a_private_address_is_refused(
-    servers: Servers, session: aiohttp.ClientSession, hook: str
+    servers: Servers, runner: Callable[[AddressGuard], HttpRunner], hook: str
 ) -> None:
     guard = AddressGuard.from_allowlist(["127.0.0.1"])
-    outcome = await HttpRunner(session, 100, guard)(target(f"{servers.allowed}/{hook}"), ATTEMPT)
+    outcome = await runner(guard)(target(f"{servers.allowed}/{hook}"), ATTEMPT)
     assert not outcome.succeeded and not outcome.retryable
     assert outcome.error is not None and outcome.error.startswith("refused:")
     assert servers.internal_hits == []
 
 
 async def test_redirect_hops_are_resolved_and_checked_like_the_first(
-    servers: Servers, session: aiohttp.ClientSession
+    servers: Servers, runner: Callable[[AddressGuard], HttpRunner]
 ) -> None:
     # A name on a hop is resolved and judged by its address: localhost is 127.0.0.1 here,
     # which this allowlist holds, so the hop is followed (a 307 keeps the method).
     guard = AddressGuard.from_allowlist(["127.0.0.1"])
-    outcome = await HttpRunner(session, 100, guard)(
-        target(f"{servers.allowed}/to-localhost"), ATTEMPT
-    )
+    outcome = await runner(guard)(target(f"{servers.allowed}/to-localhost"), ATTEMPT)
     assert outcome.succeeded and outcome.output_excerpt == "POST done"
     # A target allowed by its name does not carry that allowance to the next hop.
     by_name = AddressGuard.from_allowlist(["localhost"])
     port = servers.allowed.rsplit(":", 1)[1]
-    outcome = await HttpRunner(session, 100, by_name)(
-        target(f"http://localhost:{port}/to-internal"), ATTEMPT
-    )
+    outcome = await runner(by_name)(target(f"http://localhost:{port}/to-internal"), ATTEMPT)
     assert outcome.error is not None and outcome.error.startswith("refused:")
     assert "loopback" in outcome.error
     assert servers.internal_hits == []
 
 
 async def test_allowed_redirects_are_followed_re_checked_and_bounded(
-    servers: Servers, session: aiohttp.ClientSession
+    servers: Servers, runner: Callable[[AddressGuard], HttpRunner]
 ) -> None:
     guard = AddressGuard.from_allowlist(["127.0.0.1"])
-    run = HttpRunner(session, 100, guard)
+    run = runner(guard)
     followed = await run(
         target(f"{servers.allowed}/to-self", headers={"Authorization": "Bearer s3cret"}), ATTEMPT
     )
@@ -213,13 +218,13 @@ async def test_allowed_redirects_are_followed_re_checked_and_bounded(
     assert not looping.succeeded and looping.http_status == 302
 
 
-async def test_the_sessions_resolver_refuses_what_dns_turns_into_loopback(
+async def test_the_clients_connections_refuse_what_dns_turns_into_loopback(
     servers: Servers,
 ) -> None:
     """Even a request that skipped the runner's own check cannot connect (DNS rebinding)."""
     port = servers.internal.rsplit(":", 1)[1]
-    async with guarded_session(STRICT) as s:
-        with pytest.raises(aiohttp.ClientConnectorError, match="refused"):
-            async with s.get(f"http://localhost:{port}/x"):
-                pass
+    client = HttpClient(STRICT)
+    with pytest.raises(AddressRefused, match="loopback"):
+        await client.request("GET", URL(f"http://localhost:{port}/x"), {}, None, excerpt_bytes=10)
+    await client.close()
     assert servers.internal_hits == []

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import uuid4
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -17,6 +16,7 @@ from schemas.v1.addresses import AddressGuard
 from schemas.v1.targets import HttpTarget
 from workers.targets import Attempt
 from workers.targets.http import HttpRunner, excerpt
+from workers.targets.http_client import HttpClient
 
 # The local test server is on loopback, which the SSRF guard refuses unless allowed.
 LOCAL = AddressGuard.from_allowlist(["127.0.0.1"])
@@ -75,9 +75,10 @@ async def server() -> AsyncIterator[TargetServer]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
+async def session() -> AsyncIterator[HttpClient]:
+    client = HttpClient(LOCAL)
+    yield client
+    await client.close()
 
 
 def target(url: str, **fields: Any) -> HttpTarget:
@@ -85,12 +86,10 @@ def target(url: str, **fields: Any) -> HttpTarget:
 
 
 async def test_sends_the_execution_id_as_idempotency_key_over_the_jobs_own(
-    server: TargetServer, session: aiohttp.ClientSession
+    server: TargetServer, session: HttpClient
 ) -> None:
     headers = {"idempotency-key": "mine", "X-Job": "1"}
-    outcome = await HttpRunner(session, 100, LOCAL)(
-        target(f"{server.base}/ok", headers=headers), ATTEMPT
-    )
+    outcome = await HttpRunner(session, 100)(target(f"{server.base}/ok", headers=headers), ATTEMPT)
     assert outcome.succeeded and outcome.http_status == 200 and outcome.output_excerpt == "ok"
     (seen,) = server.seen
     assert seen.headers["Idempotency-Key"] == str(ATTEMPT.execution_id)
@@ -98,9 +97,9 @@ async def test_sends_the_execution_id_as_idempotency_key_over_the_jobs_own(
 
 
 async def test_a_json_body_is_sent_as_json_and_a_string_as_it_is(
-    server: TargetServer, session: aiohttp.ClientSession
+    server: TargetServer, session: HttpClient
 ) -> None:
-    run = HttpRunner(session, 100, LOCAL)
+    run = HttpRunner(session, 100)
     await run(target(f"{server.base}/ok", body={"a": [1, 2]}), ATTEMPT)
     await run(target(f"{server.base}/ok", body="a=1&b=2"), ATTEMPT)
     await run(target(f"{server.base}/ok", method="GET"), ATTEMPT)
@@ -112,17 +111,17 @@ async def test_a_json_body_is_sent_as_json_and_a_string_as_it_is(
 
 
 async def test_the_output_excerpt_is_bounded_and_never_cuts_a_character(
-    server: TargetServer, session: aiohttp.ClientSession
+    server: TargetServer, session: HttpClient
 ) -> None:
-    outcome = await HttpRunner(session, 101, LOCAL)(target(f"{server.base}/big"), ATTEMPT)
+    outcome = await HttpRunner(session, 101)(target(f"{server.base}/big"), ATTEMPT)
     # 101 bytes hold fifty 2-byte characters; the cut half of the 51st is left out.
     assert outcome.output_excerpt == "é" * 50
 
 
 async def test_the_excerpt_is_gathered_across_chunks(
-    server: TargetServer, session: aiohttp.ClientSession
+    server: TargetServer, session: HttpClient
 ) -> None:
-    outcome = await HttpRunner(session, 15, LOCAL)(target(f"{server.base}/chunked"), ATTEMPT)
+    outcome = await HttpRunner(session, 15)(target(f"{server.base}/chunked"), ATTEMPT)
     assert outcome.output_excerpt == "first second th"
 
 
@@ -130,34 +129,32 @@ async def test_the_excerpt_is_gathered_across_chunks(
     ("status", "retryable"), [(500, True), (503, True), (429, True), (404, False), (400, False)]
 )
 async def test_non_2xx_fails_and_only_transient_statuses_are_retryable(
-    server: TargetServer, session: aiohttp.ClientSession, status: int, retryable: bool
+    server: TargetServer, session: HttpClient, status: int, retryable: bool
 ) -> None:
-    outcome = await HttpRunner(session, 100, LOCAL)(target(f"{server.base}/{status}"), ATTEMPT)
+    outcome = await HttpRunner(session, 100)(target(f"{server.base}/{status}"), ATTEMPT)
     assert not outcome.succeeded
     assert (outcome.http_status, outcome.retryable) == (status, retryable)
     assert outcome.error == f"HTTP {status}"
     assert outcome.output_excerpt == f"status {status}"
 
 
-async def test_a_timeout_fails_retryably(
-    server: TargetServer, session: aiohttp.ClientSession
-) -> None:
-    outcome = await HttpRunner(session, 100, LOCAL)(
-        target(f"{server.base}/slow", timeout_s=0.2), ATTEMPT
-    )
+async def test_a_timeout_fails_retryably(server: TargetServer, session: HttpClient) -> None:
+    outcome = await HttpRunner(session, 100)(target(f"{server.base}/slow", timeout_s=0.2), ATTEMPT)
     assert not outcome.succeeded and outcome.retryable
     assert outcome.error == "timed out after 0.2 s"
     assert outcome.http_status is None
 
 
-async def test_a_refused_connection_fails_retryably(session: aiohttp.ClientSession) -> None:
+async def test_a_refused_connection_fails_retryably(session: HttpClient) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     # Nothing listens there any more.
-    outcome = await HttpRunner(session, 100, LOCAL)(target(f"http://127.0.0.1:{port}/x"), ATTEMPT)
+    outcome = await HttpRunner(session, 100)(target(f"http://127.0.0.1:{port}/x"), ATTEMPT)
     assert not outcome.succeeded and outcome.retryable
-    assert outcome.error is not None and "ClientConnectorError" in outcome.error
+    assert outcome.error is not None and outcome.error.startswith(
+        f"cannot connect to 127.0.0.1:{port}"
+    )
 
 
 def test_excerpt_replaces_invalid_bytes() -> None:

@@ -7,20 +7,19 @@ their own too what they cannot run (not enabled, not allowlisted, no such connec
 
 from __future__ import annotations
 
-import aiohttp
 from aiokafka import AIOKafkaProducer
 
 from core.settings import TargetSettings
-from schemas.v1.addresses import AddressGuard
 from workers.targets import TargetRegistry
 from workers.targets.http import HttpRunner
+from workers.targets.http_client import HttpClient
 from workers.targets.kafka import KafkaRunner
 from workers.targets.script import ScriptRunner
 from workers.targets.sql import SqlPools, SqlRunner
 
 
 def builtin_registry(
-    session: aiohttp.ClientSession,
+    http: HttpClient,
     producer: AIOKafkaProducer,
     excerpt_bytes: int,
     policy: TargetSettings,
@@ -28,8 +27,7 @@ def builtin_registry(
 ) -> TargetRegistry:
     """``excerpt_bytes`` bounds what each runner keeps of an output (per stream for scripts)."""
     registry = TargetRegistry()
-    guard = AddressGuard.from_allowlist(policy.http_allowlist)
-    registry.register("http", HttpRunner(session, excerpt_bytes, guard))
+    registry.register("http", HttpRunner(http, excerpt_bytes))
     registry.register("kafka", KafkaRunner(producer))
     registry.register("script", ScriptRunner(policy, excerpt_bytes))
     registry.register("sql", SqlRunner(sql_pools, excerpt_bytes))
