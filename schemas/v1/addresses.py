@@ -121,6 +121,19 @@ class AddressGuard:
 
     def check_literal(self, host: str) -> None:
         """The checks that need no DNS: a literal address in the URL."""
-        address = parse_address(host)
-        if address is not None:
-            self.check_address(host, address)
+        refusal = _literal_refusal(self, host)
+        if refusal is not None:
+            raise AddressRefused(refusal)
+
+
+# A worker checks every job's URL host, and the policy every target's: few hosts, many jobs.
+@functools.lru_cache(maxsize=_CACHED)
+def _literal_refusal(guard: AddressGuard, host: str) -> str | None:
+    address = parse_address(host)
+    if address is None:
+        return None
+    try:
+        guard.check_address(host, address)
+    except AddressRefused as exc:
+        return str(exc)
+    return None
