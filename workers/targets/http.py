@@ -85,7 +85,8 @@ class HttpRunner:
             headers = {k: v for k, v in headers.items() if k.lower() != TRACEPARENT}
             headers[TRACEPARENT] = attempt.traceparent
         body, content_type = encoded_body(target.body)
-        url, method = URL(str(target.url)), target.method
+        # pydantic has normalised and percent-encoded it (WHATWG URL rules): not parsed twice.
+        url, method = URL(str(target.url), encoded=True), target.method
         try:
             async with asyncio.timeout(target.timeout_s):
                 for hop in range(MAX_REDIRECTS + 1):
