@@ -16,6 +16,7 @@ from functools import partial
 import asyncpg
 import pytest
 
+from core.queries import QUERIES
 from core.settings import KafkaSettings, SchedulerSettings
 from scheduler.firing import Dispatcher, plan
 from scheduler.kafka_io import ProducerSender
@@ -162,3 +163,21 @@ async def test_an_owner_that_lost_the_shard_cannot_mark_rows_dispatched(
 
     await mark_dispatched(pool, shard, new, ids)
     assert set(await dispatched_at(pool, ids)) == set(ids)
+
+
+async def test_marking_never_waits_on_a_row_a_worker_is_claiming(
+    pool: asyncpg.Pool, shard: int, user_id: str
+) -> None:
+    """A worker can claim an execution before its shard has marked it dispatched (the ack
+    comes late under load): the mark skips the row the claim holds instead of waiting on it,
+    which deadlocked when the two statements locked their rows in different orders."""
+    epoch = await claim_shard(pool, shard, "owner")
+    claiming, other = (o.execution_id for o in await fire(pool, shard, epoch, user_id, 2))
+    async with pool.acquire() as worker, worker.transaction():
+        claimed = await worker.fetch(QUERIES["claim_executions"], [claiming], [7.0], "w-1")
+        assert [r["execution_id"] for r in claimed] == [claiming]
+        # Held by the open claim: a mark that waited on it would not return in time.
+        await asyncio.wait_for(mark_dispatched(pool, shard, epoch, [claiming, other]), 5)
+        assert set(await dispatched_at(pool, [claiming, other])) == {other}
+    outbox = await undispatched(pool, shard, 0.0)
+    assert claiming not in {o.execution_id for o in outbox}  # claimed: not queued any more
