@@ -191,8 +191,12 @@ async def test_an_interim_answer_is_skipped_for_the_final_one(
 
 @pytest.mark.parametrize(
     "answer",
-    [b"HTTP/1.1 two hundred\r\n\r\n", b"HTTP/1.1 200 OK\r\nX: " + b"y" * 70_000 + b"\r\n\r\n"],
-    ids=["malformed", "headers-too-large"],
+    [
+        b"HTTP/1.1 two hundred\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX: " + b"y" * 70_000 + b"\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    ],
+    ids=["malformed", "headers-too-large", "upgrade"],
 )
 async def test_an_answer_the_client_cannot_take_is_an_error(
     serve: Callable[[Handler], Awaitable[Server]], client: HttpClient, answer: bytes

@@ -190,6 +190,9 @@ class _Connection(asyncio.Protocol):
                 return
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # 101 Switching Protocols: nothing a job asked for (it sends no Upgrade).
+            self._fail(HttpError("the server switched protocols"))
         except httptools.HttpParserError as exc:
             self._fail(HttpError(f"a malformed HTTP answer: {exc}"))
 
@@ -210,7 +213,8 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks --
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        # Names are ASCII; a value is UTF-8 if anything (a Location of a lax server).
+        self._headers[name.decode("latin-1").lower()] = value.decode(errors="replace")
 
     def on_headers_complete(self) -> None:
         self._in_body = True
