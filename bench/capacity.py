@@ -35,9 +35,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from bench.databases import fresh_database
+from core.queries import QUERIES
 from core.settings import InfraSettings, KafkaSettings
 from infra.supervisor import status, up
 from topics.admin import create_topics
@@ -92,6 +94,17 @@ def service_pid(line: str) -> int:
     """The pid in infra's status line ``running pid 123 on ...``."""
     words = line.split()
     return int(words[words.index("pid") + 1])
+
+
+async def postmaster_of(dsn: str) -> int:
+    """The postmaster of the Postgres ``dsn`` points to (the dev one, or a private one that
+    ``KJS_DATABASE_URL`` names, e.g. with pg_stat_statements loaded for a measurement)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        data_dir = await conn.fetchval(QUERIES["data_directory"])
+    finally:
+        await conn.close()
+    return int((Path(data_dir) / "postmaster.pid").read_text().split()[0])
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -170,7 +183,7 @@ async def one_run(args: argparse.Namespace, processes: int, rate: int) -> Run:
             "scheduler": [scheduler.pid],
             "workers": workers,
             "broker": [service_pid(services["kafka"])],
-            "postgres": [pg := service_pid(services["postgres"]), *children_of(pg)],
+            "postgres": [pg := await postmaster_of(dsn), *children_of(pg)],
             "nginx": [nginx.pid, *children_of(nginx.pid)],
         }
         await asyncio.sleep(max(0.0, start - time.time()))

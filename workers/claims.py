@@ -7,11 +7,14 @@ over the start.
 
 Claims are made a second ahead of the instant (workers.execution.CLAIM_AHEAD_S), so a claim
 may wait a little to share its statement: the first claim asked for opens a batch that
-leaves ``COALESCE_S`` later (at once when it is full), with those asked for meanwhile; at
-most ``STATEMENTS`` are in flight. A steady 500 jobs/s then costs 20 statements a second,
-not 500, and a burst's claims (10,000 due at one instant: ten statements of 1,000) go two at
-a time, leaving Postgres cores for the shard's writes. One statement per execution would make
-the commit rate of Postgres the worker's ceiling.
+leaves ``COALESCE_S`` later (at once when it is full, or a claim is urgent), with those asked
+for meanwhile; at most ``STATEMENTS`` are in flight. Claims asked for while every statement
+is in flight open the next batch, which waits its ``COALESCE_S`` too: sending them as soon as
+a statement returned made a steady stream cost one statement per round trip (130 a second
+of four claims each at 500 jobs/s), not one per ``COALESCE_S``. A steady 500 jobs/s then
+costs 20 statements a second, not 500, and a burst's claims (10,000 due at one instant: ten
+statements of 1,000) go two at a time, leaving Postgres cores for the shard's writes. One
+statement per execution would make the commit rate of Postgres the worker's ceiling.
 """
 
 from __future__ import annotations
@@ -89,6 +92,8 @@ class Claimer:
         self._backoff = backoff
         self._waiting: dict[UUID, tuple[float, asyncio.Future[Claim | None]]] = {}
         self._flushers: set[asyncio.Task[None]] = set()
+        # Flushers gathering a batch (not in a statement): a claim needs one, not a new one.
+        self._gathering = 0
 
     async def claim(self, execution_id: UUID, *, urgent: bool = True) -> Claim | None:
         """Claim a queued execution; ``None`` if it is not queued (someone started, finished
@@ -134,7 +139,7 @@ class Claimer:
         self._waiting[execution_id] = entry
         if urgent or len(self._waiting) >= self._max_batch:
             self._hurry.set()
-        if len(self._flushers) < STATEMENTS:
+        if not self._gathering and len(self._flushers) < STATEMENTS:
             flusher = asyncio.create_task(self._flush(), name="kjs-claims")
             self._flushers.add(flusher)
             flusher.add_done_callback(self._flushers.discard)
@@ -147,25 +152,49 @@ class Claimer:
             raise
 
     async def _flush(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._hurry.wait(), self._coalesce_s)
-        self._hurry.clear()
+        """Gather a batch for ``coalesce_s`` (less when hurried or full), send it as one
+        statement, and go on while claims wait that no other flusher is gathering."""
+        try:
+            await self._flush_while_waiting()
+        finally:
+            # At once, not in a done callback: a claim asked for meanwhile must not count
+            # this flusher as one that will still send it.
+            self._flushers.discard(asyncio.current_task())  # type: ignore[arg-type]
+
+    async def _flush_while_waiting(self) -> None:
         while self._waiting:
+            self._gathering += 1
+            try:
+                if len(self._waiting) < self._max_batch:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._hurry.wait(), self._coalesce_s)
+            finally:
+                self._gathering -= 1
+            self._hurry.clear()
             ids = list(itertools.islice(self._waiting, self._max_batch))
             batch = {i: self._waiting.pop(i) for i in ids}
-            try:
-                claims = await claim_batch(
-                    self._pool,
-                    self._worker,
-                    [(i, lease) for i, (lease, _) in batch.items()],
-                    self._events,
-                )
-            except Exception as exc:
-                for _, future in batch.values():
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            log.debug("claimed %d of %d executions", len(claims), len(batch))
-            for execution_id, (_, future) in batch.items():
+            if len(self._waiting) >= self._max_batch:
+                self._hurry.set()  # the next batch is full already
+            await self._send(batch)
+            if self._gathering:
+                return  # another flusher gathers what came meanwhile
+
+    async def _send(self, batch: dict[UUID, tuple[float, asyncio.Future[Claim | None]]]) -> None:
+        if not batch:
+            return
+        try:
+            claims = await claim_batch(
+                self._pool,
+                self._worker,
+                [(i, lease) for i, (lease, _) in batch.items()],
+                self._events,
+            )
+        except Exception as exc:
+            for _, future in batch.values():
                 if not future.done():
-                    future.set_result(claims.get(execution_id))
+                    future.set_exception(exc)
+            return
+        log.debug("claimed %d of %d executions", len(claims), len(batch))
+        for execution_id, (_, future) in batch.items():
+            if not future.done():
+                future.set_result(claims.get(execution_id))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import asyncpg
 import pytest
 
+from tests.support.waiting import eventually
 from workers.claims import Claimer
 
 pytestmark = pytest.mark.services
@@ -85,3 +87,46 @@ async def test_racing_deliveries_and_workers_start_each_execution_once(
         )
     )
     assert {i: ("w-1" if c is first else "w-2") for c, i in won} == workers
+
+
+class HeldPool:
+    """The real pool, whose first statement waits for ``release``; records each statement's
+    ids, at the moment it is sent."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self.statements: list[list[UUID]] = []
+        self.release = asyncio.Event()
+
+    async def fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
+        self.statements.append(list(args[0]))  # type: ignore[call-overload]
+        if len(self.statements) == 1:
+            await self.release.wait()
+        return await self._pool.fetch(query, *args)
+
+
+async def test_claims_asked_for_during_a_statement_share_the_next_one(
+    pool: asyncpg.Pool, user_id: str
+) -> None:
+    first, *later, last = await queued_executions(pool, user_id, 5)
+    held = HeldPool(pool)
+    # A coalescing window no test waits for: only an urgent claim sends the gathered ones.
+    claimer = Claimer(held, "w-1", coalesce_s=3600)  # type: ignore[arg-type]
+    in_flight = asyncio.create_task(claimer.claim(first))
+    await eventually(_returns(lambda: len(held.statements) == 1), what="the first statement")
+    waiting = [asyncio.create_task(claimer.claim(i, urgent=False)) for i in later]
+    await asyncio.sleep(0)  # one turn of the loop: the tasks ask for their claims
+    held.release.set()
+    assert await in_flight is not None
+    # Sent as soon as the first statement returned, they would be a statement of their own.
+    assert held.statements == [[first]]
+    assert await claimer.claim(last) is not None
+    assert all(await asyncio.gather(*waiting))
+    assert held.statements == [[first], [*later, last]]
+
+
+def _returns(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def probe() -> bool:
+        return check()
+
+    return probe
