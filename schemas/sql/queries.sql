@@ -254,8 +254,7 @@ SET status = 'succeeded', started_at = COALESCE(t.started, e.started_at),
 FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::text[],
             $5::int[], $6::text[])
      AS t(id, started, finished, worker, http, excerpt)
--- IS TRUE: each id through the primary key, not every unfinished row (see claim_update).
-WHERE e.execution_id = t.id AND (e.status IN ('queued', 'running')) IS TRUE
+WHERE e.execution_id = t.id AND e.status IN ('queued', 'running')
 RETURNING e.job_id;
 
 -- name: settle_once_jobs
@@ -680,8 +679,7 @@ WITH mine AS (
     SELECT e.execution_id, h.secs
       FROM kjs_executions AS e
       JOIN unnest($1::uuid[], $3::float8[]) AS h (execution_id, secs) USING (execution_id)
-     -- IS TRUE: each id through the primary key, not every running row (see claim_update).
-     WHERE (e.status = 'running') IS TRUE
+     WHERE e.status = 'running'
        AND e.worker = $2
        FOR UPDATE OF e SKIP LOCKED
 )
