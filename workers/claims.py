@@ -142,7 +142,7 @@ class Claimer:
         if not self._gathering and len(self._flushers) < STATEMENTS:
             flusher = asyncio.create_task(self._flush(), name="kjs-claims")
             self._flushers.add(flusher)
-            flusher.add_done_callback(self._flushers.discard)
+            flusher.add_done_callback(self._flushers.discard)  # also one cancelled unstarted
         try:
             return await future
         except asyncio.CancelledError:
@@ -159,7 +159,7 @@ class Claimer:
         finally:
             # At once, not in a done callback: a claim asked for meanwhile must not count
             # this flusher as one that will still send it.
-            self._flushers.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self._flushers.discard(asyncio.current_task())
 
     async def _flush_while_waiting(self) -> None:
         while self._waiting:

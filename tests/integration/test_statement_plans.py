@@ -39,7 +39,8 @@ async def executions_with_stale_statistics(pool: asyncpg.Pool, user_id: str) -> 
     insert = (
         "INSERT INTO kjs_executions (execution_id, job_id, user_id, shard, scheduled_for,"
         " attempt, lane, status, started_at, finished_at, worker)"
-        " SELECT gen_random_uuid(), $1, $2, 0, $3::timestamptz + make_interval(secs => n + $4::int),"
+        " SELECT gen_random_uuid(), $1, $2, 0,"
+        " $3::timestamptz + make_interval(secs => n + $4::int),"
         " 1, 'normal', $5, CASE WHEN $5 <> 'queued' THEN now() END,"
         " CASE WHEN $5 = 'succeeded' THEN now() END, CASE WHEN $5 <> 'queued' THEN 'w-0' END"
         " FROM generate_series(1, $6) AS n"
