@@ -53,11 +53,11 @@ from topics.security import faust_broker, faust_credentials
 log = logging.getLogger(__name__)
 RESULT_BATCH = 500
 # A result's only reader in a hurry is a status query, and the worker keeps the lease until
-# the shard has it (workers.leases): so gather 250 ms of them per take, which writes each
+# the shard has it (workers.leases): so gather 500 ms of them per take, which writes each
 # shard's in one fenced transaction. The workers send a linger's results of every shard at
-# once (workers.reports): a shorter wait made a take, and six transactions, per linger (at
-# 500 jobs/s, 50 transactions a second of ten results; now about 15 of 35).
-RESULT_BATCH_WAIT_S = 0.25
+# once (workers.reports): a wait of 50 ms made a take, and six transactions, per linger (at
+# 500 jobs/s, 50 transactions a second of ten results; now about 10 of 50).
+RESULT_BATCH_WAIT_S = 0.5
 # Commands likewise: a burst of submissions is stored a shard's run of creates at a time.
 COMMAND_BATCH = 500
 COMMAND_BATCH_WAIT_S = 0.005

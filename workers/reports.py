@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 # Results are reported after the run, so this delays no start; it delays when the shard
 # records the result (status queries, concurrency slots, the fair dispatch window).
-LINGER_S = 0.05
+LINGER_S = 0.1
 MAX_RESULTS = 500
 # Well under the broker's default max.message.bytes (1 MB).
 MAX_BATCH_BYTES = 256 * 1024
