@@ -39,7 +39,6 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from bench.databases import fresh_database
-from core.queries import QUERIES
 from core.settings import InfraSettings, KafkaSettings
 from infra.supervisor import status, up
 from topics.admin import create_topics
@@ -98,13 +97,18 @@ def service_pid(line: str) -> int:
 
 async def postmaster_of(dsn: str) -> int:
     """The postmaster of the Postgres ``dsn`` points to (the dev one, or a private one that
-    ``KJS_DATABASE_URL`` names, e.g. with pg_stat_statements loaded for a measurement)."""
+    ``KJS_DATABASE_URL`` names, e.g. with pg_stat_statements loaded for a measurement): the
+    parent of the backend serving a connection."""
     conn = await asyncpg.connect(dsn)
     try:
-        data_dir = await conn.fetchval(QUERIES["data_directory"])
+        backend = conn.get_server_pid()
     finally:
         await conn.close()
-    return int((Path(data_dir) / "postmaster.pid").read_text().split()[0])
+    return parent_of(backend)
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -597,11 +597,6 @@ SELECT shard, epoch, owner, assigned_at FROM kjs_shards ORDER BY shard;
 -- and infra's wait for a starting server).
 SELECT 1;
 
--- name: data_directory
--- The server's data directory, where its postmaster.pid names the process whose CPU
--- bench/capacity.py counts as Postgres's (a superuser's question: the bench's DSN is one).
-SELECT current_setting('data_directory');
-
 
 -- ---------------------------------------------------------------------------------------------
 -- API keys (api/keys.py)
