@@ -101,10 +101,9 @@ async def postmaster_of(dsn: str) -> int:
     parent of the backend serving a connection."""
     conn = await asyncpg.connect(dsn)
     try:
-        backend = conn.get_server_pid()
+        return parent_of(conn.get_server_pid())  # while the backend is there
     finally:
         await conn.close()
-    return parent_of(backend)
 
 
 def parent_of(pid: int) -> int:
