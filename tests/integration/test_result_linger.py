@@ -87,7 +87,8 @@ async def test_a_batch_opened_during_another_shards_linger_leaves_with_it(
     first, second = users_on_two_partitions(partitions)
     turns = Turns()
     spy = SpyProducer(producer, turns)
-    reporter = Reporter(spy, cat, linger_s=0.5)  # type: ignore[arg-type]
+    # Long enough for the round trip below on a loaded machine (one that outlasted 0.5 s).
+    reporter = Reporter(spy, cat, linger_s=3.0)  # type: ignore[arg-type]
     try:
         early = asyncio.create_task(reporter.result(result_of(first)))
         # A round trip to the broker: the second shard's result comes a while later, so a
