@@ -40,7 +40,7 @@ from scheduler.commands import CommandHandler
 from scheduler.daily_budget import DailyBudget
 from scheduler.events import EventRelay
 from scheduler.firing import Dispatcher
-from scheduler.kafka_io import FaustSender
+from scheduler.kafka_io import FaustSender, track_topics
 from scheduler.outages import until_available
 from scheduler.records import Record
 from scheduler.results import ResultHandler
@@ -148,6 +148,10 @@ class SchedulerApp:
                     lambda: create_pool(self.db, dsn=self.database_url), "Postgres pool"
                 )
                 sender = FaustSender(self.app)
+                # faust's producer wraps aiokafka's, started before the first assignment.
+                producer: Any = getattr(self.app.producer, "_producer", None)
+                if producer is not None:
+                    await track_topics(producer, [t.name for t in self.catalog.all()])
                 dispatcher = Dispatcher(pool, sender, self.catalog)
                 quotas = Quotas(load(SecuritySettings))
                 SWITCH.on = self.events.on

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any, Protocol
 
 # How long a re-route waits for the producer to learn of a partition a resize just added:
@@ -42,6 +42,19 @@ class FaustSender:
             topic, key, value, partition, None, list(headers) if headers else None
         )
         return fut
+
+
+async def track_topics(producer: Any, topics: Iterable[str]) -> None:
+    """Keep an aiokafka producer's metadata refreshes to ``topics``.
+
+    aiokafka asks for every topic of the cluster while the topics its client tracks are
+    none, and they stay none: the bootstrap metadata knows the topics a send goes to, so no
+    send adds them. Each refresh (every 5 s in the scheduler, for a resize's partitions:
+    ``scheduler.app.METADATA_MAX_AGE_MS``) then decoded the whole cluster's metadata, 6% of
+    the scheduler's CPU at 500 jobs/s on a broker holding 4,500 topics. A send to a topic not
+    in ``topics`` still adds it.
+    """
+    await producer.client.set_topics(list(topics))
 
 
 class ProducerSender:
