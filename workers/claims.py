@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,6 +47,10 @@ COALESCE_S = 0.05
 class Claim:
     started_at: datetime
     lease_until: datetime
+    # When the statement was sent (monotonic): the lease runs from no earlier than this. A
+    # loaded worker may read the answer seconds later; counting the lease from then would
+    # renew it after Postgres had let it lapse.
+    asked_at: float
 
 
 async def claim_batch(
@@ -58,9 +63,12 @@ async def claim_batch(
     the worker its owner, so the event commits with it (the shard's relay publishes it).
     """
     query = QUERIES["claim_executions_with_events"] if events else QUERIES["claim_executions"]
+    asked_at = time.monotonic()
     rows = await pool.fetch(query, [r[0] for r in requests], [r[1] for r in requests], worker)
     return {
-        row["execution_id"]: Claim(started_at=row["started_at"], lease_until=row["lease_until"])
+        row["execution_id"]: Claim(
+            started_at=row["started_at"], lease_until=row["lease_until"], asked_at=asked_at
+        )
         for row in rows
     }
 

@@ -226,7 +226,7 @@ class ExecutionService:
             )
             SKIPPED_REDELIVERIES.labels(event.lane).inc()
             return
-        self.leases.hold(event.execution_id)
+        self.leases.hold(event.execution_id, since=claimed.asked_at)
         reported = False
         try:
             await self.instants.hold_until(instant)

@@ -76,13 +76,16 @@ class LeaseKeeper:
         # Heartbeats sent; tests wait on it instead of on time.
         self.beats = 0
 
-    def hold(self, execution_id: UUID) -> None:
-        """Hold the lease a claim just took (``ttl_s`` long)."""
+    def hold(self, execution_id: UUID, *, since: float | None = None) -> None:
+        """Hold the lease a claim just took (``ttl_s`` long), counted from ``since``: when
+        the claim was sent (monotonic), not when its answer was read, which on a saturated
+        event loop can be seconds later, past the renewal point of the lease in Postgres."""
         count = self._held.get(execution_id, 0)
         self._held[execution_id] = count + 1
         self._reported.discard(execution_id)
         if count == 0:
-            self._expires[execution_id] = time.monotonic() + self.ttl_s
+            start = time.monotonic() if since is None else since
+            self._expires[execution_id] = start + self.ttl_s
 
     def release(self, execution_id: UUID, *, reported: bool = False) -> None:
         """Stop holding a lease. ``reported``: the attempt's result is acked in Kafka, so the

@@ -34,12 +34,14 @@ async def statuses(h: ShardHarness, jobs: list[UUID]) -> list[tuple[str, str | N
     return [(r["status"], r["error"]) for r in rows]
 
 
-async def finish(h: ShardHarness, user_id: str) -> UUID:
-    """A worker's success result for one queued execution, through the shard's handler."""
+async def finish(h: ShardHarness, user_id: str, jobs: list[UUID]) -> UUID:
+    """A worker's success result for one queued execution of ``jobs`` (not of another job
+    queued on the shard, whose result would free no slot), through the shard's handler."""
     row = await h.pool.fetchrow(
         "SELECT execution_id, job_id FROM kjs_executions WHERE shard = $1"
-        " AND status = 'queued' ORDER BY execution_id LIMIT 1",
+        " AND status = 'queued' AND job_id = ANY($2::uuid[]) ORDER BY execution_id LIMIT 1",
         h.shard,
+        jobs,
     )
     result = ResultEvent(
         execution_id=row["execution_id"],
@@ -84,7 +86,7 @@ async def test_a_key_holds_runs_beyond_its_limit_until_a_result_frees_a_slot(
         assert all(e and "concurrency key 'reports' has its limit (2)" in e for e in held)
         assert await statuses(h, [other]) == [("queued", None)], "a job without the key is not held"
 
-        await finish(h, user_id)
+        await finish(h, user_id, jobs)
         await h.at(NINE - LEAD)  # the timer's next look releases the freed slot
         await queued_count(h, jobs, 2)
         runs = await statuses(h, jobs)
@@ -110,7 +112,7 @@ async def test_max_running_holds_the_tenants_runs_across_jobs(
         assert sorted(s for s, _ in runs) == ["pending", "pending", "queued"]
         assert all("max_running (1)" in (e or "") for s, e in runs if s == "pending")
         for done in (1, 2):
-            await finish(h, user_id)
+            await finish(h, user_id, jobs)
             await h.at(NINE - LEAD)
             await queued_count(h, jobs, 1)
             assert sum(s == "succeeded" for s, _ in await statuses(h, jobs)) == done

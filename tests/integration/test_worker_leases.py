@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -169,3 +170,18 @@ async def test_a_heartbeat_renews_only_the_leases_about_to_run_out(
     short = LeaseKeeper(pool, "w-renew", interval_s=1, ttl_s=2)  # 2 s left < renew_within (3 s)
     short.hold(fresh)
     assert await short.extend(due_only=True) == {fresh}
+
+
+async def test_a_lease_counts_from_when_its_claim_was_sent_not_when_it_was_read(
+    pool: asyncpg.Pool, user_id: str
+) -> None:
+    """A saturated worker may read a claim's answer seconds after Postgres started the lease;
+    the renewal must come by the lease's own clock, or it comes after the lease lapsed and
+    the shard re-runs a job that is running."""
+    (slow,) = await queued_ids(pool, user_id, 1)
+    keeper = LeaseKeeper(pool, "w-slow", interval_s=1, ttl_s=7)  # renews with < 3.5 s left
+    claim = await Claimer(pool, "w-slow", lease_s=7).claim(slow)
+    assert claim is not None and claim.asked_at <= time.monotonic()
+    # Its answer read 5 s after the statement was sent: 2 s of the lease are left.
+    keeper.hold(slow, since=time.monotonic() - 5)
+    assert await keeper.extend(due_only=True) == {slow}
