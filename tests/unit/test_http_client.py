@@ -272,3 +272,29 @@ def test_the_client_runs_on_uvloop_the_workers_loop() -> None:
             return await scenario()
 
     assert uvloop.run(bounded()) == (1, [200, 200])
+
+
+async def test_a_request_that_ends_after_the_client_closed_closes_its_connection(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    received, answer, ended = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Server) -> None:
+        await read_request(reader, s)
+        received.set()
+        await answer.wait()
+        writer.write(OK)
+        await writer.drain()
+        if await reader.read() == b"":  # the client's end of the connection
+            ended.set()
+
+    server = await serve(slow)
+    client = HttpClient(GUARD)
+    request = asyncio.create_task(
+        client.request("GET", URL(f"{server.url}/s"), {}, None, excerpt_bytes=10)
+    )
+    await received.wait()
+    await client.close()  # a worker stopping while a job's request is in flight
+    answer.set()
+    assert (await request).status == 200
+    await asyncio.wait_for(ended.wait(), 5)

@@ -311,7 +311,9 @@ class HttpClient:
         except BaseException:
             conn.close()  # cancelled (timeout) or failed: its state is unknown
             raise
-        if conn.reusable and not self._closed:
+        if not conn.reusable or self._closed:
+            conn.close()  # the client is closed: nobody would take it from the pool
+        else:
             conn.idle_since = time.monotonic()
             idle = self._idle[origin]
             idle.append(conn)
