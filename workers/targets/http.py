@@ -26,6 +26,7 @@ from workers.targets.http_client import (
     InvalidRequest,
     Response,
     encoded_body,
+    origin_of,
 )
 from workers.targets.retry_after import RETRY_AFTER_STATUSES, parse_retry_after
 
@@ -65,10 +66,6 @@ def check_url(guard: AddressGuard, url: URL) -> None:
         guard.check_literal(host)
 
 
-def _origin(url: URL) -> tuple[str, str, int | None]:
-    return (url.scheme, (url.raw_host or "").lower(), url.port)
-
-
 class HttpRunner:
     """Sends HTTP targets through one shared client, so connections are pooled per worker."""
 
@@ -105,7 +102,7 @@ class HttpRunner:
                     if hop == MAX_REDIRECTS:
                         break
                     following = url.join(URL(location))
-                    if _origin(following) != _origin(url):
+                    if origin_of(following) != origin_of(url):
                         bound = _ORIGIN_BOUND_HEADERS
                         headers = {k: v for k, v in headers.items() if k.lower() not in bound}
                     status = response.status

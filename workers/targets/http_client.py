@@ -54,6 +54,12 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 Origin = tuple[str, str, int]
 
 
+def origin_of(url: URL) -> Origin:
+    """What a connection is pooled by, and what a redirect must keep to keep the job's
+    credentials: scheme, host (case-insensitive) and port."""
+    return (url.scheme, (url.raw_host or "").lower(), url.port or 0)
+
+
 class HttpError(Exception):
     """The exchange failed (connection refused, reset or closed early, a broken answer): the
     server may answer next time, so the runner reports it as retryable."""
@@ -283,7 +289,7 @@ class HttpClient:
     ) -> Response:
         """One exchange (steps 1-3 of the module docstring)."""
         data = request_bytes(method, url, headers, body, content_type)
-        origin: Origin = (url.scheme, (url.raw_host or "").lower(), url.port or 0)
+        origin = origin_of(url)
         head_only = method == "HEAD"
         conn = self._take_idle(origin)
         if conn is not None:
