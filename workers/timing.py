@@ -30,20 +30,27 @@ class Instants:
         """Return at ``instant`` or just after, never before.
 
         asyncio sleeps on the monotonic clock, which may drift from the wall clock over a
-        long wait, and a timer may fire within the clock's resolution of its deadline; so
-        wait again until the wall clock has really passed the instant.
+        long wait, and a timer may fire within the clock's resolution of its deadline. The
+        gate itself re-arms until the wall clock has passed the instant (``_open``), so every
+        holder wakes once, together, in holding order. (Re-checking in each holder instead
+        sent the first holder, woken a hair early, to the back of the line.)
         """
-        loop = asyncio.get_running_loop()
-        # Waiting for a time, not for an event: there is nothing to signal (hence the noqa).
-        while (remaining := (instant - utcnow()).total_seconds()) > 0:
-            gate = self._gates.get(instant)
-            if gate is None:
-                gate = self._gates[instant] = loop.create_future()
-                loop.call_later(remaining, self._open, instant, gate)
-            # Shielded: one holder cancelled (shutdown) must not cancel the others' gate.
-            await asyncio.shield(gate)
+        remaining = (instant - utcnow()).total_seconds()
+        if remaining <= 0:
+            return
+        gate = self._gates.get(instant)
+        if gate is None:
+            loop = asyncio.get_running_loop()
+            gate = self._gates[instant] = loop.create_future()
+            loop.call_later(remaining, self._open, instant, gate)
+        # Shielded: one holder cancelled (shutdown) must not cancel the others' gate.
+        await asyncio.shield(gate)
 
     def _open(self, instant: datetime, gate: asyncio.Future[None]) -> None:
+        remaining = (instant - utcnow()).total_seconds()
+        if remaining > 0:  # the monotonic timer ran ahead of the wall clock: wait the rest
+            asyncio.get_running_loop().call_later(remaining, self._open, instant, gate)
+            return
         if self._gates.get(instant) is gate:
             del self._gates[instant]
         if not gate.done():

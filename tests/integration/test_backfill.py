@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -344,30 +345,32 @@ async def test_a_backfill_over_http_is_one_command_on_the_tenants_partition(
     )
 
 
-@pytest.mark.parametrize(
-    ("body", "field", "message"),
-    [
-        ({**_range(1, -1)}, "to", "must be after from"),
-        ({**_range(1, 2)}, "to", "is in the future"),
-        ({**_range(100, 90)}, "to", "more than 1000 occurrences"),
-        ({**_range(3, 1), "overlap": "sometimes"}, "overlap", "Input should be"),
-        ({"to": _range(3, 1)["to"]}, "from", "Field required"),
-        ({**_range(3, 1), "from": "yesterday"}, "from", "datetime"),
-    ],
-)
+# Bodies are built when the test runs, not when it is collected: a range "1 hour ago to 1 hour
+# ahead" collected at 04:59 is wholly in the past by 05:01, when the test may run.
+_BAD_BACKFILLS: list[tuple[Callable[[], dict[str, Any]], str, str]] = [
+    (lambda: _range(1, -1), "to", "must be after from"),
+    (lambda: _range(1, 2), "to", "is in the future"),
+    (lambda: _range(100, 90), "to", "more than 1000 occurrences"),
+    (lambda: {**_range(3, 1), "overlap": "sometimes"}, "overlap", "Input should be"),
+    (lambda: {"to": _range(3, 1)["to"]}, "from", "Field required"),
+    (lambda: {**_range(3, 1), "from": "yesterday"}, "from", "datetime"),
+]
+
+
+@pytest.mark.parametrize(("make_body", "field", "message"), _BAD_BACKFILLS)
 async def test_a_bad_backfill_is_422_naming_the_field_and_produces_nothing(
     tenant_client: Client,
     pool: asyncpg.Pool,
     kafka_settings: KafkaSettings,
     topic_catalog: Catalog,
     user_id: str,
-    body: dict[str, Any],
+    make_body: Callable[[], dict[str, Any]],
     field: str,
     message: str,
 ) -> None:
     job_id = await _job(pool, user_id, EVERY_5_MIN)
 
-    resp = await tenant_client.post(f"/v1/jobs/{job_id}/backfill", json=body)
+    resp = await tenant_client.post(f"/v1/jobs/{job_id}/backfill", json=make_body())
 
     assert resp.status == 422, await resp.text()
     [error] = (await resp.json())["errors"]
