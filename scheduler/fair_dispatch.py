@@ -13,8 +13,10 @@ flood to drain. With it (``KJS_FAIR_DISPATCH``, on by default):
    ``dispatch_window_s`` (an execution sent a lead before its instant waits at a worker until
    then, so it counts from its instant). The rest wait in the queue, where a tenant that
    arrives later still takes its turn. So the workers never hold more than about a window of
-   a flood ahead of another tenant's work, whichever shard that tenant is on: what a worker
-   holds for the same instant starts in no particular order, so only pacing bounds that.
+   a flood ahead of another tenant's work, whichever shard that tenant is on. What a worker
+   holds for one instant starts round-robin by tenant (``workers/timing.py``), so within an
+   instant the flood is not ahead at all; the window (10,000 by default, what one worker
+   holds ahead) bounds memory and how far a flood due earlier gets ahead.
 
 The bound: an execution that is the k-th of its tenant's backlog in a lane where n tenants
 have a backlog is sent within the next k x n sends of that lane; with the window full, sends

@@ -144,7 +144,7 @@ class ExecutionService:
     # concurrency / lead (64 / 250 ms = 256 executions/s), whatever the targets cost.
     slots: asyncio.Semaphore
     secrets: SecretBox = field(default_factory=SecretBox)
-    # Holds records until their instants, waking those of one instant in arrival order.
+    # Holds records until their instants, waking those of one instant round-robin by tenant.
     instants: Instants = field(default_factory=Instants)
     _children: dict[tuple[str, str], AttemptMetrics] = field(default_factory=dict)
 
@@ -209,7 +209,7 @@ class ExecutionService:
         spans (docs/tracing.md)."""
         ready = made_ready(event, self.guard, self.secrets)
         instant = start_instant(event)
-        await self.instants.hold_until(instant - CLAIM_AHEAD)
+        await self.instants.hold_until(instant - CLAIM_AHEAD, event.user_id)
         early = (instant - utcnow()).total_seconds() > COALESCE_S
         span = tracing.start("claim", traceparent, None, tracing.CONSUMER)
         if traceparent is None and span is not None:
@@ -229,7 +229,7 @@ class ExecutionService:
         self.leases.hold(event.execution_id, since=claimed.asked_at)
         reported = False
         try:
-            await self.instants.hold_until(instant)
+            await self.instants.hold_until(instant, event.user_id)
             reported = await self._run_report(ready, traceparent)
         finally:
             self.leases.release(event.execution_id, reported=reported)

@@ -131,26 +131,38 @@ class WallClock:
 
 
 async def _wake_order(
-    monkeypatch: pytest.MonkeyPatch, order: list[int], clock: WallClock
-) -> list[int]:
+    monkeypatch: pytest.MonkeyPatch, order: list[Any], clock: WallClock
+) -> list[Any]:
+    """Holders of ``order`` (``(tenant, n)`` pairs, or bare values of one tenant) hold for
+    the clock's instant; returns the order they woke in."""
     monkeypatch.setattr("workers.timing.utcnow", clock)
     instants = Instants()
-    woke: list[int] = []
+    woke: list[Any] = []
 
-    async def hold(n: int) -> None:
-        await instants.hold_until(clock.instant)
-        woke.append(n)
+    async def hold(item: Any) -> None:
+        await instants.hold_until(clock.instant, item[0] if isinstance(item, tuple) else "")
+        woke.append(item)
 
-    await asyncio.gather(*(hold(n) for n in order))
+    await asyncio.gather(*(hold(item) for item in order))
     return woke
 
 
-async def test_holders_of_one_instant_wake_in_the_order_they_started_holding(
+async def test_one_tenants_holders_of_one_instant_wake_in_the_order_they_started_holding(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     order = [7, 3, 9, 0, 5, 1, 8, 2, 6, 4] * 20  # not sorted: arrival order is what counts
     clock = WallClock(utcnow(), holders=len(order), then=[])
     assert await _wake_order(monkeypatch, order, clock) == order
+
+
+async def test_holders_of_one_instant_wake_round_robin_by_tenant(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    held = [("a", 1), ("a", 2), ("a", 3), ("b", 1), ("a", 4), ("b", 2), ("c", 1)]
+    clock = WallClock(utcnow(), holders=len(held), then=[])
+    woke = await _wake_order(monkeypatch, held, clock)
+    # One of each tenant per round, tenants in the order they first held; each in its order.
+    assert woke == [("a", 1), ("b", 1), ("c", 1), ("a", 2), ("b", 2), ("a", 3), ("a", 4)]
 
 
 async def test_holders_keep_their_order_when_the_timer_fires_before_the_wall_clock(
