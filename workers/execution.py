@@ -29,6 +29,7 @@ from workers.leases import LeaseKeeper
 from workers.metrics import SKIPPED_REDELIVERIES, AttemptMetrics
 from workers.policy import TargetGuard
 from workers.reports import Reporter
+from workers.slots import Slots
 from workers.targets import Attempt, Outcome, TargetRegistry
 from workers.timing import Instants
 
@@ -139,10 +140,11 @@ class ExecutionService:
     guard: TargetGuard
     leases: LeaseKeeper
     worker_id: str
-    # Bounds the executions between claim and report (``worker_concurrency``). A record
-    # held for its instant takes no slot: else a lane's throughput would be capped at
-    # concurrency / lead (64 / 250 ms = 256 executions/s), whatever the targets cost.
-    slots: asyncio.Semaphore
+    # Bounds the target calls running at once (``worker_concurrency``). A record held for
+    # its instant takes no slot: else a lane's throughput would be capped at concurrency /
+    # lead (64 / 250 ms = 256 executions/s), whatever the targets cost. Reports wait while
+    # runs due now wait for a slot (workers.slots).
+    slots: Slots
     secrets: SecretBox = field(default_factory=SecretBox)
     # Holds records until their instants, waking those of one instant round-robin by tenant.
     instants: Instants = field(default_factory=Instants)
@@ -169,7 +171,9 @@ class ExecutionService:
         5. Check the target against the operator's policy; a refusal is the outcome.
            Otherwise run it through the registry; its failures are an outcome too.
         6. Report the attempt as one ``ResultEvent`` on ``jobs.results`` and wait for the
-           ack; the lease is then handed over (``LeaseKeeper.release(reported=True)``).
+           ack; while runs due now wait for a slot, the report first waits for them, up to
+           ``workers.slots.REPORT_DEFER_S`` (starts before bookkeeping). The lease is then
+           handed over (``LeaseKeeper.release(reported=True)``).
            The owning scheduler shard records the final status from the result.
         7. Cut off by shutdown after the start: report the attempt as interrupted (failed,
            retryable, so the shard schedules the next attempt with its backoff instead of
@@ -247,7 +251,8 @@ class ExecutionService:
         outcome: Outcome | None = None
         span = None
         try:
-            async with self.slots:
+            await self.slots.acquire()
+            try:
                 started_at = utcnow()
                 span = tracing.start("run", traceparent, None, tracing.CLIENT)
                 late_s = (started_at - start_instant(event)).total_seconds()
@@ -259,10 +264,16 @@ class ExecutionService:
                     )
                 finally:
                     metrics.in_flight.dec()
-            metrics.duration.observe((utcnow() - started_at).total_seconds())
+            finally:
+                self.slots.release()
+            finished_at = utcnow()
+            metrics.duration.observe((finished_at - started_at).total_seconds())
             (metrics.succeeded if outcome.succeeded else metrics.failed).inc()
+            # Starts first: the report waits while runs due now wait for a slot.
+            await self.slots.quiet()
             await self.reporter.result(
-                self._result(event, outcome, started_at), tracing.passed_on(span, traceparent)
+                self._result(event, outcome, started_at, finished_at),
+                tracing.passed_on(span, traceparent),
             )
             return True
         except asyncio.CancelledError:
@@ -321,7 +332,13 @@ class ExecutionService:
                 event.execution_id,
             )
 
-    def _result(self, event: DueEvent, outcome: Outcome, started_at: datetime) -> ResultEvent:
+    def _result(
+        self,
+        event: DueEvent,
+        outcome: Outcome,
+        started_at: datetime,
+        finished_at: datetime | None = None,
+    ) -> ResultEvent:
         return ResultEvent(
             execution_id=event.execution_id,
             job_id=event.job_id,
@@ -329,7 +346,7 @@ class ExecutionService:
             attempt=event.attempt,
             status="succeeded" if outcome.succeeded else "failed",
             started_at=started_at,
-            finished_at=utcnow(),
+            finished_at=finished_at or utcnow(),
             worker=self.worker_id,
             http_status=outcome.http_status,
             output_excerpt=outcome.output_excerpt,

@@ -49,6 +49,7 @@ from workers.leases import HEARTBEAT_INTERVAL_S, LEASE_TTL_S, LeaseKeeper
 from workers.policy import TargetGuard
 from workers.reports import Reporter
 from workers.retention import DEFAULT_BATCH, prune_periodically
+from workers.slots import Slots
 from workers.targets.builtin import builtin_registry
 from workers.targets.http_client import HttpClient
 from workers.targets.sql import SqlPools
@@ -191,7 +192,7 @@ class Worker:
             TargetGuard(self._targets, frozenset(t.name for t in cat.all())),
             leases,
             self.id,
-            slots=asyncio.Semaphore(concurrency),
+            slots=Slots(concurrency),
             secrets=self._secrets,
         )
         consumer = AIOKafkaConsumer(
