@@ -125,6 +125,8 @@ class Run:
     missing: int
     twice: int
     cpu: dict[str, float]
+    # p99 lateness of each SLICE_S of the schedule, in order: where in the run a tail came.
+    p99_by_slice_ms: list[float]
 
     @property
     def within_capacity(self) -> bool:
@@ -206,7 +208,8 @@ async def one_run(args: argparse.Namespace, processes: int, rate: int) -> Run:
     seen = Counter(job for job, _ in starts)
     if not seen:
         raise SystemExit("no job reached the target: see the scheduler's dead letters above")
-    late_ms = [(arrived - sched) * 1000 for _, (sched, arrived) in _first(starts).items()]
+    first = _first(starts)
+    late_ms = [(arrived - sched) * 1000 for sched, arrived in first.values()]
     cpu = {name: 1000 * max(0.0, after[name] - before[name]) / n for name in before}
     shutil.rmtree(work, ignore_errors=True)
     return Run(
@@ -218,7 +221,19 @@ async def one_run(args: argparse.Namespace, processes: int, rate: int) -> Run:
         missing=n - len(seen),
         twice=sum(1 for c in seen.values() if c > 1),
         cpu=cpu,
+        p99_by_slice_ms=_p99_by_slice(list(first.values()), start),
     )
+
+
+SLICE_S = 10
+
+
+def _p99_by_slice(times: list[tuple[float, float]], start: float) -> list[float]:
+    """p99 lateness (ms) of the jobs scheduled in each ``SLICE_S`` from ``start``."""
+    slices: dict[int, list[float]] = {}
+    for sched, arrived in times:
+        slices.setdefault(int((sched - start) // SLICE_S), []).append((arrived - sched) * 1000)
+    return [percentile(slices[k], 0.99) for k in sorted(slices)]
 
 
 def _iso(at: float) -> str:
@@ -264,6 +279,8 @@ def report(run: Run) -> str:
         f"workers={run.processes} rate={run.rate}/s: p50 {run.p50_ms:.1f} ms, "
         f"p99 {run.p99_ms:.1f} ms, max {run.max_ms:.0f} ms, missing {run.missing}, "
         f"run twice {run.twice}\n    CPU-s per 1,000 jobs: {cpu}  sum {sum(run.cpu.values()):.2f}"
+        f"\n    p99 per {SLICE_S} s of the run (ms): "
+        + ", ".join(f"{v:.0f}" for v in run.p99_by_slice_ms)
     )
 
 
