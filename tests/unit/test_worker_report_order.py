@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, cast
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from core.clock import utcnow
-from schemas.v1.events import DueEvent, ResultEvent
-from schemas.v1.targets import KafkaTarget, Target
+from schemas.v1.events import ResultEvent
+from schemas.v1.targets import Target
 from tests.support.waiting import eventually
+from tests.unit.test_worker_records import due_event
 from workers.claims import Claim
 from workers.execution import ExecutionService
 from workers.slots import Slots
@@ -50,19 +51,6 @@ class Allow:
         return None
 
 
-def due_now() -> DueEvent:
-    return DueEvent(
-        execution_id=uuid4(),
-        job_id=uuid4(),
-        user_id="u-1",
-        attempt=1,
-        scheduled_for=datetime.now(UTC) - timedelta(seconds=2),
-        lane="normal",
-        target=KafkaTarget(type="kafka", topic="out"),
-        shard=0,
-    )
-
-
 async def test_a_finished_run_is_reported_only_once_no_run_due_now_waits_for_a_slot() -> None:
     started: list[UUID] = []
     finish: dict[UUID, asyncio.Event] = {}
@@ -85,7 +73,7 @@ async def test_a_finished_run_is_reported_only_once_no_run_due_now_waits_for_a_s
         worker_id="w-1",
         slots=slots,
     )
-    first, second, third = events = [due_now() for _ in range(3)]
+    first, second, third = events = [due_event() for _ in range(3)]  # due now
     for event in events:
         finish[event.execution_id] = asyncio.Event()
     tasks = [asyncio.create_task(service._execute(event)) for event in events]
@@ -97,8 +85,8 @@ async def test_a_finished_run_is_reported_only_once_no_run_due_now_waits_for_a_s
     assert started == [first.execution_id]
 
     finish[first.execution_id].set()
+    # An undeferred report goes in the step that frees the slot, before the second starts.
     await eventually(lambda: waiting(1), what="the second run in the slot")
-    await asyncio.sleep(0.05)  # time enough for an undeferred report to have gone
     assert started == [first.execution_id, second.execution_id]
     assert reports.reported == []  # the third still waits for its start
 
